@@ -1,0 +1,1 @@
+"""slimrt's command line (typer). Thin: parsing and rendering only; logic lives in the library."""

@@ -1,0 +1,334 @@
+"""The data types that cross slimrt's stage boundaries (pydantic, no torch).
+
+Search yields :class:`SubnetSpec`; export writes a :class:`Manifest`; bench writes a
+:class:`LatencyProfile` measured with a :class:`DeviceProfile`; the runtime reads only manifest and
+latency profiles.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from pathlib import Path, PurePosixPath
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "SubnetSpec",
+    "FileRef",
+    "TensorSpec",
+    "Producer",
+    "EngineRef",
+    "EngineSet",
+    "SubnetEntry",
+    "LatencyRef",
+    "Manifest",
+    "DeviceProfile",
+    "DeviceFingerprint",
+    "SubnetLatency",
+    "LatencyProfile",
+    "safe_relpath",
+    "sha256_file",
+]
+
+SCHEMA_VERSION = 1
+"""Version of the manifest / latency-profile format this slimrt reads and writes."""
+
+
+def safe_relpath(path: str) -> str:
+    """Return ``path`` if it is a relative POSIX path that stays inside its root, else raise ValueError."""
+    if not path or "\\" in path or "\x00" in path:
+        raise ValueError(f"path {path!r} must be a non-empty relative POSIX path")
+    p = PurePosixPath(path)
+    if p.is_absolute() or any(part in ("..", "") for part in p.parts) or path.startswith("~"):
+        raise ValueError(f"path {path!r} must stay inside the artifact (no '..', no absolute paths)")
+    return path
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
+    """Hex sha256 of a file, streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class SubnetSpec(_Frozen):
+    """One nested sub-net: kept channels per channel group, its cost and (once known) accuracy.
+
+    Accuracies are in percent.
+    """
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    widths: dict[str, int]
+    macs: int = Field(ge=0)
+    params: int = Field(ge=0)
+    val_accuracy: float | None = None
+    test_accuracy: float | None = None
+
+    @field_validator("widths")
+    @classmethod
+    def _positive_widths(cls, v: dict[str, int]) -> dict[str, int]:
+        bad = {k: w for k, w in v.items() if w < 1}
+        if bad:
+            raise ValueError(f"every kept width must be >= 1, got {bad}")
+        return v
+
+    def with_accuracy(self, *, val: float | None = None, test: float | None = None) -> SubnetSpec:
+        """Copy with accuracies set (None keeps the current value)."""
+        return self.model_copy(
+            update={
+                "val_accuracy": self.val_accuracy if val is None else float(val),
+                "test_accuracy": self.test_accuracy if test is None else float(test),
+            }
+        )
+
+    def nested_in(self, other: SubnetSpec) -> bool:
+        """True when every group of ``self`` keeps no more channels than ``other`` (a missing group is full)."""
+        groups = set(self.widths) | set(other.widths)
+        inf = float("inf")
+        return all(self.widths.get(g, inf) <= other.widths.get(g, inf) for g in groups)
+
+
+class FileRef(_Frozen):
+    """A file inside an artifact, with its size and checksum."""
+
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    bytes: int | None = Field(default=None, ge=0)
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return safe_relpath(v)
+
+
+class TensorSpec(_Frozen):
+    """Name, shape (ints, or strings for symbolic dims), dtype and layout of a model input/output."""
+
+    name: str
+    shape: list[int | str]
+    dtype: str = "float32"
+    layout: str | None = None
+    mean: list[float] | None = None
+    std: list[float] | None = None
+
+
+class Producer(_Frozen):
+    slimrt: str
+    torch: str | None = None
+    onnx: str | None = None
+    onnxruntime: str | None = None
+
+
+class EngineRef(_Frozen):
+    """A TensorRT engine (plan) for one sub-net."""
+
+    subnet: str
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    weight_stripped: bool = False
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return safe_relpath(v)
+
+
+class EngineSet(_Frozen):
+    """TensorRT engines built on one device (engines are not portable across GPUs / versions)."""
+
+    device_tag: str
+    tensorrt_version: str
+    gpu_name: str
+    precision: Literal["fp32", "fp16"] = "fp32"
+    timing_cache: FileRef | None = None
+    engines: list[EngineRef]
+
+
+class SubnetEntry(SubnetSpec):
+    """A sub-net in a manifest: its spec plus the files that run it and its export validation error."""
+
+    onnx: FileRef
+    torch_program: FileRef | None = None
+    max_abs_diff: float | None = None
+
+    def spec(self) -> SubnetSpec:
+        return SubnetSpec(**self.model_dump(include=set(SubnetSpec.model_fields)))
+
+
+class LatencyRef(_Frozen):
+    """A stored latency profile inside the artifact (``latency/<fingerprint>.json``)."""
+
+    fingerprint: str
+    device: str
+    backend: str
+    path: str
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+
+    @field_validator("path")
+    @classmethod
+    def _inside(cls, v: str) -> str:
+        return safe_relpath(v)
+
+
+class Manifest(_Frozen):
+    """``manifest.json`` of a slimrt artifact. Sub-nets are listed largest first."""
+
+    schema_version: int
+    producer: Producer
+    arch: str | None = None
+    opset: int | None = None
+    dynamic_batch: bool = False
+    input: TensorSpec
+    output: TensorSpec
+    weights: FileRef
+    subnets: list[SubnetEntry] = Field(min_length=1)
+    latency: list[LatencyRef] = Field(default_factory=list)
+    engines: list[EngineSet] = Field(default_factory=list)
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_version(cls, v: int) -> int:
+        if v != SCHEMA_VERSION:
+            raise ValueError(
+                f"unknown schema_version {v}; this slimrt reads version {SCHEMA_VERSION} "
+                "(upgrade slimrt or re-export the artifact)"
+            )
+        return v
+
+    @model_validator(mode="after")
+    def _unique_names(self) -> Manifest:
+        names = [s.name for s in self.subnets]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sub-net names must be unique, got {names}")
+        return self
+
+    def subnet(self, name: str) -> SubnetEntry:
+        for s in self.subnets:
+            if s.name == name:
+                return s
+        raise KeyError(f"no sub-net {name!r}; the artifact has {[s.name for s in self.subnets]}")
+
+
+class DeviceProfile(_Frozen):
+    """How to measure latency on one kind of device (``profiles/<name>.toml``)."""
+
+    name: str
+    description: str = ""
+    device: Literal["cpu", "cuda", "jetson"]
+    backend: Literal["onnxruntime", "tensorrt", "torch", "auto"] = "onnxruntime"
+    providers: list[str] = Field(default_factory=lambda: ["CPUExecutionProvider"])
+    fallback_backend: Literal["onnxruntime", "tensorrt", "torch"] | None = None
+    precision: Literal["fp32", "fp16"] = "fp32"
+    threads: int | None = Field(default=None, ge=1)
+    warmup: int = Field(default=20, ge=0)
+    runs: int = Field(default=200, ge=5)
+    duration_s: float | None = Field(default=None, gt=0)
+    batch_sizes: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    quantiles: list[float] = Field(default_factory=lambda: [0.5, 0.9, 0.95, 0.99])
+    noisy_cv: float = Field(default=0.25, gt=0)
+    checks: list[Literal["cuda_available", "tensorrt_available", "jetson_power_mode", "jetson_clocks"]] = Field(
+        default_factory=list
+    )
+
+    @field_validator("batch_sizes")
+    @classmethod
+    def _positive_batches(cls, v: list[int]) -> list[int]:
+        if any(b < 1 for b in v):
+            raise ValueError(f"batch sizes must be >= 1, got {v}")
+        return v
+
+    @field_validator("quantiles")
+    @classmethod
+    def _quantiles_in_range(cls, v: list[float]) -> list[float]:
+        if not v or any(not (0 < q < 1) for q in v):
+            raise ValueError(f"quantiles must lie strictly between 0 and 1, got {v}")
+        return sorted(v)
+
+
+class DeviceFingerprint(_Frozen):
+    """What identifies a device for latency purposes."""
+
+    cpu_model: str
+    cpu_cores: int
+    threads: int | None = None
+    gpu_name: str | None = None
+    gpu_driver: str | None = None
+    onnxruntime: str | None = None
+    tensorrt: str | None = None
+    torch: str | None = None
+    power_mode: str | None = None
+    backend: str
+    providers: list[str] = Field(default_factory=list)
+    precision: str = "fp32"
+    batch_size: int = 1
+
+    def id(self) -> str:
+        """Short stable id (hex) of this fingerprint, used as the profile's file name."""
+        data = self.model_dump_json().encode()
+        return hashlib.sha256(data).hexdigest()[:16]
+
+
+class SubnetLatency(_Frozen):
+    """Latency statistics of one sub-net, in milliseconds."""
+
+    name: str
+    p50_ms: float = Field(gt=0)
+    p90_ms: float = Field(gt=0)
+    p95_ms: float = Field(gt=0)
+    p99_ms: float = Field(gt=0)
+    mean_ms: float = Field(gt=0)
+    cv: float = Field(ge=0)
+    runs: int = Field(ge=1)
+
+    @model_validator(mode="after")
+    def _monotone(self) -> SubnetLatency:
+        qs = [self.p50_ms, self.p90_ms, self.p95_ms, self.p99_ms]
+        if any(not math.isfinite(q) for q in qs) or qs != sorted(qs):
+            raise ValueError(f"latency quantiles must be finite and non-decreasing, got {qs}")
+        return self
+
+    def quantile_ms(self, q: float) -> float:
+        """Latency at quantile ``q`` (0 < q < 1), linearly interpolated between stored quantiles.
+
+        Below 0.5 returns p50; above 0.99 returns p99.
+        """
+        pts = [(0.5, self.p50_ms), (0.9, self.p90_ms), (0.95, self.p95_ms), (0.99, self.p99_ms)]
+        if not (0 < q < 1) or math.isnan(q):
+            raise ValueError(f"quantile must lie strictly between 0 and 1, got {q}")
+        if q <= pts[0][0]:
+            return pts[0][1]
+        for (q0, v0), (q1, v1) in zip(pts, pts[1:], strict=False):
+            if q <= q1:
+                return v0 + (v1 - v0) * (q - q0) / (q1 - q0)
+        return pts[-1][1]
+
+
+class LatencyProfile(_Frozen):
+    """Measured latency of every sub-net of an artifact on one device, for one backend and batch size."""
+
+    schema_version: int = SCHEMA_VERSION
+    device: str
+    fingerprint: DeviceFingerprint
+    batch_size: int = Field(default=1, ge=1)
+    created: str
+    noisy: bool = False
+    subnets: list[SubnetLatency] = Field(min_length=1)
+
+    @property
+    def fingerprint_id(self) -> str:
+        return self.fingerprint.id()
+
+    def latency(self, name: str) -> SubnetLatency:
+        for s in self.subnets:
+            if s.name == name:
+                return s
+        raise KeyError(f"latency profile has no sub-net {name!r}")
