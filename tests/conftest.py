@@ -1,0 +1,43 @@
+"""Shared fixtures. ``synthetic_artifact`` is a real tiny artifact (ONNX written with onnx.helper, no torch)."""
+
+from __future__ import annotations
+
+import importlib.util
+import shutil
+import sys
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+
+_SYNTH = Path(__file__).parent / "runtime" / "synth_artifact.py"
+
+
+def _load_synth():
+    mod = sys.modules.get("slimrt_tests_synth_artifact")
+    if mod is None:
+        spec = importlib.util.spec_from_file_location("slimrt_tests_synth_artifact", _SYNTH)
+        assert spec and spec.loader
+        mod = importlib.util.module_from_spec(spec)
+        sys.modules[spec.name] = mod
+        spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.fixture(scope="session")
+def build_artifact() -> Callable[..., Path]:
+    """Factory: ``build_artifact(root, **kwargs)`` writes a synthetic artifact (see tests/runtime/synth_artifact.py)."""
+    return _load_synth().build_synthetic_artifact
+
+
+@pytest.fixture(scope="session")
+def _pristine_artifact(tmp_path_factory: pytest.TempPathFactory, build_artifact) -> Path:
+    return build_artifact(tmp_path_factory.mktemp("pristine") / "synthetic.slim")
+
+
+@pytest.fixture()
+def synthetic_artifact(tmp_path: Path, _pristine_artifact: Path) -> Path:
+    """A fresh copy (safe to tamper with) of a 3-sub-net artifact: w64, w24, w8; input [batch, 3, 16, 16]."""
+    dst = tmp_path / "synthetic.slim"
+    shutil.copytree(_pristine_artifact, dst)
+    return dst
