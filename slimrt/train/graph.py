@@ -1,0 +1,383 @@
+"""Channel-group analysis with torch.fx: which channels of a CNN must shrink together.
+
+A *channel group* is a set of channel positions that every layer touching it must keep or drop together: the
+output channels of a plain conv, a residual stream (all tensors added together), the input and output of a
+depthwise conv. A concat along channels does not merge groups; its result is a *layout* of several segments.
+The network's input channels, the classifier's outputs and the channels of grouped (non-depthwise) convs are
+fixed (not prunable).
+"""
+
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import fx, nn
+from torch.fx.passes.shape_prop import ShapeProp
+
+from slimrt.errors import GraphError
+
+__all__ = ["ChannelGroup", "Segment", "Layout", "LayerInfo", "GraphAnalysis", "analyze"]
+
+
+@dataclass(frozen=True)
+class ChannelGroup:
+    """A set of channels that shrink together; ``name`` is the first layer that produces it."""
+
+    name: str
+    channels: int
+    prunable: bool
+
+
+@dataclass(frozen=True)
+class Segment:
+    """``size`` consecutive channels of a tensor that belong to ``group``."""
+
+    group: str
+    size: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Channel structure of a tensor: its segments in order; ``repeat`` features per channel after a flatten."""
+
+    segments: tuple[Segment, ...]
+    repeat: int = 1
+
+    @property
+    def channels(self) -> int:
+        return sum(s.size for s in self.segments)
+
+
+@dataclass
+class LayerInfo:
+    """A parameterised layer and the channel layouts it reads and writes."""
+
+    name: str
+    kind: str  # "conv", "dwconv", "gconv", "bn", "linear"
+    module: nn.Module
+    in_layout: Layout | None
+    out_layout: Layout
+    out_positions: int = 1  # spatial positions of the output (H*W), for MAC counts
+
+
+@dataclass
+class GraphAnalysis:
+    groups: list[ChannelGroup]
+    layers: dict[str, LayerInfo] = field(default_factory=dict)
+
+
+_PASSTHROUGH_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.LeakyReLU,
+    nn.ELU,
+    nn.GELU,
+    nn.SiLU,
+    nn.Hardswish,
+    nn.Hardsigmoid,
+    nn.Sigmoid,
+    nn.Tanh,
+    nn.Identity,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+)
+_PASSTHROUGH_FUNCS = {
+    F.relu,
+    F.relu6,
+    F.leaky_relu,
+    F.elu,
+    F.gelu,
+    F.silu,
+    F.hardswish,
+    F.hardsigmoid,
+    F.sigmoid,
+    F.tanh,
+    F.dropout,
+    F.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    torch.relu,
+    torch.sigmoid,
+    torch.tanh,
+}
+_PASSTHROUGH_METHODS = {"relu", "relu_", "sigmoid", "tanh", "contiguous", "clone", "detach", "float"}
+_BINARY_FUNCS = {operator.add, operator.iadd, operator.sub, operator.mul, operator.imul, operator.truediv}
+_BINARY_FUNCS |= {torch.add, torch.sub, torch.mul, torch.div}
+_BINARY_METHODS = {"add", "add_", "sub", "mul", "mul_", "div"}
+_REDUCE_METHODS = {"mean", "sum", "amax"}
+
+
+class _UnionFind:
+    def __init__(self) -> None:
+        self.parent: dict[str, str] = {}
+        self.size: dict[str, int] = {}
+        self.order: list[str] = []
+        self.fixed: set[str] = set()
+
+    def new(self, name: str, size: int) -> str:
+        base, i = name, 1
+        while name in self.parent:
+            i += 1
+            name = f"{base}#{i}"
+        self.parent[name] = name
+        self.size[name] = size
+        self.order.append(name)
+        return name
+
+    def find(self, a: str) -> str:
+        while self.parent[a] != a:
+            self.parent[a] = self.parent[self.parent[a]]
+            a = self.parent[a]
+        return a
+
+    def union(self, a: str, b: str) -> None:
+        ra, rb = self.find(a), self.find(b)
+        if ra == rb:
+            return
+        # The earlier-created raw group names the merged group.
+        if self.order.index(rb) < self.order.index(ra):
+            ra, rb = rb, ra
+        self.parent[rb] = ra
+
+
+def _shape(node: fx.Node) -> tuple[int, ...] | None:
+    meta = node.meta.get("tensor_meta")
+    if meta is None or not hasattr(meta, "shape"):
+        return None
+    return tuple(meta.shape)
+
+
+def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysis, fx.GraphModule]:
+    """Trace ``model`` and find its channel groups and parameterised layers.
+
+    Raises:
+        GraphError: the model cannot be traced, or a node uses an op whose channel behaviour is unknown.
+    """
+    try:
+        gm = fx.symbolic_trace(model)
+    except Exception as e:  # noqa: BLE001 - report any tracing failure in one clear error
+        raise GraphError(
+            f"torch.fx could not trace {type(model).__name__}: {e}. slimrt needs a forward without "
+            "data-dependent control flow."
+        ) from e
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad():
+            ShapeProp(gm).propagate(example_input)
+    finally:
+        model.train(was_training)
+
+    uf = _UnionFind()
+    layouts: dict[fx.Node, Layout] = {}
+    layers: dict[str, LayerInfo] = {}
+    modules = dict(gm.named_modules())
+
+    def err(node: fx.Node, what: str) -> GraphError:
+        return GraphError(f"channel-group analysis cannot reason about node {node.name!r} ({what})")
+
+    def lay(arg: object) -> Layout | None:
+        return layouts.get(arg) if isinstance(arg, fx.Node) else None
+
+    def single(name: str, size: int) -> Layout:
+        return Layout((Segment(uf.new(name, size), size),))
+
+    def unify(a: Layout, b: Layout, node: fx.Node) -> Layout:
+        if a.repeat != b.repeat or [s.size for s in a.segments] != [s.size for s in b.segments]:
+            raise err(node, f"op {node.target!r} combines tensors with different channel structure")
+        for sa, sb in zip(a.segments, b.segments, strict=True):
+            uf.union(sa.group, sb.group)
+        return a
+
+    def fix(layout: Layout) -> None:
+        uf.fixed.update(s.group for s in layout.segments)
+
+    def check_channels(node: fx.Node, layout: Layout, expected: int) -> None:
+        if layout.channels * layout.repeat != expected:
+            raise err(node, f"expects {expected} input features, tracked layout has {layout.channels * layout.repeat}")
+
+    for node in gm.graph.nodes:
+        shape = _shape(node)
+        if node.op == "placeholder":
+            if shape is not None and len(shape) >= 2:
+                layouts[node] = single("input", shape[1])
+                fix(layouts[node])
+            continue
+        if node.op == "output":
+            outs = node.args[0] if isinstance(node.args[0], (tuple, list)) else (node.args[0],)
+            for o in outs:
+                if (lo := lay(o)) is not None:
+                    fix(lo)
+            continue
+        if node.op == "get_attr":
+            if shape is not None and len(shape) >= 2:
+                raise err(node, f"tensor attribute {node.target!r} used outside a module")
+            continue
+
+        if node.op == "call_module":
+            mod = modules[node.target]
+            src = lay(node.args[0]) if node.args else None
+            if node.target in layers:
+                raise err(node, f"module {node.target!r} is called more than once")
+            if isinstance(mod, nn.Conv2d):
+                if src is None:
+                    raise err(node, f"conv {node.target!r} input has no tracked channels")
+                check_channels(node, src, mod.in_channels)
+                hw = math.prod(shape[2:]) if shape else 1
+                if mod.groups == 1:
+                    out, kind = single(node.target, mod.out_channels), "conv"
+                elif mod.groups == mod.in_channels == mod.out_channels:
+                    out, kind = src, "dwconv"
+                else:
+                    fix(src)
+                    out, kind = single(node.target, mod.out_channels), "gconv"
+                    fix(out)
+                layers[node.target] = LayerInfo(node.target, kind, mod, src, out, hw)
+                layouts[node] = out
+            elif isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm1d)):
+                if src is None:
+                    raise err(node, f"batch norm {node.target!r} input has no tracked channels")
+                if src.repeat != 1:
+                    raise err(node, f"batch norm {node.target!r} after a spatial flatten")
+                check_channels(node, src, mod.num_features)
+                layers[node.target] = LayerInfo(node.target, "bn", mod, src, src)
+                layouts[node] = src
+            elif isinstance(mod, nn.Linear):
+                if src is None:
+                    raise err(node, f"linear {node.target!r} input has no tracked channels")
+                if shape is not None and len(shape) != 2:
+                    raise err(node, f"linear {node.target!r} on a {len(shape)}-d tensor")
+                check_channels(node, src, mod.in_features)
+                out = single(node.target, mod.out_features)
+                layers[node.target] = LayerInfo(node.target, "linear", mod, src, out)
+                layouts[node] = out
+            elif isinstance(mod, nn.Flatten):
+                layouts[node] = _flatten(node, src, err)
+            elif isinstance(mod, _PASSTHROUGH_MODULES):
+                if src is not None:
+                    layouts[node] = src
+            else:
+                raise err(node, f"module {node.target!r} of type {type(mod).__name__}")
+            continue
+
+        if node.op == "call_function":
+            fn = node.target
+            if fn in _BINARY_FUNCS:
+                a, b = (lay(x) for x in node.args[:2])
+                if a is not None and b is not None:
+                    layouts[node] = unify(a, b, node)
+                elif a is not None or b is not None:
+                    layouts[node] = a or b
+            elif fn in (torch.cat, torch.concat):
+                tensors = node.args[0]
+                dim = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim", 0)
+                parts = [lay(t) for t in tensors]
+                if any(p is None for p in parts):
+                    raise err(node, "torch.cat of tensors without tracked channels")
+                ndim = len(shape) if shape else 4
+                if dim in (1, 1 - ndim):
+                    if any(p.repeat != 1 for p in parts):
+                        raise err(node, "torch.cat along features after a flatten")
+                    layouts[node] = Layout(tuple(s for p in parts for s in p.segments))
+                else:
+                    out = parts[0]
+                    for p in parts[1:]:
+                        out = unify(out, p, node)
+                    layouts[node] = out
+            elif fn is torch.flatten:
+                start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+                if start != 1:
+                    raise err(node, f"torch.flatten with start_dim={start} (only 1 is supported)")
+                layouts[node] = _flatten(node, lay(node.args[0]), err)
+            elif fn in _PASSTHROUGH_FUNCS:
+                if (src := lay(node.args[0])) is not None:
+                    layouts[node] = src
+            elif fn is torch.mean:
+                layouts[node] = _reduce(node, lay(node.args[0]), err)
+            elif fn in (operator.getitem, getattr, len) or fn is torch.Tensor.size:
+                if lay(node.args[0]) is not None and shape is not None:
+                    raise err(node, "indexing a tensor")
+            else:
+                if any(lay(a) is not None for a in node.args):
+                    raise err(node, f"function {getattr(fn, '__name__', fn)!r}")
+            continue
+
+        if node.op == "call_method":
+            m = node.target
+            src = lay(node.args[0])
+            if m in _PASSTHROUGH_METHODS:
+                if src is not None:
+                    layouts[node] = src
+            elif m in _BINARY_METHODS:
+                b = lay(node.args[1]) if len(node.args) > 1 else None
+                layouts[node] = unify(src, b, node) if (src is not None and b is not None) else (src or b)
+            elif m in _REDUCE_METHODS:
+                layouts[node] = _reduce(node, src, err)
+            elif m in ("view", "reshape", "flatten"):
+                if m == "flatten":
+                    start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
+                    if start != 1:
+                        raise err(node, f"flatten with start_dim={start} (only 1 is supported)")
+                layouts[node] = _flatten(node, src, err)
+            elif m in ("size", "dim"):
+                pass
+            else:
+                if src is not None:
+                    raise err(node, f"tensor method {m!r}")
+            continue
+
+    # Resolve raw segments to their union-find roots, build the groups.
+    roots: dict[str, ChannelGroup] = {}
+    fixed_roots = {uf.find(g) for g in uf.fixed}
+    for raw in uf.order:
+        r = uf.find(raw)
+        if r not in roots:
+            roots[r] = ChannelGroup(r, uf.size[r], r not in fixed_roots)
+
+    def resolve(layout: Layout | None) -> Layout | None:
+        if layout is None:
+            return None
+        return Layout(tuple(Segment(uf.find(s.group), s.size) for s in layout.segments), layout.repeat)
+
+    for info in layers.values():
+        info.in_layout = resolve(info.in_layout)
+        info.out_layout = resolve(info.out_layout)
+    used = {s.group for info in layers.values() for lo in (info.in_layout, info.out_layout) if lo for s in lo.segments}
+    groups = [g for g in roots.values() if g.name in used]
+    return GraphAnalysis(groups=groups, layers=layers), gm
+
+
+def _flatten(node: fx.Node, src: Layout | None, err) -> Layout:
+    if src is None:
+        raise err(node, "flatten of a tensor without tracked channels")
+    in_shape = _shape(node.args[0])
+    out_shape = _shape(node)
+    if in_shape is None or out_shape is None:
+        raise err(node, "flatten without known shapes")
+    if len(out_shape) == len(in_shape) and out_shape[1] == in_shape[1]:
+        return src
+    if len(out_shape) != 2 or out_shape[0] != in_shape[0]:
+        raise err(node, f"reshape {tuple(in_shape)} -> {tuple(out_shape)} that does not keep (batch, features)")
+    per_channel = math.prod(in_shape[2:]) if len(in_shape) > 2 else 1
+    return Layout(src.segments, src.repeat * per_channel)
+
+
+def _reduce(node: fx.Node, src: Layout | None, err) -> Layout:
+    if src is None:
+        raise err(node, "reduction of a tensor without tracked channels")
+    dims = node.args[1] if len(node.args) > 1 else node.kwargs.get("dim")
+    in_shape = _shape(node.args[0]) or ()
+    dims = (dims,) if isinstance(dims, int) else tuple(dims or ())
+    dims = tuple(d % len(in_shape) for d in dims) if in_shape else dims
+    if not dims or 0 in dims or 1 in dims:
+        raise err(node, f"reduction over dims {dims or 'all'} that include batch or channels")
+    return src
