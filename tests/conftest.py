@@ -25,6 +25,12 @@ def _load_synth():
 
 
 @pytest.fixture(scope="session")
+def synth():
+    """The tests/runtime/synth_artifact.py module (builder, numpy reference forward)."""
+    return _load_synth()
+
+
+@pytest.fixture(scope="session")
 def build_artifact() -> Callable[..., Path]:
     """Factory: ``build_artifact(root, **kwargs)`` writes a synthetic artifact (see tests/runtime/synth_artifact.py)."""
     return _load_synth().build_synthetic_artifact

@@ -1,0 +1,32 @@
+"""Inference backends behind one :class:`~slimrt.backends.base.Runner` interface.
+
+Importing this package registers the built-in backends (``onnxruntime``, ``tensorrt``, ``torch``); none of their
+libraries is imported until a runner is loaded.
+"""
+
+from __future__ import annotations
+
+from slimrt.backends import onnxrt, tensorrt, torch_backend  # noqa: F401  (registration)
+from slimrt.backends.base import (
+    DEVICES,
+    BackendInfo,
+    Runner,
+    RunnerOptions,
+    available_backends,
+    backend_info,
+    backend_names,
+    create_runner,
+    register_backend,
+)
+
+__all__ = [
+    "DEVICES",
+    "BackendInfo",
+    "Runner",
+    "RunnerOptions",
+    "available_backends",
+    "backend_info",
+    "backend_names",
+    "create_runner",
+    "register_backend",
+]

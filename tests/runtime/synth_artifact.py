@@ -19,7 +19,7 @@ import slimrt
 from slimrt.artifact import write_manifest
 from slimrt.schema import SCHEMA_VERSION, FileRef, Manifest, Producer, SubnetEntry, TensorSpec, sha256_file
 
-__all__ = ["build_synthetic_artifact", "DEFAULT_WIDTHS"]
+__all__ = ["build_synthetic_artifact", "DEFAULT_WIDTHS", "load_subnet_weights", "reference_forward"]
 
 DEFAULT_WIDTHS = (64, 24, 8)
 _ALIGN = 64
@@ -164,3 +164,30 @@ def build_synthetic_artifact(
     )
     write_manifest(root, manifest)
     return root
+
+
+def load_subnet_weights(model_path: str | Path) -> dict[str, np.ndarray]:
+    """Initializers of a synthetic sub-net (external data resolved) as numpy arrays."""
+    from onnx import numpy_helper
+
+    model = onnx.load(str(model_path))
+    return {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+
+
+def _conv3x3(x: np.ndarray, w: np.ndarray, b: np.ndarray) -> np.ndarray:
+    n, c, h, wd = x.shape
+    xp = np.pad(x, ((0, 0), (0, 0), (1, 1), (1, 1)))
+    cols = np.stack([xp[:, :, i:i + h, j:j + wd] for i in range(3) for j in range(3)], axis=2)  # n,c,9,h,w
+    out = np.einsum("nckhw,ock->nohw", cols, w.reshape(w.shape[0], c, 9), optimize=True)
+    return out + b[None, :, None, None]
+
+
+def reference_forward(model_path: str | Path, x: np.ndarray) -> np.ndarray:
+    """Independent numpy implementation of a synthetic sub-net (float64), to check backends against."""
+    p = {k: v.astype(np.float64) for k, v in load_subnet_weights(model_path).items()}
+    h = x.astype(np.float64)
+    i = 0
+    while f"conv{i}.weight" in p:
+        h = np.maximum(_conv3x3(h, p[f"conv{i}.weight"], p[f"conv{i}.bias"]), 0.0)
+        i += 1
+    return h.mean(axis=(2, 3)) @ p["fc.weight"] + p["fc.bias"]

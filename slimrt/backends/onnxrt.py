@@ -1,0 +1,167 @@
+"""ONNX Runtime backend: CPU, CUDA and TensorRT execution providers.
+
+Threading (measured by ``benchmarks/runtime.py``, section ``threading``): with ONNX Runtime's default
+per-session thread pools, each session's intra-op workers spin for a while after every run; with several
+sessions in one process (one per sub-net), calls that alternate between sessions fight those spinning
+workers for the cores and ran 1.5-2x slower on 2 cores. Two designs remove the penalty:
+``"nospin"`` (per-session pools, ``session.intra_op.allow_spinning=0``; the default: no process-wide state)
+and ``"global"`` (one process-wide pool via ``onnxruntime.set_global_thread_pool_sizes`` +
+``use_per_session_threads=False``; must be set before any session of the process is created, and fixes the
+thread count for the whole process). ``"spin"`` keeps ONNX Runtime's defaults (for comparison).
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import threading
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from slimrt.backends.base import BackendInfo, Runner, RunnerOptions, register_backend
+from slimrt.errors import BackendUnavailableError, ConfigError
+
+__all__ = ["OnnxRuntimeRunner", "ThreadingMode", "DEFAULT_THREADING", "providers_for", "probe"]
+
+log = logging.getLogger(__name__)
+
+ThreadingMode = Literal["nospin", "global", "spin"]
+DEFAULT_THREADING: ThreadingMode = "nospin"
+
+_GPU_HINT = "install onnxruntime-gpu (pip install 'slimrt[gpu]', replacing onnxruntime)"
+_global_lock = threading.Lock()
+_global_pool: tuple[int, int] | None = None
+
+
+def probe(device: str) -> str | None:
+    """None when ONNX Runtime can run on ``device`` here, else what to install."""
+    if importlib.util.find_spec("onnxruntime") is None:
+        return "onnxruntime is not installed (pip install onnxruntime)."
+    if device == "cpu":
+        return None
+    import onnxruntime as ort
+
+    avail = set(ort.get_available_providers())
+    if not avail & {"CUDAExecutionProvider", "TensorrtExecutionProvider"}:
+        return f"ONNX Runtime here has no CUDA or TensorRT execution provider; {_GPU_HINT}."
+    return None
+
+
+def providers_for(device: str, precision: str = "fp32") -> list[Any]:
+    """Execution providers (with options): cpu -> CPU; cuda/jetson -> TensorRT EP if present, else CUDA."""
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    import onnxruntime as ort
+
+    avail = ort.get_available_providers()
+    out: list[Any] = []
+    if "TensorrtExecutionProvider" in avail:
+        cache = Path.home() / ".cache" / "slimrt" / "ort-trt"
+        out.append((
+            "TensorrtExecutionProvider",
+            {"trt_fp16_enable": precision == "fp16", "trt_engine_cache_enable": True,
+             "trt_engine_cache_path": str(cache), "trt_timing_cache_enable": True},
+        ))
+    if "CUDAExecutionProvider" in avail:
+        out.append("CUDAExecutionProvider")
+    if not out:
+        raise BackendUnavailableError(f"ONNX Runtime here has no CUDA or TensorRT execution provider; {_GPU_HINT}.")
+    return [*out, "CPUExecutionProvider"]
+
+
+def _ensure_global_pool(threads: int | None) -> None:
+    """Create ONNX Runtime's process-wide thread pool once (before the first session of the process)."""
+    global _global_pool
+    want = (threads or 0, 1)
+    with _global_lock:
+        if _global_pool is None:
+            import onnxruntime as ort
+
+            ort.set_global_thread_pool_sizes(*want)
+            _global_pool = want
+        elif _global_pool != want:
+            log.warning("ONNX Runtime global thread pool already sized %s; ignoring threads=%s", _global_pool, threads)
+
+
+def session_options(threads: int | None, threading_mode: ThreadingMode = DEFAULT_THREADING) -> Any:
+    """SessionOptions for one sub-net session under ``threading_mode`` (see module docstring)."""
+    import onnxruntime as ort
+
+    if threading_mode not in ("nospin", "global", "spin"):
+        raise ConfigError(f"unknown ONNX Runtime threading mode {threading_mode!r}; expected nospin, global or spin")
+    so = ort.SessionOptions()
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    if threading_mode == "global":
+        _ensure_global_pool(threads)
+        so.use_per_session_threads = False
+    else:
+        if threads is not None:
+            so.intra_op_num_threads = threads
+        so.inter_op_num_threads = 1
+        if threading_mode == "nospin":
+            so.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+    return so
+
+
+class OnnxRuntimeRunner(Runner):
+    """One ``onnxruntime.InferenceSession``; ``infer`` is a closure over ``session.run``.
+
+    ``options.extra``: ``threading`` ("nospin" | "global" | "spin").
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, model_path: str | Path, options: RunnerOptions | None = None) -> None:
+        super().__init__(model_path, options)
+        self.session: Any = None
+        self.threading: ThreadingMode = self.options.extra.get("threading", DEFAULT_THREADING)
+
+    @property
+    def providers(self) -> list[str]:
+        if self.session is not None:
+            return list(self.session.get_providers())
+        return [p if isinstance(p, str) else p[0] for p in providers_for(self.options.device, self.options.precision)]
+
+    def _load_impl(self) -> None:
+        import onnxruntime as ort
+
+        opts = self.options
+        so = session_options(opts.threads, self.threading)
+        provs = providers_for(opts.device, opts.precision)
+        try:
+            sess = ort.InferenceSession(str(self.model_path), sess_options=so, providers=provs)
+        except Exception as e:
+            if opts.device == "cpu" or provs[0] == "CUDAExecutionProvider":
+                raise
+            log.warning("TensorRT execution provider failed (%s); retrying with CUDA", e)
+            provs = [p for p in provs if not (isinstance(p, tuple) and p[0] == "TensorrtExecutionProvider")]
+            sess = ort.InferenceSession(str(self.model_path), sess_options=so, providers=provs)
+        if opts.device != "cpu" and sess.get_providers()[0] == "CPUExecutionProvider":
+            raise BackendUnavailableError(f"ONNX Runtime could not start a GPU session for {self.model_path.name}; "
+                                          f"{_GPU_HINT}.")
+        self.session = sess
+        in_names = [i.name for i in sess.get_inputs()]
+        if opts.input_name not in in_names:
+            raise ConfigError(f"{self.model_path.name}: expected input {opts.input_name!r}, the model has {in_names}")
+        out = [opts.output_name or sess.get_outputs()[0].name]
+        run = sess.run
+        iname = opts.input_name
+
+        def infer(x: np.ndarray) -> np.ndarray:
+            return run(out, {iname: x})[0]
+
+        self.infer = infer  # type: ignore[method-assign]
+
+    def infer(self, x: np.ndarray) -> np.ndarray:
+        raise RuntimeError(f"{self!r} is not loaded; call load() first")
+
+    def _close_impl(self) -> None:
+        self.__dict__.pop("infer", None)
+        self.session = None
+
+
+register_backend(BackendInfo(name="onnxruntime", factory=OnnxRuntimeRunner, probe=probe, model_kind="onnx"))

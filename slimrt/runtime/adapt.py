@@ -1,0 +1,174 @@
+"""Online adaptation: a robust slowdown estimate and a hysteresis controller over the pure selector.
+
+Each call yields ``r = log(observed_ms / profiled_p50_ms)`` of the sub-net that ran. Two robust views of the
+recent ``r``:
+
+* *slow*: the median of the last ``window`` values. The window starts full of zeros (the prior "the profile is
+  right"), so a few early outliers cannot move it; it follows a lasting change after half a window.
+* *fast*: the minimum of the last ``fast_window`` values, i.e. "every one of the last k calls was at least this
+  much slower". It counts only when it exceeds the sub-net's own profiled spread (``p95 / p50``): under the
+  profiled distribution k calls in a row above p95 happen with probability 0.05**k, so noise the profile already
+  covers does not trigger it, while a real slowdown does within k calls.
+
+The slowdown factor is ``exp(max(slow, fast))`` (clamped). Stepping down is immediate once the active sub-net's
+prediction exceeds the budget; stepping up needs the better sub-net to fit ``budget * up_margin`` for
+``up_patience`` consecutive calls, and a step-up undone within ``up_patience`` calls doubles the patience (up to
+``max_patience``), so a device that slows only the bigger sub-net cannot make the runtime flap. Everything here
+is pure Python with no clock: tests feed synthetic observations.
+"""
+
+from __future__ import annotations
+
+import math
+from bisect import bisect_left, insort
+from collections import deque
+from dataclasses import dataclass
+
+from slimrt.runtime.selector import Selector
+
+__all__ = ["AdaptConfig", "SlowdownEstimator", "Controller"]
+
+
+@dataclass(frozen=True)
+class AdaptConfig:
+    """Knobs of the online adaptation (defaults suit 0.1-100 ms calls)."""
+
+    window: int = 32
+    fast_window: int = 3
+    up_margin: float = 0.9
+    up_patience: int = 16
+    max_patience: int = 1024
+    min_slowdown: float = 0.25
+    max_slowdown: float = 64.0
+
+    def __post_init__(self) -> None:
+        if self.window < 1 or self.fast_window < 1 or self.up_patience < 1 or self.max_patience < self.up_patience:
+            raise ValueError(f"invalid adaptation windows: {self}")
+        if not (0 < self.up_margin <= 1):
+            raise ValueError(f"up_margin must lie in (0, 1], got {self.up_margin}")
+        if not (0 < self.min_slowdown <= 1 <= self.max_slowdown):
+            raise ValueError(f"need 0 < min_slowdown <= 1 <= max_slowdown, got {self.min_slowdown}/{self.max_slowdown}")
+
+
+class SlowdownEstimator:
+    """Robust estimate of how much slower than profiled the device currently runs (1.0 = as profiled)."""
+
+    def __init__(self, config: AdaptConfig | None = None) -> None:
+        self.config = config or AdaptConfig()
+        self._lo = math.log(self.config.min_slowdown)
+        self._hi = math.log(self.config.max_slowdown)
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget every observation (slowdown back to 1.0)."""
+        n = self.config.window
+        self._window: deque[float] = deque([0.0] * n)
+        self._sorted: list[float] = [0.0] * n
+        self._recent: deque[float] = deque(maxlen=self.config.fast_window)
+        self._mid = n // 2
+        self._even = n % 2 == 0
+        self.value = 1.0
+        self.count = 0
+
+    def update(self, observed_ms: float, profiled_ms: float, spread: float = 1.0) -> float:
+        """Add one call that took ``observed_ms`` on a sub-net profiled at ``profiled_ms`` (p50) whose profiled
+        ``p95 / p50`` is ``spread``; return the new slowdown factor."""
+        if not (observed_ms > 0 and profiled_ms > 0) or math.isinf(observed_ms):
+            return self.value
+        r = min(max(math.log(observed_ms / profiled_ms), self._lo), self._hi)
+        win, srt = self._window, self._sorted
+        del srt[bisect_left(srt, win.popleft())]
+        win.append(r)
+        insort(srt, r)
+        recent = self._recent
+        recent.append(r)
+        self.count += 1
+        m = self._mid
+        est = 0.5 * (srt[m - 1] + srt[m]) if self._even else srt[m]
+        if len(recent) == recent.maxlen:
+            fast = min(recent)
+            if fast > est and fast > math.log(spread):
+                est = fast
+        self.value = math.exp(est)
+        return self.value
+
+
+class Controller:
+    """Which sub-net serves the next call: selector + slowdown estimate + hysteresis. Not thread-safe (the runtime
+    serializes :meth:`observe` under its lock)."""
+
+    def __init__(
+        self, selector: Selector, budget_ms: float, config: AdaptConfig | None = None, adapt: bool = True,
+        reference_ms: list[float] | None = None,
+    ) -> None:
+        self.selector = selector
+        self.config = config or AdaptConfig()
+        self.adapt = adapt
+        self.estimator = SlowdownEstimator(self.config)
+        n = len(selector.candidates)
+        self.rank = [0] * n
+        for r, i in enumerate(selector.order):
+            self.rank[i] = r
+        self.reference_ms = reference_ms or [c.latency.p50_ms for c in selector.candidates]
+        self.spread = [c.latency.p95_ms / c.latency.p50_ms for c in selector.candidates]
+        self.budget_ms = budget_ms
+        self.patience = self.config.up_patience
+        self._up_count = 0
+        self._since_up: int | None = None
+        self._stable = 0
+        self.switches = 0
+        self.active, self.feasible = selector.choose(budget_ms, 1.0)
+
+    @property
+    def slowdown(self) -> float:
+        return self.estimator.value if self.adapt else 1.0
+
+    def predicted_ms(self, index: int) -> float:
+        return self.selector.base_ms[index] * self.slowdown
+
+    def set_budget(self, budget_ms: float) -> int:
+        """New (validated) budget: re-select at once, in either direction (an explicit request needs no hysteresis)."""
+        self.budget_ms = budget_ms
+        self._switch(*self.selector.choose(budget_ms, self.slowdown), up=False)
+        self._up_count = 0
+        return self.active
+
+    def _switch(self, index: int, feasible: bool, up: bool) -> None:
+        if index != self.active:
+            self.switches += 1
+            self.active = index
+            self._since_up = 0 if up else None
+        self.feasible = feasible
+
+    def observe(self, index: int, observed_ms: float) -> int:
+        """Record that sub-net ``index`` took ``observed_ms``; return the sub-net for the next call."""
+        if not self.adapt:
+            return self.active
+        s = self.estimator.update(observed_ms, self.reference_ms[index], self.spread[index])
+        sel, budget, active = self.selector, self.budget_ms, self.active
+        if self._since_up is not None:
+            self._since_up += 1
+            if self._since_up > self.config.up_patience:
+                self._since_up = None
+        if sel.base_ms[active] * s > budget:  # the active sub-net no longer fits: step down now
+            target, ok = sel.choose(budget, s)
+            if self._since_up is not None and self.rank[target] > self.rank[active]:
+                self.patience = min(2 * self.patience, self.config.max_patience)  # a step-up that did not hold
+                self._stable = 0
+            self._up_count = 0
+            self._switch(target, ok, up=False)
+            return self.active
+        self.feasible = True
+        up, _ = sel.choose(budget * self.config.up_margin, s)
+        if self.rank[up] < self.rank[active]:
+            self._up_count += 1
+            if self._up_count >= self.patience:
+                self._up_count = 0
+                self._switch(up, True, up=True)
+        else:
+            self._up_count = 0
+        self._stable += 1
+        if self._stable >= 4 * self.config.max_patience and self.patience > self.config.up_patience:
+            self.patience = max(self.config.up_patience, self.patience // 2)
+            self._stable = 0
+        return self.active

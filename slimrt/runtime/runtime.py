@@ -1,0 +1,427 @@
+"""``SlimRuntime``: serve each call with the most accurate sub-net that meets the latency budget.
+
+Load: verify the artifact, open one runner per sub-net, take latency from a stored profile whose device
+fingerprint matches (else measure and optionally save). Call: validate the input against the manifest, read the
+active sub-net (one attribute read, so a call never mixes sub-nets), run it outside any lock, then under a short
+lock count it and feed its latency to the adaptation controller, which picks the sub-net for the next call.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+import warnings
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict
+
+from slimrt.artifact import add_latency_profile, load_latency_profiles, resolve_inside, verify_artifact
+from slimrt.backends.base import DEVICES, Runner, RunnerOptions, available_backends, backend_info
+from slimrt.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError, ProfileError, SlimrtError
+from slimrt.fingerprint import device_fingerprint, gpu_info, package_version
+from slimrt.runtime.adapt import AdaptConfig, Controller
+from slimrt.runtime.measure import measure_latency
+from slimrt.runtime.selector import Candidate, Selector, check_budget
+from slimrt.schema import DeviceFingerprint, EngineSet, LatencyProfile, Manifest, SubnetEntry, SubnetLatency
+
+__all__ = [
+    "SlimRuntime",
+    "SubnetInfo",
+    "RuntimeStats",
+    "BudgetInfeasibleWarning",
+    "resolve_backend",
+    "matching_engines",
+]
+
+log = logging.getLogger(__name__)
+
+
+class BudgetInfeasibleWarning(RuntimeWarning):
+    """No sub-net is predicted to meet the budget; the fastest one is served."""
+
+
+class SubnetInfo(BaseModel):
+    """A sub-net as the runtime sees it on this device."""
+
+    model_config = ConfigDict(frozen=True)
+
+    name: str
+    macs: int
+    params: int
+    accuracy: float | None
+    latency: SubnetLatency
+    predicted_ms: float
+
+
+class RuntimeStats(BaseModel):
+    """Counters since load (or :meth:`SlimRuntime.reset_stats`)."""
+
+    calls: dict[str, int]
+    misses: dict[str, int]
+    total_calls: int
+    total_misses: int
+    switches: int
+    slowdown: float
+    budget_infeasible: int
+    budget_ms: float
+    active: str
+    latency_source: Literal["stored", "measured"]
+    backend: str
+    device: str
+
+
+def matching_engines(manifest: Manifest) -> EngineSet | None:
+    """The artifact's engine set built for this GPU and installed TensorRT, with an engine for every sub-net."""
+    gpu, _ = gpu_info()
+    trt = package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu11")
+    names = {s.name for s in manifest.subnets}
+    for es in manifest.engines:
+        if gpu and es.gpu_name == gpu and (trt is None or es.tensorrt_version == trt):
+            if names <= {e.subnet for e in es.engines}:
+                return es
+    return None
+
+
+_matching_engines = matching_engines  # old private name, used by slimrt.bench
+
+
+def resolve_backend(manifest: Manifest, device: str, backend: str = "auto") -> str:
+    """The backend that will run ``manifest`` on ``device``; BackendUnavailableError saying what to install."""
+    if device not in DEVICES:
+        raise ConfigError(f"unknown device {device!r}; expected one of {list(DEVICES)}")
+    has_torch = all(s.torch_program is not None for s in manifest.subnets)
+    if backend != "auto":
+        reason = backend_info(backend).probe(device)
+        if reason:
+            raise BackendUnavailableError(reason)
+        if backend == "torch" and not has_torch:
+            raise ArtifactError("the artifact has no torch.export programs; re-export it with `slimrt export --torch`")
+        if backend == "tensorrt" and matching_engines(manifest) is None:
+            raise ArtifactError("the artifact has no TensorRT engines for this GPU and TensorRT version; build them "
+                                "here with `slimrt export --engines-only ARTIFACT --tensorrt`")
+        return backend
+    avail = available_backends(device)
+    if device == "cpu":
+        if avail["onnxruntime"]:
+            raise BackendUnavailableError(avail["onnxruntime"])
+        return "onnxruntime"
+    order = ["tensorrt", "onnxruntime", "torch"] if device == "jetson" else ["onnxruntime", "tensorrt", "torch"]
+    for name in order:
+        if avail.get(name) is None:
+            if name == "tensorrt" and matching_engines(manifest) is None:
+                continue
+            if name == "torch" and not has_torch:
+                continue
+            return name
+    raise BackendUnavailableError(avail["onnxruntime"] or f"no backend can run this artifact on {device}")
+
+
+class SlimRuntime:
+    """Run the most accurate sub-net of an artifact whose predicted latency fits ``budget_ms``.
+
+    Args:
+        artifact: artifact directory (from ``slimrt export``).
+        budget_ms: latency budget per call, in milliseconds.
+        device: "cpu", "cuda" or "jetson".
+        quantile: latency quantile that must fit the budget (0.95: 95% of calls predicted within budget).
+        backend: "auto", "onnxruntime", "tensorrt" or "torch".
+        threads: intra-op CPU threads per session (None: the backend's default).
+        adapt: scale predictions online by the measured slowdown of the device.
+        measure_if_missing: measure latency at load when no stored profile matches this device.
+        save_profile: store a profile measured at load into the artifact (``latency/<fingerprint>.json``).
+        check_finite: reject inputs holding NaN or infinity (costs a pass over the input).
+        batch_size: batch size the latency profile is for (default: the exported batch, or 1 if dynamic).
+        adapt_config: knobs of the online adaptation.
+        measure_runs: timed rounds when measuring at load (bounded by ``measure_seconds``).
+        measure_seconds: time limit of the measurement at load.
+        backend_options: backend switches, e.g. ``{"threading": "nospin"}`` for ONNX Runtime.
+    """
+
+    def __init__(
+        self,
+        artifact: str | Path,
+        budget_ms: float = 5.0,
+        device: str = "cpu",
+        quantile: float = 0.95,
+        backend: str = "auto",
+        threads: int | None = None,
+        adapt: bool = True,
+        measure_if_missing: bool = True,
+        save_profile: bool = False,
+        check_finite: bool = False,
+        *,
+        batch_size: int | None = None,
+        adapt_config: AdaptConfig | None = None,
+        measure_runs: int = 100,
+        measure_seconds: float = 3.0,
+        backend_options: dict[str, Any] | None = None,
+    ) -> None:
+        self._budget = check_budget(budget_ms)
+        if not (0 < quantile < 1) or math.isnan(quantile):
+            raise ConfigError(f"quantile must lie strictly between 0 and 1, got {quantile}")
+        if threads is not None and threads < 1:
+            raise ConfigError(f"threads must be >= 1 or None, got {threads}")
+        self.root = Path(artifact)
+        self.manifest = verify_artifact(self.root)
+        self.device = device
+        self.quantile = quantile
+        self.threads = threads
+        self.check_finite = check_finite
+        self.backend = resolve_backend(self.manifest, device, backend)
+        self._runners: list[Runner] = []
+        self._closed = False
+        self._lock = threading.Lock()
+        self._warned = False
+        self._setup_input(batch_size)
+        try:
+            self._open_runners(backend_options or {})
+            self.fingerprint = self._fingerprint()
+            self.profile, self.latency_source = self._latency(measure_if_missing, save_profile, measure_runs,
+                                                              measure_seconds)
+        except BaseException:
+            self.close()
+            raise
+        self._entries = list(self.manifest.subnets)
+        self._infers = [r.infer for r in self._runners]
+        accs = [s.val_accuracy if s.val_accuracy is not None else s.test_accuracy for s in self._entries]
+        if any(a is None for a in accs):
+            log.warning("some sub-nets lack an accuracy in the manifest; ranking all sub-nets by MACs instead")
+            score = [float(s.macs) for s in self._entries]
+        else:
+            score = [float(a) for a in accs]  # type: ignore[arg-type]
+        self._accuracy = [a if a is None else float(a) for a in accs]
+        cands = [Candidate(s.name, score[i], self.profile.latency(s.name)) for i, s in enumerate(self._entries)]
+        self._selector = Selector(cands, quantile)
+        self._ctl = Controller(self._selector, self._budget, adapt_config, adapt=adapt)
+        self.reset_stats()
+        log.info("SlimRuntime ready: %d sub-nets on %s/%s, latency %s, serving %s at budget %.3g ms",
+                 len(self._entries), self.backend, device, self.latency_source, self.active.name, self._budget)
+
+    # ------------------------------------------------------------------ load helpers
+    def _setup_input(self, batch_size: int | None) -> None:
+        spec = self.manifest.input
+        try:
+            self._dtype = np.dtype(spec.dtype)
+        except TypeError:
+            raise ArtifactError(f"manifest.json: unknown input dtype {spec.dtype!r}") from None
+        self._rank = len(spec.shape)
+        b0 = spec.shape[0] if spec.shape else None
+        self._fixed_batch = b0 if isinstance(b0, int) and not self.manifest.dynamic_batch else None
+        rest = spec.shape[1:]
+        self._feat = tuple(rest) if all(isinstance(d, int) for d in rest) else None
+        if batch_size is None:
+            batch_size = self._fixed_batch or 1
+        if batch_size < 1 or (self._fixed_batch is not None and batch_size != self._fixed_batch):
+            raise ConfigError(f"batch_size {batch_size} invalid: the artifact was exported for batch "
+                              f"{self._fixed_batch or 'any >= 1'}")
+        self.batch_size = batch_size
+
+    def _open_runners(self, extra: dict[str, Any]) -> None:
+        info = backend_info(self.backend)
+        engines = matching_engines(self.manifest) if self.backend == "tensorrt" else None
+        precision = engines.precision if engines is not None else "fp32"
+        self.precision = precision
+        for s in self.manifest.subnets:
+            onnx_path = resolve_inside(self.root, s.onnx.path)
+            opts_extra = dict(extra)
+            if info.model_kind == "onnx":
+                path = onnx_path
+            elif info.model_kind == "torch_program":
+                assert s.torch_program is not None
+                path = resolve_inside(self.root, s.torch_program.path)
+            else:
+                assert engines is not None
+                ref = next(e for e in engines.engines if e.subnet == s.name)
+                path = resolve_inside(self.root, ref.path)
+                opts_extra["weight_stripped"] = ref.weight_stripped
+            opts = RunnerOptions(device=self.device, threads=self.threads, input_name=self.manifest.input.name,
+                                 output_name=self.manifest.output.name, onnx_path=onnx_path, precision=precision,
+                                 extra=opts_extra)
+            self._runners.append(info.factory(path, opts).load())
+
+    def _fingerprint(self) -> DeviceFingerprint:
+        return device_fingerprint(self.backend, self._runners[0].providers, self.threads, self.precision,
+                                  self.batch_size)
+
+    def _latency(self, measure: bool, save: bool, runs: int, seconds: float) -> tuple[LatencyProfile, Any]:
+        fid = self.fingerprint.id()
+        names = {s.name for s in self.manifest.subnets}
+        for prof in load_latency_profiles(self.root, self.manifest):
+            if prof.fingerprint_id == fid and names <= {s.name for s in prof.subnets}:
+                if prof.noisy:
+                    log.warning("stored latency profile %s was marked noisy when measured", fid)
+                log.info("using stored latency profile %s", fid)
+                return prof, "stored"
+        if not measure:
+            raise ProfileError(f"no stored latency profile in {self.root} matches this device (fingerprint {fid}); "
+                               "run `slimrt bench` here or pass measure_if_missing=True")
+        log.info("no stored latency profile matches fingerprint %s: measuring %d sub-nets (up to %d rounds, %.1fs)",
+                 fid, len(names), runs, seconds)
+        shape = [self.batch_size, *(d if isinstance(d, int) else 1 for d in self.manifest.input.shape[1:])]
+        x = np.random.default_rng(0).standard_normal(shape).astype(self._dtype)
+        lat = measure_latency({s.name: r for s, r in zip(self.manifest.subnets, self._runners, strict=True)}, x,
+                              warmup=5, runs=runs, duration_s=seconds)
+        for s in lat.values():
+            log.info("  %s: p50 %.3f ms, p95 %.3f ms (%d runs)", s.name, s.p50_ms, s.p95_ms, s.runs)
+        prof = LatencyProfile(device=self.device, fingerprint=self.fingerprint, batch_size=self.batch_size,
+                              created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                              noisy=any(s.cv > 0.25 for s in lat.values()), subnets=list(lat.values()))
+        if save:
+            try:
+                add_latency_profile(self.root, prof)
+            except (OSError, ArtifactError) as e:
+                log.warning("could not save the latency profile into %s: %s", self.root, e)
+        return prof, "measured"
+
+    # ------------------------------------------------------------------ hot path
+    def __call__(self, x: np.ndarray) -> np.ndarray:
+        """Run ``x`` (validated against the manifest's input spec) on the active sub-net; return its output."""
+        clock = time.perf_counter_ns
+        t0 = clock()
+        try:
+            ok = (x.dtype == self._dtype and x.shape[1:] == self._feat
+                  and (x.shape[0] == self._fixed_batch if self._fixed_batch is not None else x.shape[0] > 0))
+        except (AttributeError, IndexError):
+            ok = False
+        if not ok or self._feat is None or self.check_finite:
+            self._check_input(x)
+        ctl = self._ctl
+        i = ctl.active  # one read: this call runs entirely on sub-net i
+        feasible = ctl.feasible
+        ti = clock()
+        y = self._infers[i](x)
+        t1 = clock()
+        with self._lock:
+            self._calls[i] += 1
+            if t1 - t0 > self._budget * 1e6:
+                self._misses[i] += 1
+            if not feasible:
+                self._infeasible += 1
+                if not self._warned:
+                    self._warn_infeasible(i)
+            ctl.observe(i, (t1 - ti) * 1e-6)
+        return y
+
+    def _check_input(self, x: Any) -> None:
+        if self._closed:
+            raise SlimrtError("this SlimRuntime is closed")
+        spec = self.manifest.input
+        want = f"{spec.dtype} {list(spec.shape)}"
+        if not isinstance(x, np.ndarray):
+            raise InputError(f"expected a numpy.ndarray {want} for input {spec.name!r}, received {type(x).__name__}")
+        if x.ndim != self._rank:
+            raise InputError(f"expected rank {self._rank} ({want}), received rank {x.ndim} shape {list(x.shape)}")
+        if x.dtype != self._dtype:
+            raise InputError(f"expected dtype {spec.dtype} ({want}), received {x.dtype}; "
+                             f"convert with x.astype(np.{self._dtype.name})")
+        for axis, (want_d, got_d) in enumerate(zip(spec.shape, x.shape, strict=True)):
+            if axis == 0:
+                if self._fixed_batch is not None and got_d != self._fixed_batch:
+                    raise InputError(f"expected batch {self._fixed_batch} ({want}), received batch {got_d}: the "
+                                     "artifact was exported for a fixed batch (re-export with --dynamic-batch)")
+                if got_d < 1:
+                    raise InputError(f"expected batch >= 1 ({want}), received shape {list(x.shape)}")
+            elif isinstance(want_d, int) and got_d != want_d:
+                raise InputError(f"expected shape {list(spec.shape)}, received {list(x.shape)} (axis {axis})")
+        if self.check_finite and not np.isfinite(x).all():
+            raise InputError(f"input {spec.name!r} holds {int((~np.isfinite(x)).sum())} non-finite value(s) "
+                             "(NaN or infinity)")
+
+    def _warn_infeasible(self, i: int) -> None:
+        self._warned = True
+        pred = self._ctl.predicted_ms(i)
+        warnings.warn(f"budget {self._budget:.3g} ms is below the predicted latency of every sub-net; serving the "
+                      f"fastest ({self._entries[i].name}, predicted {pred:.3g} ms)", BudgetInfeasibleWarning,
+                      stacklevel=3)
+
+    # ------------------------------------------------------------------ public state
+    @property
+    def budget_ms(self) -> float:
+        """Latency budget (ms); setting it takes effect at the next call and reloads nothing."""
+        return self._budget
+
+    @budget_ms.setter
+    def budget_ms(self, value: float) -> None:
+        b = check_budget(value)
+        with self._lock:
+            self._budget = b
+            self._warned = False
+            self._ctl.set_budget(b)
+
+    def _info(self, i: int) -> SubnetInfo:
+        s = self._entries[i]
+        return SubnetInfo(name=s.name, macs=s.macs, params=s.params, accuracy=self._accuracy[i],
+                          latency=self._selector.candidates[i].latency, predicted_ms=self._ctl.predicted_ms(i))
+
+    @property
+    def active(self) -> SubnetInfo:
+        """The sub-net that will serve the next call."""
+        return self._info(self._ctl.active)
+
+    @property
+    def subnets(self) -> list[SubnetInfo]:
+        """Every sub-net (manifest order: largest first) with accuracy and latency on this device."""
+        return [self._info(i) for i in range(len(self._entries))]
+
+    @property
+    def slowdown(self) -> float:
+        """Current estimate of how much slower than profiled the device runs."""
+        return self._ctl.slowdown
+
+    def runner(self, name: str) -> Runner:
+        """The runner of sub-net ``name`` (e.g. to compare outputs)."""
+        for s, r in zip(self._entries, self._runners, strict=True):
+            if s.name == name:
+                return r
+        raise KeyError(f"no sub-net {name!r}; the artifact has {[s.name for s in self._entries]}")
+
+    def entry(self, name: str) -> SubnetEntry:
+        return self.manifest.subnet(name)
+
+    def stats(self) -> RuntimeStats:
+        """Calls and misses per sub-net, switches, slowdown estimate, budget-infeasible calls."""
+        with self._lock:
+            names = [s.name for s in self._entries]
+            return RuntimeStats(
+                calls=dict(zip(names, self._calls, strict=True)), misses=dict(zip(names, self._misses, strict=True)),
+                total_calls=sum(self._calls), total_misses=sum(self._misses),
+                switches=self._ctl.switches - self._switch0, slowdown=self._ctl.slowdown,
+                budget_infeasible=self._infeasible, budget_ms=self._budget, active=names[self._ctl.active],
+                latency_source=self.latency_source, backend=self.backend, device=self.device,
+            )
+
+    def reset_stats(self) -> None:
+        """Zero every counter of :meth:`stats` (the slowdown estimate is kept)."""
+        n = len(self._entries)
+        with self._lock:
+            self._calls = [0] * n
+            self._misses = [0] * n
+            self._infeasible = 0
+            self._switch0 = self._ctl.switches
+
+    # ------------------------------------------------------------------ lifetime
+    def close(self) -> None:
+        """Release every session. Later calls raise SlimrtError."""
+        self._closed = True
+        for r in self._runners:
+            r.close()
+
+        def closed(_x: np.ndarray) -> np.ndarray:
+            raise SlimrtError("this SlimRuntime is closed")
+
+        self._infers = [closed] * len(self._runners)
+
+    def __enter__(self) -> SlimRuntime:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def __repr__(self) -> str:
+        state = "closed" if self._closed else f"active={self._entries[self._ctl.active].name}"
+        return f"SlimRuntime({str(self.root)!r}, budget_ms={self._budget}, device={self.device!r}, {state})"

@@ -1,0 +1,151 @@
+"""Online adaptation, fed synthetic observations (no clock): steps down under slowdown, back up after recovery,
+ignores outliers, and does not flap."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from slimrt.runtime.adapt import AdaptConfig, Controller, SlowdownEstimator
+from slimrt.runtime.selector import Candidate, Selector
+from slimrt.schema import SubnetLatency
+
+NAMES = ["full", "mid", "small"]
+P50 = {"full": 2.0, "mid": 1.0, "small": 0.5}
+
+
+def lat(name: str) -> SubnetLatency:
+    p50 = P50[name]
+    return SubnetLatency(name=name, p50_ms=p50, p90_ms=1.1 * p50, p95_ms=1.2 * p50, p99_ms=1.4 * p50, mean_ms=p50,
+                         cv=0.05, runs=100)
+
+
+def controller(budget: float = 3.0, **cfg: int | float) -> Controller:
+    cands = [Candidate(n, a, lat(n)) for n, a in zip(NAMES, [92.0, 90.0, 85.0], strict=True)]
+    return Controller(Selector(cands, 0.95), budget, AdaptConfig(**cfg))  # type: ignore[arg-type]
+
+
+def run(ctl: Controller, factor: dict[str, float] | float, calls: int, rng: np.random.Generator | None = None,
+        noise: float = 0.0) -> list[str]:
+    """Feed ``calls`` observations: each call takes p50 * factor(sub-net) * (1 + noise)."""
+    served = []
+    for _ in range(calls):
+        name = NAMES[ctl.active]
+        f = factor if isinstance(factor, float) else factor.get(name, 1.0)
+        eps = 0.0 if rng is None else rng.uniform(-noise, noise)
+        served.append(name)
+        ctl.observe(ctl.active, P50[name] * f * (1 + eps))
+    return served
+
+
+def test_estimator_median_is_robust_and_fast_view_reacts() -> None:
+    est = SlowdownEstimator(AdaptConfig(window=9, fast_window=3))
+    for _ in range(9):
+        est.update(1.0, 1.0)
+    assert est.value == pytest.approx(1.0)
+    est.update(50.0, 1.0)  # one outlier moves neither the median nor the min of the last 3
+    assert est.value == pytest.approx(1.0)
+    est.update(2.0, 1.0)
+    assert est.value == pytest.approx(1.0)  # last three: 1, 50, 2 -> min is 1
+    est.update(2.0, 1.0, spread=2.5)
+    assert est.value == pytest.approx(1.0)  # 2x is within the sub-net's profiled spread (p95/p50 = 2.5): noise
+    est.update(2.0, 1.0, spread=1.2)
+    assert est.value == pytest.approx(2.0)  # last three all >= 2x, beyond a 1.2 spread -> fast view says 2x
+    for _ in range(9):
+        est.update(1.0, 1.0)
+    assert est.value == pytest.approx(1.0)
+    est.update(1e9, 1.0)
+    est.update(1e9, 1.0)
+    est.update(1e9, 1.0)
+    assert est.value == pytest.approx(64.0)  # clamped to max_slowdown
+    est.reset()
+    assert est.value == 1.0 and est.count == 0
+
+
+def test_estimator_ignores_invalid_observations() -> None:
+    est = SlowdownEstimator()
+    for bad in (0.0, -1.0, float("nan"), float("inf")):
+        assert est.update(bad, 1.0) == 1.0
+    assert est.count == 0
+
+
+def test_steady_device_never_switches() -> None:
+    ctl = controller()
+    served = run(ctl, 1.0, 500, np.random.default_rng(0), noise=0.1)
+    assert set(served) == {"full"} and ctl.switches == 0
+
+
+def test_steps_down_within_fast_window_and_back_up_after_recovery() -> None:
+    ctl = controller(window=32, fast_window=3, up_patience=16)
+    run(ctl, 1.0, 100)
+    slow = run(ctl, 2.0, 100)  # everything 2x slower: full predicts 4.8 ms > 3, mid 2.4 ms fits
+    assert slow[:3] == ["full"] * 3 and set(slow[3:]) == {"mid"}
+    assert ctl.slowdown == pytest.approx(2.0)
+    rec = run(ctl, 1.0, 200)
+    first_full = rec.index("full")
+    # Recovery is believed only once the window median agrees (16 calls), then the patience (16 calls) must pass.
+    assert 16 <= first_full <= 40
+    assert set(rec[first_full:]) == {"full"}
+    assert ctl.switches == 2
+
+
+def test_outlier_spikes_do_not_switch() -> None:
+    ctl = controller()
+    factors = []
+    for i in range(1000):
+        f = 20.0 if i % 10 == 0 else 1.0
+        factors.append(f)
+        ctl.observe(ctl.active, P50["full"] * f)
+        assert NAMES[ctl.active] == "full"
+    assert ctl.switches == 0
+
+
+def test_noise_inside_the_profile_does_not_step_down() -> None:
+    # Budget 17% above full's p95 (2.4 ms); +-10% noise stays inside the profiled spread (p95/p50 = 1.2).
+    ctl = controller(budget=2.8)
+    served = run(ctl, 1.0, 3000, np.random.default_rng(1), noise=0.1)
+    assert set(served) == {"full"} and ctl.switches == 0
+
+
+def test_no_flapping_near_the_budget() -> None:
+    # Budget 4% above full's p95: the median estimate may cross it now and then; hysteresis must hold.
+    for seed in range(5):
+        ctl = controller(budget=2.5)
+        run(ctl, 1.0, 3000, np.random.default_rng(seed), noise=0.1)
+        assert ctl.switches <= 2
+
+
+def test_no_flapping_when_only_the_big_subnet_slows() -> None:
+    # Contention that hurts only 'full': on 'mid' the device looks healthy, tempting a step-up every time.
+    ctl = controller(up_patience=16, max_patience=1024)
+    run(ctl, {"full": 1.6, "mid": 1.0}, 3000)
+    assert ctl.patience == 1024  # every failed step-up doubled the patience
+    before = ctl.switches
+    served = run(ctl, {"full": 1.6, "mid": 1.0}, 3000)
+    naive = 2 * 3000 // (16 + 16 + 3)  # switches of a controller without the backoff: one probe every ~35 calls
+    assert ctl.switches - before <= 6 < naive
+    assert served.count("full") <= 3 * 3  # each probe of 'full' costs at most fast_window calls
+
+
+def test_budget_change_is_immediate_both_ways() -> None:
+    ctl = controller(budget=3.0)
+    assert NAMES[ctl.active] == "full"
+    assert NAMES[ctl.set_budget(1.0)] == "small"
+    assert NAMES[ctl.set_budget(2.0)] == "mid"
+    assert NAMES[ctl.set_budget(100.0)] == "full"
+    assert NAMES[ctl.set_budget(0.1)] == "small" and not ctl.feasible
+    assert ctl.switches == 4
+
+
+def test_adapt_off_keeps_the_static_choice() -> None:
+    cands = [Candidate(n, a, lat(n)) for n, a in zip(NAMES, [92.0, 90.0, 85.0], strict=True)]
+    ctl = Controller(Selector(cands, 0.95), 3.0, adapt=False)
+    served = run(ctl, 5.0, 100)
+    assert set(served) == {"full"} and ctl.slowdown == 1.0 and ctl.switches == 0
+
+
+def test_bad_config_rejected() -> None:
+    with pytest.raises(ValueError):
+        AdaptConfig(up_margin=1.5)
+    with pytest.raises(ValueError):
+        AdaptConfig(window=0)
