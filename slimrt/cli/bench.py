@@ -1,10 +1,100 @@
-"""``slimrt bench``: placeholder until its issue lands (replaced by the owner of that command)."""
+"""``slimrt bench ARTIFACT --device cpu|cuda|jetson``: measure every sub-net's latency here and store it."""
 
 from __future__ import annotations
 
-from slimrt.errors import SlimrtError
+import json
+from enum import Enum
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from slimrt.bench import BenchResult
+
+__all__ = ["bench", "render_bench"]
 
 
-def bench() -> None:
-    """Not implemented yet."""
-    raise SlimrtError("slimrt bench is not implemented yet")
+class DeviceName(str, Enum):
+    cpu = "cpu"
+    cuda = "cuda"
+    jetson = "jetson"
+
+
+def _acc(v: float | None) -> str:
+    return "-" if v is None else f"{v:.2f}"
+
+
+def render_bench(result: BenchResult) -> None:
+    """Print a bench result as a rich table with its fingerprint, checks and warnings."""
+    from rich.console import Console
+    from rich.table import Table
+
+    console = Console()
+    fp = result.fingerprint
+    where = fp.gpu_name or f"{fp.cpu_model} ({fp.cpu_cores} cores)"
+    t = Table(
+        title=f"Latency on {result.device}: {where}, {result.backend} [{', '.join(result.providers)}], "
+        f"batch {result.batch_size}, threads {result.threads or 'auto'}"
+    )
+    for col in ("sub-net", "MACs", "params", "test acc %", "p50 ms", "p95 ms", "p99 ms", "cv", "speed-up"):
+        t.add_column(col, justify="left" if col == "sub-net" else "right")
+    for s in result.subnets:
+        acc = s.test_accuracy if s.test_accuracy is not None else s.val_accuracy
+        cv = f"[yellow]{s.cv:.2f}[/]" if s.noisy else f"{s.cv:.2f}"
+        t.add_row(s.name, f"{s.macs / 1e6:.2f}M", f"{s.params / 1e3:.1f}k", _acc(acc), f"{s.p50_ms:.3f}",
+                  f"{s.p95_ms:.3f}", f"{s.p99_ms:.3f}", cv, f"{s.speedup_p50:.2f}x")
+    console.print(t)
+    for c in result.checks:
+        mark = "[green]ok[/]" if c.ok else "[yellow]warn[/]"
+        console.print(f"check {c.name}: {mark} {c.detail}", highlight=False)
+    for w in result.warnings:
+        console.print(f"[yellow]warning:[/] {w}", highlight=False)
+    runs = result.subnets[0].runs if result.subnets else 0
+    console.print(f"fingerprint {result.fingerprint_id}; {runs} timed rounds per sub-net (interleaved round-robin)",
+                  highlight=False)
+    if result.saved_to:
+        console.print(f"saved latency profile: {Path(result.artifact) / result.saved_to}", highlight=False)
+    else:
+        console.print("latency profile not saved (--no-save)")
+
+
+def bench(
+    artifact: Annotated[Path, typer.Argument(help="Artifact directory (from `slimrt export`).")],
+    device: Annotated[DeviceName, typer.Option(help="Device profile shipped with slimrt (profiles/NAME.toml).")] = (
+        DeviceName.cpu
+    ),
+    profile: Annotated[
+        Path | None, typer.Option(help="Your own device profile TOML (overrides --device).", dir_okay=False)
+    ] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size (default: profile's first).")] = None,
+    runs: Annotated[int | None, typer.Option(min=1, help="Timed rounds per sub-net (default: profile's).")] = None,
+    threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads (default: profile's / backend's).")] = (
+        None
+    ),
+    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON to this file.")] = None,
+    plot: Annotated[Path | None, typer.Option(help="Write an accuracy vs p95 latency plot (PNG) here.")] = None,
+    no_save: Annotated[bool, typer.Option("--no-save", help="Do not store the profile in the artifact.")] = False,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
+) -> None:
+    """Measure every sub-net's latency on this device and store the profile in the artifact for SlimRuntime."""
+    from slimrt.bench import run_bench
+    from slimrt.profiles_io import load_profile
+
+    prof = load_profile(profile if profile is not None else device.value)
+    result = run_bench(artifact, prof, batch_size=batch_size, runs=runs, threads=threads, save=not no_save,
+                       progress=not quiet)
+    if json_out is not None:
+        from slimrt.artifact import atomic_write_text
+
+        atomic_write_text(json_out, json.dumps(result.to_json_dict(), indent=2) + "\n")
+    if plot is not None:
+        from slimrt.bench import plot_bench
+
+        plot_bench(result, plot)
+    if not quiet:
+        render_bench(result)
+        if json_out is not None:
+            typer.echo(f"wrote {json_out}")
+        if plot is not None:
+            typer.echo(f"wrote {plot}")
