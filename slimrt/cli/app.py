@@ -7,6 +7,7 @@ import sys
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 
 from slimrt.cli import bench, export, info, schema_cmd, train, verify
 from slimrt.errors import SlimrtError
@@ -37,7 +38,7 @@ def main() -> None:
     try:
         app()
     except SlimrtError as e:
-        err_console.print(f"[bold red]error:[/] {e}", highlight=False)
+        err_console.print(f"[bold red]error:[/] {escape(str(e))}", highlight=False)
         sys.exit(e.exit_code)
 
 

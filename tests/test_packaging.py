@@ -1,0 +1,40 @@
+"""The wheel carries the layout the design promises: exporters/ as slimrt.exporters, profiles/ as package data."""
+
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.mark.slow
+def test_wheel_contains_exporters_and_profiles(tmp_path):
+    subprocess.run(
+        [sys.executable, "-m", "build", "--wheel", "--no-isolation", "--outdir", str(tmp_path), str(ROOT)],
+        check=True,
+        capture_output=True,
+        cwd=tmp_path,
+    )
+    (wheel,) = tmp_path.glob("slimrt-*.whl")
+    names = set(zipfile.ZipFile(wheel).namelist())
+    assert "slimrt/exporters/__init__.py" in names
+    assert "slimrt/exporters/onnx.py" in names
+    for profile in ("cpu", "cuda", "jetson"):
+        assert f"slimrt/profiles/{profile}.toml" in names
+    assert "slimrt/runtime/__init__.py" in names and "slimrt/schema.py" in names
+    assert not any(n.startswith(("exporters/", "profiles/", "tests/")) for n in names)
+    entry = next(n for n in names if n.endswith("entry_points.txt"))
+    assert "slimrt = slimrt.cli.app:main" in zipfile.ZipFile(wheel).read(entry).decode()
+
+
+def test_installed_package_maps_exporters_and_profiles():
+    import importlib.resources
+
+    import slimrt.exporters
+
+    assert Path(slimrt.exporters.__file__).resolve().parent == ROOT / "exporters"
+    files = {p.name for p in importlib.resources.files("slimrt.profiles").iterdir()}
+    assert {"cpu.toml", "cuda.toml", "jetson.toml"} <= files
