@@ -60,6 +60,7 @@ class _CudaMem:
         if cudart is not None:
             self.cudart = cudart
             self.stream = self._check(cudart.cudaStreamCreate())
+            self.handle = int(self.stream)
         else:
             import torch
 
@@ -67,7 +68,7 @@ class _CudaMem:
                 raise BackendUnavailableError("TensorRT needs a CUDA GPU, and torch sees none here.")
             self.torch = torch
             self._tstream = torch.cuda.Stream()
-            self.stream = self._tstream.cuda_stream
+            self.stream = self.handle = self._tstream.cuda_stream
 
     def _check(self, ret: Any) -> Any:
         err, *rest = ret if isinstance(ret, tuple) else (ret,)
@@ -185,7 +186,7 @@ class TensorRTRunner(Runner):
                 if other != self.out_name:
                     item = np.dtype(self.trt.nptype(self.engine.get_tensor_dtype(other))).itemsize
                     self._buffer(other, int(np.prod(tuple(ctx.get_tensor_shape(other)))) * item)
-            if not ctx.execute_async_v3(self.mem.stream):
+            if not ctx.execute_async_v3(self.mem.handle):
                 raise RuntimeError(f"{self.model_path.name}: TensorRT execution failed")
             self.mem.d2h(out, out_ptr, out_owner)
             self.mem.sync()

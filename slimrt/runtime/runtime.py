@@ -248,7 +248,9 @@ class SlimRuntime:
         return device_fingerprint(self.backend, self._runners[0].providers, self.threads, self.precision,
                                   self.batch_size)
 
-    def _latency(self, measure: bool, save: bool, runs: int, seconds: float) -> tuple[LatencyProfile, Any]:
+    def _latency(
+        self, measure: bool, save: bool, runs: int, seconds: float
+    ) -> tuple[LatencyProfile, Literal["stored", "measured"]]:
         fid = self.fingerprint.id()
         names = {s.name for s in self.manifest.subnets}
         for prof in load_latency_profiles(self.root, self.manifest):
@@ -362,6 +364,11 @@ class SlimRuntime:
     def active(self) -> SubnetInfo:
         """The sub-net that will serve the next call."""
         return self._info(self._ctl.active)
+
+    @property
+    def active_name(self) -> str:
+        """Name of the sub-net that will serve the next call (cheap: no model built)."""
+        return self._entries[self._ctl.active].name
 
     @property
     def subnets(self) -> list[SubnetInfo]:

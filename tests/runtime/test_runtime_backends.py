@@ -29,31 +29,6 @@ def _cases() -> list:
     return out
 
 
-def _torch_program(onnx_path: Path, out: Path, synth) -> Path:
-    """A torch.export program with the same weights as a synthetic sub-net (conv-relu x depth, pool, matmul)."""
-    import torch
-
-    w = {k: torch.from_numpy(v.copy()) for k, v in synth.load_subnet_weights(onnx_path).items()}
-
-    class Net(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.depth = sum(1 for k in w if k.endswith(".weight") and k.startswith("conv"))
-            for k, v in w.items():
-                self.register_buffer(k.replace(".", "_"), v)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            for i in range(self.depth):
-                x = torch.relu(torch.nn.functional.conv2d(x, getattr(self, f"conv{i}_weight"),
-                                                          getattr(self, f"conv{i}_bias"), padding=1))
-            return x.mean(dim=(2, 3)) @ self.fc_weight + self.fc_bias
-
-    batch = torch.export.Dim("batch", min=1, max=64)
-    ep = torch.export.export(Net().eval(), (torch.zeros(2, 3, 16, 16),), dynamic_shapes={"x": {0: batch}})
-    torch.export.save(ep, str(out))
-    return out
-
-
 def _tensorrt_engine(onnx_path: Path, out: Path) -> Path:
     import tensorrt as trt
 
@@ -78,7 +53,7 @@ def test_backend_conformance(backend: str, device: str, synthetic_artifact: Path
     onnx_path = synthetic_artifact / "subnets" / "w24.onnx"
     kind = backend_info(backend).model_kind
     model = {"onnx": lambda: onnx_path,
-             "torch_program": lambda: _torch_program(onnx_path, tmp_path / "w24.pt2", synth),
+             "torch_program": lambda: synth.export_torch_program(onnx_path, tmp_path / "w24.pt2"),
              "engine": lambda: _tensorrt_engine(onnx_path, tmp_path / "w24.plan")}[kind]()
     atol = 1e-4 if device == "cpu" else 2e-3  # TF32 / reduced-precision kernels on GPUs
     runner = create_runner(backend, model, device=device, threads=1, input_name="input", output_name="logits",

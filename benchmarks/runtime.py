@@ -1,0 +1,553 @@
+"""Runtime benchmark (issue 5): overhead, switch cost, ONNX Runtime threading, adherence under contention, memory.
+
+Usage::
+
+    python benchmarks/runtime.py --artifact resnet20.slim            # writes benchmarks/results/runtime.json
+    python benchmarks/runtime.py                                     # synthetic artifact (flagged "synthetic": true,
+                                                                     # written to a temp file unless --out is given)
+    python benchmarks/runtime.py --sections overhead,threading --quick
+
+Not a unit test: it measures and records; goals are evaluated into the JSON, never asserted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import math
+import multiprocessing as mp
+import os
+import platform
+import subprocess
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+SECTIONS = ("overhead", "switch", "threading", "adherence", "memory")
+MODES = ("spin", "nospin", "global")
+
+
+def _clock() -> int:
+    return time.perf_counter_ns()
+
+
+def _synth_module() -> Any:
+    spec = importlib.util.spec_from_file_location("slimrt_synth_artifact", REPO / "tests/runtime/synth_artifact.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def build_synthetic(root: Path) -> Path:
+    """A synthetic artifact sized so the sub-nets span ~0.1-1.5 ms on a 2-core CPU (4 nested widths)."""
+    accs = (91.0, 89.5, 86.0, 78.0)
+    return _synth_module().build_synthetic_artifact(root, widths=(64, 40, 24, 12), accuracies=accs, spatial=32, depth=3)
+
+
+def _input(manifest: Any, batch: int, seed: int = 0) -> np.ndarray:
+    shape = [batch, *(d if isinstance(d, int) else 1 for d in manifest.input.shape[1:])]
+    return np.random.default_rng(seed).standard_normal(shape).astype(np.dtype(manifest.input.dtype))
+
+
+def _median_us(ns: list[int] | np.ndarray) -> float:
+    return float(np.median(np.asarray(ns)) / 1e3)
+
+
+def _bare_session(path: Path, threads: int | None) -> Any:
+    import onnxruntime as ort
+
+    from slimrt.backends.onnxrt import DEFAULT_THREADING, session_options
+
+    return ort.InferenceSession(str(path), session_options(threads, DEFAULT_THREADING),
+                                providers=["CPUExecutionProvider"])
+
+
+# ----------------------------------------------------------------------------------------- overhead
+
+
+def bench_overhead(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
+    """rt(x) vs a bare InferenceSession.run of the same file with the same options, paired and interleaved."""
+    from slimrt import SlimRuntime
+    from slimrt.artifact import resolve_inside
+
+    out: dict[str, Any] = {}
+    with SlimRuntime(root, budget_ms=1e6, threads=threads, measure_runs=20, measure_seconds=2.0) as rt:
+        m = rt.manifest
+        name = rt.active.name
+        sess = _bare_session(resolve_inside(root, m.subnet(name).onnx.path), threads)
+        outs, iname = [m.output.name], m.input.name
+        batches = [1, 32] if m.dynamic_batch else [rt.batch_size]
+        for b in batches:
+            x = _input(m, b)
+            for _ in range(20):
+                rt(x)
+                sess.run(outs, {iname: x})
+            per_call_ms = max(rt.subnets[0].latency.p50_ms * b, 0.01)
+            n = int(min(3000 if not quick else 800, max(30, (3.0 if not quick else 1.0) * 1e3 / per_call_ms / 2)))
+            a, c = np.zeros(n, np.int64), np.zeros(n, np.int64)
+            for i in range(n):
+                if i % 2:
+                    t0 = _clock()
+                    rt(x)
+                    t1 = _clock()
+                    sess.run(outs, {iname: x})
+                    t2 = _clock()
+                    a[i], c[i] = t1 - t0, t2 - t1
+                else:
+                    t0 = _clock()
+                    sess.run(outs, {iname: x})
+                    t1 = _clock()
+                    rt(x)
+                    t2 = _clock()
+                    c[i], a[i] = t1 - t0, t2 - t1
+            rt_us, bare_us = _median_us(a), _median_us(c)
+            added = float(np.median(a - c) / 1e3)
+            out[f"batch_{b}"] = {
+                "subnet": name, "calls": n, "rt_median_us": rt_us, "bare_median_us": bare_us,
+                "ratio": rt_us / bare_us, "added_us_median_paired": added,
+                "goal_met": rt_us / bare_us <= 1.03 or added < 15.0,
+            }
+    return out
+
+
+# ----------------------------------------------------------------------------------------- switch cost
+
+
+def bench_switch(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
+    """Budget change + call vs a steady call on the same sub-net; vs creating a new session (naive app)."""
+    from slimrt import SlimRuntime
+    from slimrt.artifact import resolve_inside
+
+    with SlimRuntime(root, budget_ms=1e6, threads=threads, measure_runs=20, measure_seconds=2.0) as rt, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the small budget may turn infeasible under noise; the fastest still serves
+        subs = rt.subnets
+        big = subs[0]
+        small = min(subs, key=lambda s: s.latency.p95_ms)  # the fastest: what a budget below all others selects
+        b_big, b_small = 1e6, small.latency.p95_ms
+        x = _input(rt.manifest, rt.batch_size)
+        n = 300 if quick else 1000
+        steady: dict[str, list[int]] = {big.name: [], small.name: []}
+        switched: dict[str, list[int]] = {big.name: [], small.name: []}
+        on_target = 0
+        for budget in (b_big, b_small):
+            rt.budget_ms = budget
+            for _ in range(20):
+                rt(x)
+        for _ in range(n):
+            # steady pair on each sub-net, then a switching pair (budget change + call) on each.
+            for budget, name in ((b_big, big.name), (b_small, small.name)):
+                rt.budget_ms = budget
+                rt(x)
+                t0 = _clock()
+                rt(x)
+                steady[name].append(_clock() - t0)
+            for budget, name in ((b_small, small.name), (b_big, big.name)):
+                t0 = _clock()
+                rt.budget_ms = budget
+                served = rt.active_name
+                rt(x)
+                switched[name].append(_clock() - t0)
+                on_target += served == name
+        added = {k: _median_us(switched[k]) - _median_us(steady[k]) for k in steady}
+        path = resolve_inside(root, rt.manifest.subnet(small.name).onnx.path)
+        m = rt.manifest
+        naive = []
+        for _ in range(5 if quick else 10):
+            t0 = _clock()
+            s = _bare_session(path, threads)
+            s.run([m.output.name], {m.input.name: x})
+            naive.append(_clock() - t0)
+            del s
+        switches = rt.stats().switches
+    mean_added = float(np.mean(list(added.values())))
+    return {
+        "pairs": n, "big": big.name, "small": small.name,
+        "steady_median_us": {k: _median_us(v) for k, v in steady.items()},
+        "switch_median_us": {k: _median_us(v) for k, v in switched.items()},
+        "added_us": added, "added_us_mean": mean_added, "switches_counted": switches,
+        "switch_calls_on_target": on_target / (2 * n),
+        "new_session_plus_call_median_us": _median_us(naive),
+        "goal_met": mean_added < 20.0,
+    }
+
+
+# ----------------------------------------------------------------------------------------- threading
+
+
+def _thread_worker(mode: str, root: str, threads: int | None, budget_s: float) -> dict[str, Any]:
+    """(In a fresh process) steady vs alternating calls over every sub-net's session under ``mode``."""
+    import onnxruntime as ort
+
+    from slimrt.artifact import load_manifest, resolve_inside
+    from slimrt.backends.onnxrt import session_options
+
+    m = load_manifest(root, verify=False)
+    names = [s.name for s in m.subnets]
+    sess = {s.name: ort.InferenceSession(str(resolve_inside(root, s.onnx.path)), session_options(threads, mode),
+                                         providers=["CPUExecutionProvider"]) for s in m.subnets}
+    x = _input(m, 1)
+    feeds, outs = {m.input.name: x}, [m.output.name]
+    for _ in range(10):
+        for n in names:
+            sess[n].run(outs, feeds)
+    t0 = _clock()
+    for n in names:
+        sess[n].run(outs, feeds)
+    round_s = max((_clock() - t0) / 1e9, 1e-5)
+    reps = int(max(30, min(400, budget_s / 2 / round_s)))
+    steady: dict[str, list[int]] = {n: [] for n in names}
+    alt: dict[str, list[int]] = {n: [] for n in names}
+    for n in names:
+        for _ in range(reps):
+            t = _clock()
+            sess[n].run(outs, feeds)
+            steady[n].append(_clock() - t)
+    for _ in range(reps):
+        for n in names:
+            t = _clock()
+            sess[n].run(outs, feeds)
+            alt[n].append(_clock() - t)
+    return {"mode": mode, "reps": reps, "steady_us": {n: _median_us(v) for n, v in steady.items()},
+            "alternating_us": {n: _median_us(v) for n, v in alt.items()}}
+
+
+def bench_threading(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
+    """Per-session spinning pools (ORT default) vs spinning off vs one global pool, each in fresh processes."""
+    rounds = 2 if quick else 3
+    budget_s = 2.0 if quick else 4.0
+    runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
+    for _ in range(rounds):
+        for mode in MODES:  # interleave modes across rounds so machine drift hits all alike
+            cmd = [sys.executable, __file__, "--_thread-worker", mode, str(root), str(threads or 0), str(budget_s)]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+            runs[mode].append(json.loads(r.stdout.strip().splitlines()[-1]))
+    names = list(runs["spin"][0]["steady_us"])
+    summary: dict[str, Any] = {}
+    for mode in MODES:
+        steady = {n: float(np.median([r["steady_us"][n] for r in runs[mode]])) for n in names}
+        alt = {n: float(np.median([r["alternating_us"][n] for r in runs[mode]])) for n in names}
+        summary[mode] = {
+            "steady_us": steady, "alternating_us": alt,
+            "alternating_over_steady": {n: alt[n] / steady[n] for n in names},
+            "worst_ratio": max(alt[n] / steady[n] for n in names),
+        }
+    spin_steady = summary["spin"]["steady_us"]
+    for mode in MODES:
+        s = summary[mode]
+        s["alternating_vs_spin_steady"] = {n: s["alternating_us"][n] / spin_steady[n] for n in names}
+        s["mean_alternating_vs_spin_steady"] = float(np.mean(list(s["alternating_vs_spin_steady"].values())))
+    return {"rounds": rounds, "threads": threads, "modes": summary, "raw": runs,
+            "chosen": _chosen_mode(), "note": "alternating = round-robin over every sub-net's session (what "
+            "switching sub-nets does); ratios > 1 mean switching costs time"}
+
+
+def _chosen_mode() -> str:
+    from slimrt.backends.onnxrt import DEFAULT_THREADING
+
+    return DEFAULT_THREADING
+
+
+# ----------------------------------------------------------------------------------------- adherence
+
+
+def _busy(stop: Any) -> None:
+    x = 0
+    while not stop.is_set():
+        for _ in range(100000):
+            x += 1
+
+
+class BackgroundLoad:
+    """``procs`` busy-looping processes, switched on and off."""
+
+    def __init__(self, procs: int) -> None:
+        self.procs = procs
+        self.ctx = mp.get_context("spawn")
+        self.stop = self.ctx.Event()
+        self.workers: list[Any] = []
+
+    def on(self) -> None:
+        if self.workers:
+            return
+        self.stop.clear()
+        self.workers = [self.ctx.Process(target=_busy, args=(self.stop,), daemon=True) for _ in range(self.procs)]
+        for w in self.workers:
+            w.start()
+        time.sleep(0.05)
+
+    def off(self) -> None:
+        self.stop.set()
+        for w in self.workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+        self.workers = []
+
+
+def bench_adherence(root: Path, threads: int | None, quick: bool, procs: int, budget_ms: float | None
+                    ) -> dict[str, Any]:
+    """Fixed budget while background load switches on/off: adaptive vs static vs smallest vs oracle."""
+    from slimrt import SlimRuntime
+    from slimrt.runtime import Candidate, measure_latency, select
+
+    phase_s = 1.5 if quick else 2.0
+    phases = [False, True, False, True, True, False, True, False] if not quick else [False, True, False, True]
+    load = BackgroundLoad(procs)
+    with SlimRuntime(root, budget_ms=1e6, threads=threads, adapt=False, measure_runs=60,
+                     measure_seconds=3.0) as probe:
+        subs = probe.subnets
+        runners = {s.name: probe.runner(s.name) for s in subs}
+        x = _input(probe.manifest, probe.batch_size)
+        idle = measure_latency(runners, x, warmup=5, runs=200, duration_s=2.0)
+        load.on()
+        try:
+            loaded = measure_latency(runners, x, warmup=5, runs=200, duration_s=2.0)
+        finally:
+            load.off()
+    acc = {s.name: s.accuracy if s.accuracy is not None else float(s.macs) for s in subs}
+    if budget_ms is None:
+        budget_ms = idle[subs[0].name].p95_ms * 1.15  # the full sub-net fits when idle, not under load
+    cands_idle = [Candidate(s.name, acc[s.name], idle[s.name]) for s in subs]
+    cands_loaded = [Candidate(s.name, acc[s.name], loaded[s.name]) for s in subs]
+    oracle_pick = {False: select(cands_idle, budget_ms, 0.95).name, True: select(cands_loaded, budget_ms, 0.95).name}
+    smallest = min(subs, key=lambda s: s.macs).name
+    period_s = max(2 * budget_ms / 1e3, budget_ms / 1e3 + 0.001)
+    results: dict[str, Any] = {}
+    for strategy in ("adaptive", "static", "smallest", "oracle"):
+        with SlimRuntime(root, budget_ms=budget_ms, threads=threads, adapt=strategy == "adaptive",
+                         measure_runs=60, measure_seconds=3.0) as rt, warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            infer = {s.name: rt.runner(s.name).infer for s in subs}
+            served: list[str] = []
+            lat_ms: list[float] = []
+            per_phase: list[dict[str, Any]] = []
+            for loaded_now in phases:
+                (load.on if loaded_now else load.off)()
+                end = time.perf_counter() + phase_s
+                n0 = len(served)
+                while time.perf_counter() < end:
+                    t0 = time.perf_counter()
+                    if strategy in ("adaptive", "static"):
+                        name = rt.active_name  # single caller: the sub-net this call runs on
+                        rt(x)
+                    else:
+                        name = smallest if strategy == "smallest" else oracle_pick[loaded_now]
+                        infer[name](x)
+                    dt = time.perf_counter() - t0
+                    served.append(name)
+                    lat_ms.append(dt * 1e3)
+                    rest = period_s - (time.perf_counter() - t0)
+                    if rest > 0:
+                        time.sleep(rest)
+                seg = lat_ms[n0:]
+                per_phase.append({"loaded": loaded_now, "calls": len(seg),
+                                  "within_budget": float(np.mean(np.asarray(seg) <= budget_ms)) if seg else None,
+                                  "served": {n: served[n0:].count(n) for n in dict.fromkeys(served[n0:])}})
+            load.off()
+            arr = np.asarray(lat_ms)
+            results[strategy] = {
+                "calls": len(served), "within_budget": float(np.mean(arr <= budget_ms)),
+                "mean_accuracy": float(np.mean([acc[n] for n in served])),
+                "served": {n: served.count(n) for n in acc if served.count(n)},
+                "p50_ms": float(np.median(arr)), "p99_ms": float(np.quantile(arr, 0.99)),
+                "switches": rt.stats().switches if strategy == "adaptive" else None,
+                "phases": per_phase,
+            }
+    a, o = results["adaptive"], results["oracle"]
+    return {
+        "budget_ms": budget_ms, "load_procs": procs, "phase_s": phase_s, "phases": phases, "period_ms": period_s * 1e3,
+        "idle_p95_ms": {k: v.p95_ms for k, v in idle.items()},
+        "loaded_p95_ms": {k: v.p95_ms for k, v in loaded.items()},
+        "oracle_pick": {"idle": oracle_pick[False], "loaded": oracle_pick[True]},
+        "strategies": results,
+        "goal_within_budget_met": a["within_budget"] >= 0.99,
+        "goal_accuracy_vs_oracle": a["mean_accuracy"] / o["mean_accuracy"],
+        "goal_accuracy_met": a["mean_accuracy"] >= 0.99 * o["mean_accuracy"],
+    }
+
+
+# ----------------------------------------------------------------------------------------- memory
+
+
+def _rss_bytes() -> int:
+    try:
+        import psutil
+
+        return int(psutil.Process().memory_info().rss)
+    except ImportError:
+        with open("/proc/self/statm") as f:
+            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+
+
+def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
+    import onnxruntime  # noqa: F401  (baseline includes the library)
+
+    from slimrt.artifact import load_manifest
+
+    m = load_manifest(root, verify=False)
+    x = _input(m, 1)
+    base = _rss_bytes()
+    if which == "all":
+        from slimrt import SlimRuntime
+
+        rt = SlimRuntime(root, budget_ms=1e6, threads=threads, measure_runs=5, measure_seconds=0.5)
+        for s in rt.subnets:
+            rt.runner(s.name).infer(x)
+    else:
+        from slimrt.artifact import resolve_inside
+
+        sess = _bare_session(resolve_inside(root, m.subnets[0].onnx.path), threads)
+        sess.run([m.output.name], {m.input.name: x})
+    return {"which": which, "rss_delta_bytes": _rss_bytes() - base}
+
+
+def _weight_bytes(root: Path) -> dict[str, Any]:
+    import onnx
+
+    from slimrt.artifact import load_manifest, resolve_inside
+
+    m = load_manifest(root, verify=False)
+    per: dict[str, int] = {}
+    for s in m.subnets:
+        model = onnx.load(str(resolve_inside(root, s.onnx.path)), load_external_data=False)
+        total = 0
+        for t in model.graph.initializer:
+            ext = {e.key: e.value for e in t.external_data}
+            total += int(ext["length"]) if "length" in ext else len(t.raw_data) or 4 * math.prod(t.dims)
+        per[s.name] = total
+    return {"per_subnet": per, "sum": sum(per.values()), "weights_file": m.weights.bytes}
+
+
+def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
+    res = {}
+    for which in ("full", "all"):
+        vals = []
+        for _ in range(2):
+            cmd = [sys.executable, __file__, "--_mem-worker", which, str(root), str(threads or 0)]
+            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
+            vals.append(json.loads(r.stdout.strip().splitlines()[-1])["rss_delta_bytes"])
+        res[which] = int(np.median(vals))
+    wb = _weight_bytes(root)
+    return {"rss_all_subnets_bytes": res["all"], "rss_full_alone_bytes": res["full"],
+            "all_over_full": res["all"] / max(res["full"], 1), "weight_bytes": wb,
+            "all_over_weight_sum": res["all"] / max(wb["sum"], 1)}
+
+
+# ----------------------------------------------------------------------------------------- main
+
+
+def _table(result: dict[str, Any]) -> str:
+    rows = ["| measure | value | goal |", "|---|---|---|"]
+    s = result["sections"]
+    for k, v in s.get("overhead", {}).items():
+        met = "met" if v["goal_met"] else "MISSED"
+        rows.append(f"| overhead {k} ({v['subnet']}) | ratio {v['ratio']:.3f}, +{v['added_us_median_paired']:.1f} us "
+                    f"(bare {v['bare_median_us']:.0f} us) | <= 1.03 or < 15 us: {met} |")
+    if "switch" in s:
+        v = s["switch"]
+        rows.append(f"| switch cost | +{v['added_us_mean']:.1f} us (new session + call: "
+                    f"{v['new_session_plus_call_median_us'] / 1e3:.1f} ms) | < 20 us: "
+                    f"{'met' if v['goal_met'] else 'MISSED'} |")
+    if "threading" in s:
+        for mode, v in s["threading"]["modes"].items():
+            rows.append(f"| threading {mode} | alternating/steady worst {v['worst_ratio']:.2f}x, alternating vs spin "
+                        f"steady {v['mean_alternating_vs_spin_steady']:.2f}x | chosen: {s['threading']['chosen']} |")
+    if "adherence" in s:
+        v = s["adherence"]
+        for name, r in v["strategies"].items():
+            rows.append(f"| adherence {name} @ {v['budget_ms']:.2f} ms | {100 * r['within_budget']:.1f}% within, "
+                        f"mean acc {r['mean_accuracy']:.2f} | (a) >= 99% and >= 99% of oracle acc |")
+    if "memory" in s:
+        v = s["memory"]
+        rows.append(f"| memory | all {v['rss_all_subnets_bytes'] / 2**20:.1f} MiB vs full alone "
+                    f"{v['rss_full_alone_bytes'] / 2**20:.1f} MiB; weight sum {v['weight_bytes']['sum'] / 2**20:.2f} "
+                    "MiB | |")
+    return "\n".join(rows)
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--artifact", type=Path, help="artifact directory (default: build a synthetic one)")
+    p.add_argument("--out", type=Path, help="results JSON (default: benchmarks/results/runtime.json for a real "
+                   "artifact, a temp file for the synthetic one)")
+    p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
+    p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ONNX Runtime's)")
+    p.add_argument("--budget-ms", type=float, default=None, help="adherence budget (default: 1.15 x full p95 idle)")
+    p.add_argument("--load-procs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
+    p.add_argument("--_thread-worker", nargs=4, help=argparse.SUPPRESS)
+    p.add_argument("--_mem-worker", nargs=3, help=argparse.SUPPRESS)
+    a = p.parse_args(argv)
+    if a._thread_worker:
+        mode, root, thr, budget = a._thread_worker
+        print(json.dumps(_thread_worker(mode, root, int(thr) or None, float(budget))))
+        return 0
+    if a._mem_worker:
+        which, root, thr = a._mem_worker
+        print(json.dumps(_mem_worker(which, root, int(thr) or None)))
+        return 0
+
+    sections = [s.strip() for s in a.sections.split(",") if s.strip()]
+    bad = set(sections) - set(SECTIONS)
+    if bad:
+        p.error(f"unknown sections {sorted(bad)}")
+    tmp = None
+    synthetic = a.artifact is None
+    if synthetic:
+        tmp = tempfile.TemporaryDirectory(prefix="slimrt-bench-")
+        root = build_synthetic(Path(tmp.name) / "synthetic.slim")
+    else:
+        root = a.artifact
+    from slimrt.artifact import verify_artifact
+    from slimrt.fingerprint import device_fingerprint
+
+    manifest = verify_artifact(root)
+    import onnxruntime
+
+    fp = device_fingerprint("onnxruntime", ["CPUExecutionProvider"], a.threads, "fp32", 1)
+    result: dict[str, Any] = {
+        "synthetic": synthetic, "artifact": "synthetic (tests/runtime/synth_artifact.py)" if synthetic else str(root),
+        "arch": manifest.arch, "subnets": [s.name for s in manifest.subnets],
+        "command": "python benchmarks/runtime.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
+        "onnxruntime": onnxruntime.__version__, "device": fp.model_dump(), "quick": a.quick, "sections": {},
+    }
+    t_start = time.perf_counter()
+    for sec in sections:
+        t0 = time.perf_counter()
+        print(f"[runtime bench] {sec} ...", file=sys.stderr, flush=True)
+        if sec == "overhead":
+            r = bench_overhead(root, a.threads, a.quick)
+        elif sec == "switch":
+            r = bench_switch(root, a.threads, a.quick)
+        elif sec == "threading":
+            r = bench_threading(root, a.threads, a.quick)
+        elif sec == "adherence":
+            r = bench_adherence(root, a.threads, a.quick, a.load_procs, a.budget_ms)
+        else:
+            r = bench_memory(root, a.threads)
+        result["sections"][sec] = r
+        result.setdefault("section_seconds", {})[sec] = round(time.perf_counter() - t0, 1)
+    result["seconds"] = round(time.perf_counter() - t_start, 1)
+    out = a.out or (Path(tempfile.gettempdir()) / "slimrt-runtime-synthetic.json" if synthetic
+                    else REPO / "benchmarks/results/runtime.json")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    print(_table(result))
+    print(f"wrote {out} ({result['seconds']} s)")
+    if tmp is not None:
+        tmp.cleanup()
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
