@@ -1,13 +1,20 @@
 """ONNX Runtime backend: CPU, CUDA and TensorRT execution providers.
 
 Threading (measured by ``benchmarks/runtime.py``, section ``threading``): with ONNX Runtime's default
-per-session thread pools, each session's intra-op workers spin for a while after every run; with several
-sessions in one process (one per sub-net), calls that alternate between sessions fight those spinning
-workers for the cores and ran 1.5-2x slower on 2 cores. Two designs remove the penalty:
-``"nospin"`` (per-session pools, ``session.intra_op.allow_spinning=0``; the default: no process-wide state)
-and ``"global"`` (one process-wide pool via ``onnxruntime.set_global_thread_pool_sizes`` +
-``use_per_session_threads=False``; must be set before any session of the process is created, and fixes the
-thread count for the whole process). ``"spin"`` keeps ONNX Runtime's defaults (for comparison).
+per-session thread pools, each session's intra-op workers spin for a while after every run; with one session
+per sub-net in one process, calls that alternate between sessions fight the idle sessions' spinning workers for
+the cores, and ran 1.5-2x slower than repeated calls on one session (2 cores, ONNX Runtime 1.32). Two designs
+remove the penalty:
+
+* ``"nospin"`` (the default): per-session pools with ``session.intra_op.allow_spinning=0``. Local to our
+  sessions, so nothing else in the process changes.
+* ``"global"``: one process-wide pool (``onnxruntime.set_global_thread_pool_sizes`` +
+  ``use_per_session_threads=False``). Verified here with 1.32: once the global pool exists, *every* later
+  session of the process must also opt out of per-session threads, so an app's own plain
+  ``InferenceSession(path)`` fails ("use_per_session_threads must be false when using a global thread pool"),
+  and the thread count is fixed for the whole process. Hence opt-in only.
+
+``"spin"`` keeps ONNX Runtime's defaults (for comparison).
 """
 
 from __future__ import annotations
@@ -81,6 +88,8 @@ def _ensure_global_pool(threads: int | None) -> None:
 
             ort.set_global_thread_pool_sizes(*want)
             _global_pool = want
+            log.warning("ONNX Runtime global thread pool enabled: every later session of this process must set "
+                        "use_per_session_threads=False")
         elif _global_pool != want:
             log.warning("ONNX Runtime global thread pool already sized %s; ignoring threads=%s", _global_pool, threads)
 

@@ -224,3 +224,41 @@ def test_config_errors(profiled: Path) -> None:
         SlimRuntime(profiled, backend="tvm")
     with pytest.raises(ConfigError, match="threads"):
         SlimRuntime(profiled, threads=0)
+
+
+def _run_py(code: str) -> str:
+    import subprocess
+    import sys
+
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-2000:]
+    return r.stdout.strip()
+
+
+def test_default_threading_leaves_the_apps_own_sessions_alone(profiled: Path) -> None:
+    # The default ("nospin") is per-session; the app can still open a plain InferenceSession afterwards.
+    out = _run_py(
+        "import numpy as np, onnxruntime as ort\n"
+        "from slimrt import SlimRuntime\n"
+        f"rt = SlimRuntime({str(profiled)!r}, budget_ms=2.5, threads=1)\n"
+        f"s = ort.InferenceSession({str(profiled / 'subnets/w24.onnx')!r})\n"
+        "x = np.ones((1, 3, 16, 16), np.float32)\n"
+        "print(rt.active.name, bool(np.allclose(rt(x), s.run(None, {'input': x})[0], atol=1e-5)))\n"
+    )
+    assert out == "w24 True"
+
+
+@pytest.mark.parametrize("mode", ["spin", "global"])
+def test_other_threading_modes_compute_the_same(profiled: Path, mode: str) -> None:
+    # Own process: the global pool is process-wide (and then forbids per-session pools, see backends/onnxrt.py).
+    out = _run_py(
+        "import json, numpy as np\n"
+        "from slimrt import SlimRuntime\n"
+        f"rt = SlimRuntime({str(profiled)!r}, budget_ms=2.5, threads=1, backend_options={{'threading': {mode!r}}})\n"
+        "print(rt.active.name, json.dumps(rt(np.ones((2, 3, 16, 16), np.float32)).tolist()))\n"
+    )
+    name, values = out.split(" ", 1)
+    with SlimRuntime(profiled, budget_ms=2.5, threads=1) as ref:
+        expected = ref(np.ones((2, 3, 16, 16), np.float32))
+    assert name == "w24"
+    np.testing.assert_allclose(np.array(json.loads(values), np.float32), expected, atol=1e-6)
