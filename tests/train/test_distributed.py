@@ -1,0 +1,161 @@
+"""Data-parallel training: two CPU processes (gloo) agree with each other and with one process."""
+
+from __future__ import annotations
+
+import os
+import socket
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from slimrt.train import distributed
+from slimrt.train.distributed import DistInfo, init_distributed, reduce_metrics, shard, wrap
+
+WORLD = 2
+EPOCHS = 1
+
+
+def _setup():
+    from slimrt.models import create_model
+    from slimrt.train import DynamicNet
+    from slimrt.train.config import SearchConfig
+    from slimrt.train.data import load_dataset
+
+    torch.set_num_threads(1)
+    data = load_dataset("synthetic", val_size=64, limit_train=192, seed=0)
+    torch.manual_seed(0)
+    model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16))
+    net = DynamicNet(model, torch.zeros(1, 1, 16, 16))
+    cfg = SearchConfig.build({"batch_size": 32, "finetune_lr": 0.05, "seed": 0, "augment": True, "distill": True})
+    return net, data, cfg
+
+
+def _worker(rank: int, port: int, out_dir: str) -> None:
+    from slimrt.train.loops import train_epochs
+    from slimrt.train.usnet import usnet_sampler
+
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
+                      LOCAL_RANK=str(rank))  # fmt: skip
+    info = init_distributed("cpu")
+    try:
+        net, data, cfg = _setup()
+        if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
+            with torch.no_grad():
+                net.model.conv1.weight.add_(1.0)
+        fwd = wrap(net, info)
+        sampler = usnet_sampler(net, cfg.seed)
+        train_epochs(net, data, sampler, EPOCHS, cfg, lr=cfg.finetune_lr, phase="ddp", forward=fwd,
+                     batch_transform=lambda x, y: shard(x, y, info=info))  # fmt: skip
+        # sharded evaluation, summed over ranks
+        net.eval()
+        xs, ys = shard(data.x_test, data.y_test, info=info)
+        with torch.no_grad():
+            correct = float((net(xs).argmax(1) == ys).sum())
+        metrics = reduce_metrics({"correct": correct, "count": float(len(ys))}, info=info)
+        state = {k: v.clone() for k, v in net.model.state_dict().items()}
+        torch.save({"state": state, "metrics": metrics, "info": (info.rank, info.world_size, info.is_main)},
+                   Path(out_dir) / f"rank{rank}.pt")  # fmt: skip
+    finally:
+        distributed.cleanup()
+
+
+def _reference():
+    """One process over the same global batches: each rank's slice handled in turn, gradients averaged."""
+    from slimrt.train.loops import cosine_lr, make_generator, make_optimizer, set_lr, soft_cross_entropy
+    from slimrt.train.usnet import usnet_sampler
+
+    net, data, cfg = _setup()
+    sampler = usnet_sampler(net, cfg.seed)
+    opt = make_optimizer(net, cfg.finetune_lr, cfg.momentum, cfg.weight_decay)
+    spe = len(data.y_train) // cfg.batch_size
+    net.train()
+    step = 0
+    for epoch in range(EPOCHS):
+        g = make_generator(cfg.seed, "ddp", "epoch", epoch)
+        for xb, yb in data.batches("train", cfg.batch_size, shuffle=True, augment=True, generator=g, drop_last=True):
+            set_lr(opt, cosine_lr(step, EPOCHS * spe, cfg.finetune_lr))
+            opt.zero_grad(set_to_none=True)
+            specs = sorted(sampler(step), key=lambda s: -s.macs)
+            for x, y in zip(torch.tensor_split(xb, WORLD), torch.tensor_split(yb, WORLD), strict=True):
+                soft = None
+                for j, spec in enumerate(specs):
+                    with net.use(spec):
+                        out = net(x)
+                    if j == 0:
+                        loss = F.cross_entropy(out, y)
+                        soft = F.softmax(out.detach(), dim=1)
+                    else:
+                        loss = soft_cross_entropy(out, soft)
+                    (loss / WORLD).backward()
+            opt.step()
+            step += 1
+    return net, data
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(tmp_path):
+    import torch.multiprocessing as mp
+
+    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
+    r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
+    assert tuple(r0["info"]) == (0, 2, True) and tuple(r1["info"]) == (1, 2, False)
+    params = [k for k, v in r0["state"].items() if v.is_floating_point() and "running" not in k]
+    assert params
+    for k in params:
+        assert torch.equal(r0["state"][k], r1["state"][k]), k  # the ranks agree exactly
+
+    n_threads = torch.get_num_threads()
+    try:
+        ref, data = _reference()
+        init, _, _ = _setup()
+    finally:
+        torch.set_num_threads(n_threads)
+    ref_state, init_state = ref.model.state_dict(), init.model.state_dict()
+    for k in params:
+        torch.testing.assert_close(r0["state"][k], ref_state[k], atol=2e-5, rtol=1e-4, msg=k)
+    # training really moved the weights (the comparison above is not between two untouched copies)
+    assert any(not torch.allclose(init_state[k], ref_state[k], atol=1e-3) for k in params)
+    m0, m1 = r0["metrics"], r1["metrics"]
+    assert m0 == m1 and m0["count"] == len(data.y_test)
+    assert 0.0 <= m0["correct"] <= 1.0
+
+
+def test_single_process_is_a_no_op(monkeypatch):
+    for var in ("WORLD_SIZE", "RANK", "LOCAL_RANK"):
+        monkeypatch.delenv(var, raising=False)
+    info = init_distributed("cpu")
+    assert info == DistInfo(0, 1, 0, True) and not info.enabled
+    net = torch.nn.Linear(2, 2)
+    assert wrap(net, info) is net
+    x, y = torch.arange(10), torch.arange(10)
+    assert shard(x, y, info=info) == (x, y)
+    assert reduce_metrics({"correct": 3.0, "count": 4.0}, info=info) == {"correct": 0.75, "count": 4.0}
+    assert distributed.all_reduce_sum(2.5, info) == 2.5
+
+
+def test_shard_splits_the_global_batch_by_rank():
+    x = torch.arange(10)
+    parts = [shard(x, info=DistInfo(r, 3, r, r == 0))[0] for r in range(3)]
+    assert torch.equal(torch.cat(parts), x)
+    assert [len(p) for p in parts] == [4, 3, 3]
+
+
+def test_bad_environment_is_reported(monkeypatch):
+    from slimrt.errors import ConfigError
+
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "5")
+    with pytest.raises(ConfigError, match="RANK must be in"):
+        init_distributed("cpu")
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(ConfigError, match="WORLD_SIZE"):
+        init_distributed("cpu")
