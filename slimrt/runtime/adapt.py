@@ -3,8 +3,11 @@
 Each call yields ``r = log(observed_ms / profiled_p50_ms)`` of the sub-net that ran. Two robust views of the
 recent ``r``:
 
-* *slow*: the median of the last ``window`` values. The window starts full of zeros (the prior "the profile is
-  right"), so a few early outliers cannot move it; it follows a lasting change after half a window.
+* *slow*: the larger of the median of the last ``window`` values and the 90th percentile of
+  ``log(observed / profiled_p90)`` over the same window. The first is the scale of the whole distribution, the
+  second catches a tail that grows faster than the median (CPU contention adds scheduler delays to some calls
+  only), which matters because selection uses a high quantile. Both windows start full of zeros (the prior "the
+  profile is right"), so a few early outliers cannot move them.
 * *fast*: the minimum of the last ``fast_window`` values, i.e. "every one of the last k calls was at least this
   much slower". It counts only when it exceeds the sub-net's own profiled spread (``p95 / p50``): under the
   profiled distribution k calls in a row above p95 happen with probability 0.05**k, so noise the profile already
@@ -64,27 +67,40 @@ class SlowdownEstimator:
         n = self.config.window
         self._window: deque[float] = deque([0.0] * n)
         self._sorted: list[float] = [0.0] * n
+        self._twindow: deque[float] = deque([0.0] * n)
+        self._tsorted: list[float] = [0.0] * n
         self._recent: deque[float] = deque(maxlen=self.config.fast_window)
         self._mid = n // 2
         self._even = n % 2 == 0
+        self._q90 = int(0.9 * (n - 1))  # never the maximum (n >= 2): one outlier cannot move it
         self.value = 1.0
         self.count = 0
 
-    def update(self, observed_ms: float, profiled_ms: float, spread: float = 1.0) -> float:
-        """Add one call that took ``observed_ms`` on a sub-net profiled at ``profiled_ms`` (p50) whose profiled
-        ``p95 / p50`` is ``spread``; return the new slowdown factor."""
+    def update(self, observed_ms: float, profiled_ms: float, spread: float = 1.0, tail_ms: float | None = None
+               ) -> float:
+        """Add one call that took ``observed_ms`` on a sub-net profiled at ``profiled_ms`` (p50) and ``tail_ms``
+        (p90; default: p50), whose profiled ``p95 / p50`` is ``spread``; return the new slowdown factor."""
         if not (observed_ms > 0 and profiled_ms > 0) or math.isinf(observed_ms):
             return self.value
-        r = min(max(math.log(observed_ms / profiled_ms), self._lo), self._hi)
+        lo, hi = self._lo, self._hi
+        r = min(max(math.log(observed_ms / profiled_ms), lo), hi)
         win, srt = self._window, self._sorted
         del srt[bisect_left(srt, win.popleft())]
         win.append(r)
         insort(srt, r)
+        rt = r if tail_ms is None else min(max(math.log(observed_ms / tail_ms), lo), hi)
+        twin, tsrt = self._twindow, self._tsorted
+        del tsrt[bisect_left(tsrt, twin.popleft())]
+        twin.append(rt)
+        insort(tsrt, rt)
         recent = self._recent
         recent.append(r)
         self.count += 1
         m = self._mid
         est = 0.5 * (srt[m - 1] + srt[m]) if self._even else srt[m]
+        tail = tsrt[self._q90]
+        if tail > est:
+            est = tail
         if len(recent) == recent.maxlen:
             fast = min(recent)
             if fast > est and fast > math.log(spread):
@@ -111,6 +127,7 @@ class Controller:
             self.rank[i] = r
         self.reference_ms = reference_ms or [c.latency.p50_ms for c in selector.candidates]
         self.spread = [c.latency.p95_ms / c.latency.p50_ms for c in selector.candidates]
+        self.tail_ms = [c.latency.p90_ms for c in selector.candidates]
         self.budget_ms = budget_ms
         self.patience = self.config.up_patience
         self._up_count = 0
@@ -144,7 +161,7 @@ class Controller:
         """Record that sub-net ``index`` took ``observed_ms``; return the sub-net for the next call."""
         if not self.adapt:
             return self.active
-        s = self.estimator.update(observed_ms, self.reference_ms[index], self.spread[index])
+        s = self.estimator.update(observed_ms, self.reference_ms[index], self.spread[index], self.tail_ms[index])
         sel, budget, active = self.selector, self.budget_ms, self.active
         if self._since_up is not None:
             self._since_up += 1
