@@ -1,0 +1,27 @@
+"""The demo's runtime driver on a real (synthetic, tiny) artifact: budgets, background load, what served."""
+
+import numpy as np
+
+from slimrt import SlimRuntime
+from slimrt.demo import Phase, plan_phases, run_phase
+
+
+def test_plan_phases_budgets_follow_latencies():
+    phases = plan_phases([1.0, 0.5, 0.2], seconds=1.0)
+    budgets = [p.budget_ms for p in phases]
+    assert budgets[0] == 1.5 and budgets[2] < budgets[1] < budgets[0]
+    assert any(p.load > 0 for p in phases)
+    assert phases[-1].budget_ms < 0.2  # an impossible budget is part of the tour
+
+
+def test_run_phase_serves_within_budget_and_counts(synthetic_artifact):
+    x = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    labels = np.zeros(8, dtype=np.int64)
+    with SlimRuntime(synthetic_artifact, budget_ms=100.0, device="cpu", measure_runs=30) as rt:
+        p95 = [s.latency.p95_ms for s in rt.subnets]
+        roomy = run_phase(rt, Phase(title="roomy", budget_ms=100.0, seconds=0.3), x, labels)
+        assert roomy.served == {rt.subnets[0].name: roomy.calls} and roomy.calls > 10
+        tight = run_phase(rt, Phase(title="impossible", budget_ms=min(p95) * 1e-3, seconds=0.2), x, labels)
+        assert set(tight.served) == {rt.subnets[-1].name}  # the fastest serves when nothing fits
+        assert tight.infeasible == tight.calls and tight.within_budget == 0.0
+        assert 0.0 <= roomy.accuracy <= 100.0
