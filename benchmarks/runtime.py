@@ -405,8 +405,10 @@ def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
     else:
         from slimrt.artifact import resolve_inside
 
-        sess = _bare_session(resolve_inside(root, m.subnets[0].onnx.path), threads)
-        sess.run([m.output.name], {m.input.name: x})
+        subs = m.subnets if which == "all_bare" else m.subnets[:1]
+        keep = [_bare_session(resolve_inside(root, s.onnx.path), threads) for s in subs]
+        for sess in keep:
+            sess.run([m.output.name], {m.input.name: x})
     return {"which": which, "rss_delta_bytes": _rss_bytes() - base}
 
 
@@ -429,7 +431,7 @@ def _weight_bytes(root: Path) -> dict[str, Any]:
 
 def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
     res = {}
-    for which in ("full", "all"):
+    for which in ("full", "all_bare", "all"):
         vals = []
         for _ in range(2):
             cmd = [sys.executable, __file__, "--_mem-worker", which, str(root), str(threads or 0)]
@@ -438,6 +440,9 @@ def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
         res[which] = int(np.median(vals))
     wb = _weight_bytes(root)
     return {"rss_all_subnets_bytes": res["all"], "rss_full_alone_bytes": res["full"],
+            "rss_all_bare_sessions_bytes": res["all_bare"],
+            "note": "RSS growth after loading: 'all' = SlimRuntime (every sub-net + runtime), 'all_bare' = one plain "
+                    "session per sub-net, 'full' = one plain session of the largest sub-net",
             "all_over_full": res["all"] / max(res["full"], 1), "weight_bytes": wb,
             "all_over_weight_sum": res["all"] / max(wb["sum"], 1)}
 
