@@ -1,10 +1,124 @@
-"""``slimrt train``: placeholder until its issue lands (replaced by the owner of that command)."""
+"""``slimrt train``: search and train nested sub-nets (progressive search, or the US-Nets / independent baselines)."""
 
 from __future__ import annotations
 
-from slimrt.errors import SlimrtError
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+__all__ = ["train"]
 
 
-def train() -> None:
-    """Not implemented yet."""
-    raise SlimrtError("slimrt train is not implemented yet")
+def _fractions(text: str | None) -> list[float] | None:
+    if text is None:
+        return None
+    from slimrt.errors import ConfigError
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--macs-targets takes comma-separated fractions such as 1,0.5,0.25, not {text!r}") from None
+
+
+def _render(result: Any, console: Any) -> None:
+    from rich.table import Table
+
+    full = result.full_macs
+    table = Table(title=f"slimrt train: {result.arch} on {result.dataset}, {result.method} -> {result.out}")
+    for col, just in (("sub-net", "left"), ("MACs", "right"), ("params", "right"), ("MACs %", "right"),
+                      ("val acc %", "right"), ("test acc %", "right")):  # fmt: skip
+        table.add_column(col, justify=just)  # type: ignore[arg-type]
+    for s in result.subnets:
+        acc = (lambda v: "" if v is None else f"{v:.2f}")  # noqa: E731
+        table.add_row(s.name, f"{s.macs:,}", f"{s.params:,}", f"{100 * s.macs / full:.1f}", acc(s.val_accuracy),
+                      acc(s.test_accuracy))  # fmt: skip
+    console.print(table)
+    rep = result.report
+    cands = rep.get("candidates") or []
+    if cands:
+        ct = Table(title=f"search: {len(cands)} candidates, {rep.get('finetunes', 0)} fine-tunes "
+                         f"(ranking {rep.get('ranking')}, threshold {rep.get('threshold')} points)")  # fmt: skip
+        for col in ("candidate", "MACs %", "val acc %", "fine-tuned", "val after", "final val %", "selected"):
+            ct.add_column(col, justify="left" if col == "candidate" else "right")
+        selected = set(rep.get("selected", []))
+        for c in cands:
+            after = c.get("val_after_finetune")
+            final = c.get("final_val_accuracy")
+            name = c["spec"]["name"]
+            ct.add_row(name, f"{100 * c['macs_fraction']:.1f}", f"{c['val_accuracy']:.2f}",
+                       "yes" if c.get("finetuned") else "", "" if after is None else f"{after:.2f}",
+                       "" if final is None else f"{final:.2f}", "*" if name in selected else "")  # fmt: skip
+        console.print(ct)
+    comp = result.compute
+    console.print(
+        f"compute: {comp.get('train_macs', 0) / 1e12:.3f} TMACs training (3 x forward MACs), "
+        f"{comp.get('other_macs', 0) / 1e12:.3f} TMACs ranking/calibration/evaluation; wall {result.seconds:.0f} s"
+        + (" (resumed)" if result.resumed else "")
+    )
+
+
+def train(
+    arch: Annotated[str | None, typer.Option(help="Model: registry name (resnet20, ...) or package.module:factory.")]
+    = None,
+    data: Annotated[str | None, typer.Option("--data", help="Dataset: fashion-mnist, synthetic, or an .npz path.")]
+    = None,
+    data_dir: Annotated[str | None, typer.Option(help="Folder holding the Fashion-MNIST files.")] = None,
+    method: Annotated[str | None, typer.Option(help="progressive (default), usnet or independent.")] = None,
+    config: Annotated[Path | None, typer.Option(help="TOML file of SearchConfig fields; flags override it.")] = None,
+    pretrain_epochs: Annotated[int | None, typer.Option(help="Epochs of full-network pre-training.")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Epochs of final joint fine-tuning.")] = None,
+    subnets: Annotated[int | None, typer.Option(help="K: how many nested sub-nets to produce.")] = None,
+    min_macs: Annotated[float | None, typer.Option(help="Smallest sub-net, fraction of the full MACs.")] = None,
+    macs_step: Annotated[float | None, typer.Option(help="MACs removed per search step (fraction of full).")] = None,
+    macs_targets: Annotated[str | None, typer.Option(help="Pick sub-nets at these MACs fractions, e.g. 1,0.5,0.2.")]
+    = None,
+    group_size: Annotated[int | None, typer.Option(help="Channels per unit (ranked and removed together).")] = None,
+    threshold: Annotated[float | None, typer.Option(help="Fine-tune when val accuracy drops more (points).")] = None,
+    finetune_always: Annotated[bool, typer.Option("--finetune-always", help="Ablation: fine-tune every step.")]
+    = False,
+    ranking: Annotated[str | None, typer.Option(help="Unit ranking: noise, l1, bn or random.")] = None,
+    no_reselect: Annotated[bool, typer.Option("--no-reselect", help="Take K candidates evenly by index.")] = False,
+    no_distill: Annotated[bool, typer.Option("--no-distill", help="Plain cross-entropy for every sub-net.")] = False,
+    seed: Annotated[int | None, typer.Option(help="Random seed (runs are deterministic on CPU).")] = None,
+    batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
+    lr: Annotated[float | None, typer.Option(help="Peak learning rate of pre-training.")] = None,
+    finetune_lr: Annotated[float | None, typer.Option(help="Peak learning rate of the final fine-tuning.")] = None,
+    limit_train: Annotated[int | None, typer.Option(help="Use only the first N training images (smoke runs).")]
+    = None,
+    val_size: Annotated[int | None, typer.Option(help="Validation images carved from the training set.")] = None,
+    device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
+    init: Annotated[str | None, typer.Option(help="Start from this trained full network (skips pre-training).")]
+    = None,
+    resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>.resume.pt of an interrupted run.")]
+    = False,
+    out: Annotated[str | None, typer.Option(help="Where to write the checkpoint (default model.pt).")] = None,
+    json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
+) -> None:
+    """Train nested sub-nets sharing one set of weights and write them to a checkpoint (model.pt)."""
+    from rich.console import Console
+
+    from slimrt.train.config import SearchConfig
+    from slimrt.train.loops import make_progress
+    from slimrt.train.trainer import run_training
+
+    overrides = {
+        "arch": arch, "dataset": data, "data_dir": data_dir, "method": method, "pretrain_epochs": pretrain_epochs,
+        "epochs": epochs, "subnets": subnets, "min_macs": min_macs, "macs_step": macs_step,
+        "macs_targets": _fractions(macs_targets), "group_size": group_size, "threshold": threshold,
+        "finetune_always": True if finetune_always else None, "ranking": ranking,
+        "reselect": False if no_reselect else None, "distill": False if no_distill else None, "seed": seed,
+        "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,
+        "val_size": val_size, "device": device, "init": init, "resume": True if resume else None, "out": out,
+    }  # fmt: skip
+    if config is not None:
+        cfg = SearchConfig.from_toml(config, **overrides)
+    else:
+        cfg = SearchConfig.build({}, overrides, source="options")
+    err = Console(stderr=True)
+    with make_progress(console=err) as progress:
+        result = run_training(cfg, progress=progress)
+    if json_out:
+        typer.echo(result.model_dump_json(indent=2))
+    else:
+        _render(result, Console())

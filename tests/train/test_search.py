@@ -1,0 +1,315 @@
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+
+from slimrt.errors import ConfigError
+from slimrt.models import create_model
+from slimrt.train import DynamicNet, load_checkpoint
+from slimrt.train.config import SearchConfig
+from slimrt.train.data import load_dataset
+from slimrt.train.loops import calibrate, calibration_batches, evaluate, fixed_sampler, train_epochs
+from slimrt.train.ranking import RankContext, Unit, bn_rank, l1_rank, noise_rank, random_rank, unit_macs
+from slimrt.train.search import (
+    group_units,
+    min_keep,
+    needs_finetune,
+    next_candidate,
+    pareto_front,
+    progressive_search,
+    reselect,
+    subnet_names,
+    unit_size,
+)
+from slimrt.train.trainer import run_training
+
+TINY = {
+    "arch": "resnet20", "arch_kwargs": {"widths": [8, 8, 16]}, "dataset": "synthetic", "limit_train": 256,
+    "val_size": 200, "batch_size": 64, "pretrain_epochs": 2, "epochs": 1, "lr": 0.1, "augment": False,
+    "subnets": 3, "min_macs": 0.3, "macs_step": 0.2, "group_size": 4, "noise_steps": 10, "noise_batch_size": 32,
+    "finetune_steps": 4, "calib_batches": 2, "seed": 0,
+}  # fmt: skip
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    # Two OpenMP threads on a shared 2-core machine spin against other processes; one thread is faster here.
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic", val_size=200, limit_train=512, seed=0)
+
+
+def _net(seed: int = 0) -> DynamicNet:
+    torch.manual_seed(seed)
+    model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16))
+    return DynamicNet(model, torch.zeros(1, 1, 16, 16))
+
+
+@pytest.fixture(scope="module")
+def trained(data):
+    net = _net(1)
+    cfg = SearchConfig.build({"batch_size": 64, "lr": 0.1, "augment": False})
+    train_epochs(net, data, fixed_sampler([net.full_spec()]), 5, cfg)
+    return net.eval()
+
+
+def _clone(net: DynamicNet) -> DynamicNet:
+    other = _net(0)
+    other.model.load_state_dict(net.model.state_dict())
+    return other.eval()
+
+
+# ------------------------------------------------------------------------------------------------ units and ranking
+
+
+def test_unit_sizes_and_units():
+    assert unit_size(64, 8) == 8 and unit_size(16, 8) == 4 and unit_size(8, 8) == 2 and unit_size(3, 8) == 1
+    assert unit_size(20, 8, min_units=1) == 8
+    assert min_keep(64, 8) == 8 and min_keep(64, 8, 0.3) == 24 and min_keep(4, 8) == 4
+    net = _net()
+    spec = net.spec({"layer3.1.conv1": 12})
+    units = group_units(net, spec, group_size=4)
+    by_group: dict[str, list[Unit]] = {}
+    for u in units:
+        by_group.setdefault(u.group, []).append(u)
+    assert set(by_group) == {g.name for g in net.prunable_groups}
+    assert [(u.start, u.stop) for u in by_group["layer3.1.conv1"]] == [(0, 4), (4, 8), (8, 12)]
+    assert [(u.start, u.stop) for u in by_group["conv1"]] == [(0, 2), (2, 4), (4, 6), (6, 8)]
+    macs = unit_macs(net, spec, units)
+    assert (macs > 0).all()
+    drop = net.macs(spec) - net.spec({"layer3.1.conv1": 11}).macs
+    assert macs[units.index(Unit("layer3.1.conv1", 8, 12))] == 4 * drop
+
+
+def test_l1_matches_hand_computation(trained):
+    net = trained
+    spec = net.full_spec()
+    units = [Unit("layer3.1.conv1", 0, 4), Unit("layer3.1.conv1", 4, 8), Unit("layer3.1.conv1", 8, 16)]
+    scores = l1_rank(net, spec, units, RankContext())
+    per_filter = net.model.layer3[1].conv1.weight.detach().abs().flatten(1).mean(1)
+    mean = per_filter.mean()
+    expect = [per_filter[0:4].mean() / mean, per_filter[4:8].mean() / mean, per_filter[8:16].mean() / mean]
+    assert torch.allclose(scores.float(), torch.stack(expect), rtol=1e-5)
+    gamma = (net.model.layer3[1].bn1.weight.detach().abs())
+    assert torch.allclose(bn_rank(net, spec, units, RankContext()).float(),
+                          torch.stack([gamma[0:4].mean(), gamma[4:8].mean(), gamma[8:16].mean()]), rtol=1e-5)
+
+
+def test_zeroed_unit_ranks_last_for_l1_and_noise(trained, data):
+    net = _clone(trained)
+    spec = net.full_spec()
+    units = group_units(net, spec, group_size=4)
+    target = units.index(Unit("layer3.1.conv1", 4, 8))
+    with torch.no_grad():  # make the unit irrelevant: its BN outputs are exactly zero
+        net.model.layer3[1].bn1.weight[4:8] = 0
+        net.model.layer3[1].bn1.bias[4:8] = 0
+        net.model.layer3[1].conv1.weight[4:8] = 0
+    ctx = RankContext(data=data, seed=0, key=0, noise_steps=40, batch_size=32)
+    noise = noise_rank(net, spec, units, ctx)
+    assert int(noise.argmin()) == target
+    assert ctx.alphas is not None and ctx.alphas[target] == ctx.alphas.max() > 2 * ctx.alphas.median()
+    l1 = l1_rank(net, spec, units, ctx)
+    assert int(l1.argmin()) == target and l1[target] == 0
+    # Weights are left untouched and trainable afterwards.
+    assert all(p.requires_grad for p in net.parameters())
+    assert torch.equal(net.model.layer3[1].bn1.weight[4:8], torch.zeros(4))
+    r1, r2 = random_rank(net, spec, units, ctx), random_rank(net, spec, units, RankContext(seed=1))
+    assert r1.shape == (len(units),) and not torch.equal(r1, r2)
+    with pytest.raises(ConfigError, match="outside"):
+        l1_rank(net, net.spec({"layer3.1.conv1": 4}), units, ctx)
+
+
+# ------------------------------------------------------------------------------------------------------- removal
+
+
+def test_next_candidate_reorders_within_prefix_and_removes_a_step(trained, data):
+    net = _clone(trained)
+    cfg = SearchConfig.build(TINY)
+    calib = calibration_batches(data, 2, 64, seed=0)
+    full = net.full_spec()
+    specs = [net.full_spec("c00")]
+    calibrate(net, specs, calib)
+    x = data.x_val[:64]
+    for i in range(1, 4):
+        cur = specs[-1]
+        with torch.no_grad(), net.use(cur):
+            before = net(x)
+        earlier = {s.name: net.bn_stats[s.name] for s in specs}
+        units = group_units(net, cur, cfg.group_size)
+        scores = random_rank(net, cur, units, RankContext(seed=0, key=i))
+        step = cfg.macs_step * full.macs
+        new, removed = next_candidate(net, cur, units, scores, target_macs=cur.macs - step, name=f"c{i:02d}", cfg=cfg)
+        assert removed > 0
+        assert new.macs <= cur.macs - step
+        assert new.nested_in(cur) and not cur.nested_in(new)
+        with torch.no_grad(), net.use(cur):
+            assert torch.allclose(net(x), before, atol=1e-5)  # reordering inside the prefix changes nothing
+        assert all(s.name in net.bn_stats for s in specs)  # earlier candidates keep their BN statistics
+        assert earlier.keys() <= net.bn_stats.keys()
+        calibrate(net, [new], calib)
+        specs.append(new)
+    # Every candidate is a prefix: the extracted module computes the same as the sliced dynamic net.
+    for s in specs:
+        with torch.no_grad(), net.use(s):
+            ref = net(x)
+        assert torch.allclose(net.extract(s)(x), ref, atol=1e-5)
+
+
+def test_removal_respects_the_minimum_width(trained):
+    net = _clone(trained)
+    cfg = SearchConfig.build({**TINY, "min_width": 0.5})
+    cur = net.full_spec()
+    units = group_units(net, cur, cfg.group_size)
+    new, removed = next_candidate(net, cur, units, torch.zeros(len(units)), target_macs=0, name="tiny", cfg=cfg)
+    assert removed > 0
+    for g in net.prunable_groups:
+        assert new.widths[g.name] == math.ceil(g.channels / 2)
+
+
+# --------------------------------------------------------------------------------------------- pure decisions
+
+
+def test_needs_finetune_decision():
+    assert needs_finetune(90.0, 88.9, 1.0)
+    assert not needs_finetune(90.0, 89.0, 1.0)  # exactly the threshold: no
+    assert not needs_finetune(90.0, 91.0, 0.0)
+    assert needs_finetune(90.0, 89.99, 0.0)
+    assert not needs_finetune(90.0, 10.0, math.inf)
+    assert needs_finetune(90.0, 95.0, 1.0, always=True)
+    assert not needs_finetune(90.0, 10.0, 1.0, always=True, steps=0)
+
+
+def test_pareto_front_and_reselection():
+    macs = [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
+    accs = [95.0, 95.5, 94.0, 94.5, 93.0, 92.0, 92.5, 90.0, 85.0, 80.0]
+    front = pareto_front(macs, accs)
+    assert front == [1, 3, 4, 6, 7, 8, 9]  # 0 (beaten by 1), 2 (by 3) and 5 (by 6) are dominated
+    picks = reselect(macs, accs, 4)
+    assert all(p in front for p in picks)
+    # Spread: the front's ends plus the points nearest the evenly spaced levels 63.3 and 36.7.
+    assert picks == [1, 4, 6, 9]
+    assert reselect(macs, accs, 4, pareto=False) == [0, 3, 6, 9]
+    assert reselect(macs, accs, 1) == [1]
+    # Targets: the most accurate candidate within each budget.
+    assert reselect(macs, accs, 3, targets=[1.0, 0.55, 0.05], full_macs=100) == [1, 6, 9]
+    assert reselect(macs, accs, 2, targets=[0.45, 0.41], full_macs=100) == [6, 7]
+    # A short front is filled up with other candidates.
+    flat = reselect([100, 50, 10], [90.0, 95.0, 96.0], 3)
+    assert flat == [0, 1, 2]
+    with pytest.raises(ConfigError, match="fewer than"):
+        reselect(macs[:2], accs[:2], 3)
+    assert subnet_names([100, 55, 55, 10], 100) == ["m100", "m55", "m55b", "m10"]
+
+
+# --------------------------------------------------------------------------------------------------- real search
+
+
+def _search(trained, data, **kw):
+    net = _clone(trained)
+    cfg = SearchConfig.build({**TINY, **kw})
+    specs, report = progressive_search(net, data, cfg)
+    return net, cfg, specs, report
+
+
+def test_search_produces_nested_candidates_and_final_prefix_subnets(trained, data):
+    net, cfg, specs, report = _search(trained, data, threshold=math.inf)
+    cands = [c.spec for c in report.candidates]
+    full = net.macs()
+    assert cands[0].macs == full and cands[-1].macs <= cfg.min_macs * full
+    for a, b in zip(cands, cands[1:], strict=False):
+        assert b.nested_in(a)
+        assert b.macs <= max(a.macs - cfg.macs_step * full, cfg.min_macs * full)
+    assert report.finetunes == 0
+    assert len(specs) == cfg.subnets and [s.name for s in specs] == report.final_names
+    assert specs[0].macs == full
+    for a, b in zip(specs, specs[1:], strict=False):
+        assert b.nested_in(a) and b.macs < a.macs
+    x, y = data.x_test, data.y_test
+    for s in specs:
+        assert s.val_accuracy is not None and s.test_accuracy is not None
+        assert net.has_bn_stats(s.name)
+        sub = net.extract(s)
+        with torch.no_grad():
+            acc = 100.0 * int((sub(x).argmax(1) == y).sum()) / len(y)
+        assert acc == pytest.approx(s.test_accuracy, abs=1e-9)
+        assert evaluate(net, s, x, y) == pytest.approx(s.test_accuracy)
+    assert set(net.bn_stats) == {s.name for s in specs}
+    assert report.compute["train_macs"] > 0 and report.timings["rank"] > 0
+
+
+def test_threshold_controls_finetunes(trained, data):
+    _, _, _, never = _search(trained, data, threshold=100.0, epochs=0)
+    assert never.finetunes == 0 and not any(c.finetuned for c in never.candidates)
+    _, _, _, always = _search(trained, data, finetune_always=True, epochs=0)
+    assert always.finetunes == len(always.candidates) - 1
+    assert all(c.finetuned and c.val_after_finetune is not None for c in always.candidates[1:])
+    _, _, _, zero = _search(trained, data, threshold=0.0, epochs=0)
+    drops = 0
+    for prev, cur in zip(zero.candidates, zero.candidates[1:], strict=False):
+        before = prev.val_after_finetune if prev.finetuned else prev.val_accuracy
+        drops += cur.val_accuracy < before
+        assert cur.finetuned == (cur.val_accuracy < before)
+    assert zero.finetunes == drops
+
+
+# ------------------------------------------------------------------------------------- determinism and resume
+
+
+def _state(path):
+    ck = load_checkpoint(path)
+    return ck, torch.cat([t.flatten().float() for t in ck.state_dict.values()])
+
+
+def test_seeded_runs_are_identical_and_resume_reproduces_them(tmp_path):
+    cfg_a = SearchConfig.build({**TINY, "epochs": 2, "out": str(tmp_path / "a.pt")})
+    cfg_b = cfg_a.updated(out=str(tmp_path / "b.pt"))
+    res_a = run_training(cfg_a)
+    run_training(cfg_b)
+    ck_a, w_a = _state(tmp_path / "a.pt")
+    ck_b, w_b = _state(tmp_path / "b.pt")
+    assert ck_a.subnets == ck_b.subnets and torch.equal(w_a, w_b)
+    assert [s.name for s in res_a.subnets] == [s.name for s in ck_a.subnets]
+    assert not (tmp_path / "a.pt.resume.pt").exists()
+
+    cfg_c = cfg_a.updated(out=str(tmp_path / "c.pt"))
+    events: list[str] = []
+    stops = iter(["pretrain-epoch-1", "search-3", "finetune-1"])
+    stop = [next(stops)]
+
+    def hook(event: str) -> None:
+        events.append(event)
+        if event == stop[0]:
+            stop[0] = next(stops, "never")
+            raise KeyboardInterrupt(event)
+
+    for expected in ("pretrain-epoch-1", "search-3", "finetune-1"):
+        with pytest.raises(KeyboardInterrupt, match=expected):
+            run_training(cfg_c.updated(resume=True), hook=hook)
+        assert (tmp_path / "c.pt.resume.pt").exists()
+    res_c = run_training(cfg_c.updated(resume=True), hook=hook)
+    assert res_c.resumed
+    ck_c, w_c = _state(tmp_path / "c.pt")
+    assert ck_c.subnets == ck_a.subnets and torch.equal(w_c, w_a)
+    assert ck_c.channel_order == ck_a.channel_order
+    assert "pretrained" in events and "finetune-2" in events
+
+
+def test_resume_refuses_changed_settings(tmp_path):
+    cfg = SearchConfig.build({**TINY, "out": str(tmp_path / "m.pt"), "resume": True})
+
+    def stop(event: str) -> None:
+        if event == "pretrained":
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        run_training(cfg, hook=stop)
+    with pytest.raises(ConfigError, match="subnets"):
+        run_training(cfg.updated(subnets=2))
