@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from slimrt.cli.app import app
+from slimrt.train import load_checkpoint
+from slimrt.train.data import load_dataset
+from slimrt.train.loops import evaluate
+
+TOML = """
+arch_kwargs = { widths = [8, 8, 16] }
+val_size = 200
+augment = false
+group_size = 4
+noise_steps = 8
+noise_batch_size = 32
+finetune_steps = 3
+calib_batches = 2
+macs_step = 0.2
+"""
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+def test_train_writes_a_checkpoint_with_nested_subnets_and_accuracies(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TOML)
+    out = tmp_path / "model.pt"
+    args = ["train", "--arch", "resnet20", "--data", "synthetic", "--config", str(cfg), "--limit-train", "256",
+            "--pretrain-epochs", "2", "--epochs", "1", "--subnets", "3", "--min-macs", "0.3", "--batch-size", "64",
+            "--lr", "0.1", "--seed", "3", "--threshold", "0.5", "--out", str(out), "--json"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    payload = json.loads(res.stdout[res.stdout.index("{"):])
+    assert payload["method"] == "progressive" and payload["out"] == str(out)
+    ck = load_checkpoint(out)
+    assert len(ck.subnets) == 3 and ck.config["seed"] == 3 and ck.config["threshold"] == 0.5
+    assert ck.config["noise_steps"] == 8  # the TOML value reached the run
+    for a, b in zip(ck.subnets, ck.subnets[1:], strict=False):
+        assert b.nested_in(a) and b.macs < a.macs
+    report = ck.extra["report"]
+    assert report["finetunes"] == sum(c["finetuned"] for c in report["candidates"])
+    assert [s["name"] for s in payload["subnets"]] == [s.name for s in ck.subnets]
+    # The stored weights, channel order and per-sub-net BN statistics reproduce the recorded test accuracy.
+    net = ck.dynamic_net()
+    data = load_dataset("synthetic", val_size=200, seed=3)
+    for s in ck.subnets:
+        assert s.val_accuracy is not None and 0 <= s.test_accuracy <= 100
+        assert evaluate(net, s, data.x_test, data.y_test) == pytest.approx(s.test_accuracy)
+
+
+def test_train_table_output_and_user_errors(tmp_path):
+    cfg = tmp_path / "tiny.toml"
+    cfg.write_text(TOML)
+    out = tmp_path / "m.pt"
+    args = ["train", "--data", "synthetic", "--config", str(cfg), "--limit-train", "128", "--pretrain-epochs", "1",
+            "--epochs", "0", "--subnets", "2", "--min-macs", "0.5", "--batch-size", "64", "--ranking", "l1",
+            "--no-reselect", "--no-distill", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "MACs %" in res.stdout and "test acc %" in res.stdout and "fine-tunes" in res.stdout
+    ck = load_checkpoint(out)
+    assert ck.config["ranking"] == "l1" and ck.config["reselect"] is False and ck.config["distill"] is False
+    assert [s.name for s in ck.subnets][0] == "m100"
+
+    bad = CliRunner().invoke(app, ["train", "--data", "synthetic", "--ranking", "magic", "--out", str(out)])
+    assert bad.exit_code != 0 and "ranking" in str(bad.exception)
