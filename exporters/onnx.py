@@ -95,21 +95,68 @@ def graph_opset(model: onnx.ModelProto) -> int:
 
 
 def compact_graph(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Fold constants, drop all-zero conv biases and strip metadata and long names (in place; also returned)."""
-    import onnxscript.ir as ir
-    import onnxscript.optimizer as oopt
+    """Simplify the graph without touching weights, drop all-zero conv biases, strip metadata and long names.
 
-    with _quiet("onnxscript", "onnx_ir"):
-        irm = ir.from_proto(model)
-        oopt.fold_constants(irm)
-        oopt.remove_unused_nodes(irm)
-        model = ir.to_proto(irm)
+    Runs onnxscript's constant folding and its default rewrite rules *minus* BatchNorm fusion (so dynamic-batch
+    heads become one ``Reshape``, as in a plain export), then checks that every BatchNormalization survived and
+    every initializer the exporter wrote is unchanged; if not, it falls back to constant folding only.
+    """
+    original = {i.name: numpy_helper.to_array(i) for i in model.graph.initializer}
+    n_bn = sum(n.op_type == "BatchNormalization" for n in model.graph.node)
+    simplified = _simplify(model, rewrite=True)
+    if simplified is None or not _weights_intact(simplified, original, n_bn):
+        log.debug("rewrite rules changed weights or BatchNorm; using constant folding only")
+        simplified = _simplify(model, rewrite=False)
+        assert simplified is not None
+    model = simplified
     g = model.graph
     _drop_zero_conv_bias(g)
     _strip(model)
     _rename_values(g)
     onnx.checker.check_model(model)
     return model
+
+
+def _safe_rewrite_rules() -> list:
+    """onnxscript's default rewrite rules without the BatchNorm fusions (empty if its layout changed)."""
+    try:
+        from onnxscript import rewriter
+        from onnxscript.rewriter.rules.common import _fuse_batchnorm
+
+        banned = set(map(id, _fuse_batchnorm.rules))
+        return [r for r in rewriter._DEFAULT_REWRITE_RULES if id(r) not in banned]
+    except (ImportError, AttributeError):  # pragma: no cover - other onnxscript versions
+        return []
+
+
+def _simplify(model: onnx.ModelProto, *, rewrite: bool) -> onnx.ModelProto | None:
+    import onnxscript.ir as ir
+    import onnxscript.optimizer as oopt
+
+    rules = _safe_rewrite_rules() if rewrite else []
+    if rewrite and not rules:
+        return None
+    with _quiet("onnxscript", "onnx_ir"):
+        irm = ir.from_proto(model)
+        oopt.fold_constants(irm)
+        if rules:
+            from onnxscript import rewriter
+
+            for _ in range(2):
+                rewriter.RewritePass(rules)(irm)
+                oopt.fold_constants(irm)
+        oopt.remove_unused_nodes(irm)
+        return ir.to_proto(irm)
+
+
+def _weights_intact(model: onnx.ModelProto, original: dict[str, np.ndarray], n_bn: int) -> bool:
+    if sum(n.op_type == "BatchNormalization" for n in model.graph.node) != n_bn:
+        return False
+    for init in model.graph.initializer:
+        ref = original.get(init.name)
+        if ref is not None and not np.array_equal(numpy_helper.to_array(init), ref):
+            return False
+    return True
 
 
 @contextlib.contextmanager

@@ -19,7 +19,7 @@ import torch
 from slimrt.artifact import load_manifest, verify_artifact
 from slimrt.errors import ArtifactError, ConfigError, ExportError, ValidationMismatchError
 from slimrt.exporters import ExportOptions, export_artifact
-from slimrt.exporters.onnx import export_module
+from slimrt.exporters.onnx import export_module, graph_opset
 from slimrt.exporters.validate import ort_session, run_ort
 from slimrt.schema import SCHEMA_VERSION
 from slimrt.train import load_checkpoint
@@ -103,10 +103,12 @@ def test_dynamic_batch_and_torch_programs(trained_model, tmp_path):
     from slimrt.exporters.torch_program import load_program
 
     out = tmp_path / "dyn.slim"
-    opts = ExportOptions(subnets=["tiny"], dynamic_batch=True, torch_programs=True, validation_samples=0)
+    opts = ExportOptions(subnets=["tiny"], dynamic_batch=True, torch_programs=True, validation_samples=0, opset=18)
     result = export_artifact(trained_model.path, out, opts)
     m = verify_artifact(out)
     assert m.dynamic_batch and m.input.shape[0] == "batch" and m.output.shape == ["batch", 10]
+    assert m.opset == result.opset == 18
+    assert graph_opset(onnx.load(out / m.subnets[0].onnx.path, load_external_data=False)) == 18
     assert [s.name for s in m.subnets] == ["tiny"] and result.validation_inputs.startswith("random only")
     entry = m.subnets[0]
     assert entry.torch_program is not None and entry.torch_program.path == "torch/tiny.pt2"
