@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -115,9 +116,17 @@ def train(
         cfg = SearchConfig.from_toml(config, **overrides)
     else:
         cfg = SearchConfig.build({}, overrides, source="options")
+    from slimrt.train import distributed
+
+    is_main = os.environ.get("RANK", "0") in ("", "0")  # under torchrun only rank 0 shows progress and prints
     err = Console(stderr=True)
-    with make_progress(console=err) as progress:
-        result = run_training(cfg, progress=progress)
+    with make_progress(console=err, disable=not is_main) as progress:
+        try:
+            result = run_training(cfg, progress=progress)
+        finally:
+            distributed.cleanup()
+    if not is_main:
+        return
     if json_out:
         typer.echo(result.model_dump_json(indent=2))
     else:

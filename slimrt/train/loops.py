@@ -431,8 +431,12 @@ def train_steps(
     phase: str,
     distill: bool | None = None,
     forward: nn.Module | None = None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> TrainStats:
-    """A short joint fine-tune of ``steps`` steps (fresh optimiser, cosine decay), batches seeded by ``phase``."""
+    """A short joint fine-tune of ``steps`` steps (fresh optimiser, cosine decay), batches seeded by ``phase``.
+
+    ``forward`` and ``batch_transform`` as in :func:`train_epochs` (DDP wrapper, per-rank sharding).
+    """
     distill = cfg.distill if distill is None else distill
     opt = make_optimizer(net, lr, cfg.momentum, cfg.weight_decay)
     stats = TrainStats()
@@ -446,6 +450,8 @@ def train_steps(
             if step >= steps:
                 break
             set_lr(opt, cosine_lr(step, steps, lr))
+            if batch_transform is not None:
+                xb, yb = batch_transform(xb, yb)
             xb, yb = prepare_input(xb, dev, cl), yb.to(dev)
             loss = joint_step(net, opt, xb, yb, sampler(step), distill, forward=forward, meter=meter, phase=phase)
             stats.steps += 1

@@ -348,6 +348,8 @@ def progressive_search(
     state: SearchState | None = None,
     optimizer_state: dict[str, Any] | None = None,
     checkpoint: Checkpoint | None = None,
+    forward: torch.nn.Module | None = None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> tuple[list[SubnetSpec], SearchReport]:
     """Search, re-select and jointly fine-tune ``cfg.subnets`` nested sub-nets of the (pre-trained) ``net``.
 
@@ -356,6 +358,10 @@ def progressive_search(
         optimizer_state: optimiser state of the interrupted final fine-tuning, if it was under way.
         checkpoint: called with the state (and the fine-tuning optimiser) after every candidate, after the
             re-selection and after every fine-tuning epoch.
+        forward: module called for training forwards (the DistributedDataParallel wrapper of ``net``).
+        batch_transform: per-batch transform of the fine-tunes (sharding across ranks, see
+            :mod:`slimrt.train.distributed`). Ranking, calibration and evaluation run on every rank unsharded
+            and deterministically, so every rank takes the same search decisions.
 
     Returns:
         The final sub-nets, largest first, with validation and test accuracy, and the search report.
@@ -410,7 +416,7 @@ def progressive_search(
                 specs = [c.spec for c in st.candidates] + [new]
                 sampler = sandwich_sampler(specs, cfg.sampled_subnets, cfg.seed, phase=f"step-finetune-{i}")
                 train_steps(net, data, sampler, cfg.finetune_steps, cfg, progress, meter, lr=cfg.step_finetune_lr,
-                            phase=f"step-finetune-{i}")  # fmt: skip
+                            phase=f"step-finetune-{i}", forward=forward, batch_transform=batch_transform)  # fmt: skip
                 st.finetunes += 1
                 st.version += 1
                 after = _evaluate_candidate(net, new, data, cfg, calib, meter)
@@ -462,7 +468,8 @@ def progressive_search(
         t_epoch = [t0]
         if cfg.epochs > st.finetune_epoch:
             train_epochs(net, data, sampler, cfg.epochs, cfg, progress, meter, lr=cfg.finetune_lr, phase="finetune",
-                         optimizer=opt, start_epoch=st.finetune_epoch, on_epoch_end=epoch_done)  # fmt: skip
+                         optimizer=opt, start_epoch=st.finetune_epoch, on_epoch_end=epoch_done, forward=forward,
+                         batch_transform=batch_transform)  # fmt: skip
         st.stage = "done"
 
     t0 = time.perf_counter()

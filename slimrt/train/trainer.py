@@ -25,6 +25,7 @@ from rich.progress import Progress
 from slimrt.artifact import atomic_write_bytes
 from slimrt.errors import CheckpointError, ConfigError
 from slimrt.schema import SubnetSpec
+from slimrt.train import distributed
 from slimrt.train.config import SearchConfig
 from slimrt.train.data import Dataset, load_dataset
 from slimrt.train.dynamic import DynamicNet
@@ -159,7 +160,8 @@ def _restore(net: DynamicNet, meter: ComputeMeter, obj: dict[str, Any]) -> None:
 
 
 def _dispatch(cfg: SearchConfig, data: Dataset, net: DynamicNet, progress: Progress | None, meter: ComputeMeter,
-              resume: dict[str, Any] | None, save: Callable[..., None]) -> tuple[list[SubnetSpec], Any]:  # fmt: skip
+              resume: dict[str, Any] | None, save: Callable[..., None],
+              ddp: dict[str, Any]) -> tuple[list[SubnetSpec], Any]:  # fmt: skip
     if cfg.method == "progressive":
         from slimrt.train.search import SearchState, progressive_search
 
@@ -171,12 +173,12 @@ def _dispatch(cfg: SearchConfig, data: Dataset, net: DynamicNet, progress: Progr
             save("search", {"search": st.to_dict(), "optimizer": opt.state_dict() if opt is not None else None}, event)
 
         return progressive_search(net, data, cfg, progress, meter, state=state, optimizer_state=opt_state,
-                                  checkpoint=checkpoint)  # fmt: skip
+                                  checkpoint=checkpoint, **ddp)  # fmt: skip
     try:
         if cfg.method == "usnet":
             from slimrt.train.usnet import train_usnet
 
-            return train_usnet(cfg, data, net, progress, meter)
+            return train_usnet(cfg, data, net, progress, meter, **ddp)
         from slimrt.train.independent import train_independent
         from slimrt.train.usnet import default_targets, match_macs
     except ImportError as e:
@@ -196,6 +198,7 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     from slimrt.train.checkpoint import save_checkpoint
 
     t0 = time.perf_counter()
+    info = distributed.init_distributed(cfg.device)  # no-op unless launched by torchrun
     data = load_dataset(cfg.dataset, root=cfg.data_dir, val_size=cfg.val_size, limit_train=cfg.limit_train,
                         seed=cfg.seed)  # fmt: skip
     if len(data.y_train) < cfg.batch_size:
@@ -212,11 +215,17 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     elif cfg.resume:
         log.warning("--resume: no %s yet, starting from the beginning", resume_path)
     timings: dict[str, float] = dict(resume.get("timings", {})) if resume else {}
+    # Under torchrun: DDP wrapper for training forwards, each rank keeps its slice of every global batch.
+    ddp: dict[str, Any] = {}
+    if info.enabled:
+        ddp = {"forward": distributed.wrap(net, info),
+               "batch_transform": lambda x, y: distributed.shard(x, y, info=info)}  # fmt: skip
 
     resumed = resume is not None
 
     def save(phase: str, extra: dict[str, Any], event: str | None = None) -> None:
-        _save_resume(resume_path, cfg, net, meter, phase, {"timings": timings, **extra})
+        if info.is_main:  # only rank 0 writes files
+            _save_resume(resume_path, cfg, net, meter, phase, {"timings": timings, **extra})
         if hook is not None:
             hook(event or phase)
 
@@ -241,22 +250,25 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
             if start < cfg.pretrain_epochs:
                 train_epochs(net, data, fixed_sampler([net.full_spec()]), cfg.pretrain_epochs, cfg, progress, meter,
                              lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, phase="pretrain", optimizer=opt,
-                             start_epoch=start, on_epoch_end=epoch_done)  # fmt: skip
+                             start_epoch=start, on_epoch_end=epoch_done, **ddp)  # fmt: skip
         resume = None if phase == "pretrain" else resume
         save("search", {"search": None, "optimizer": None}, "pretrained")
 
     # ---- the method
     t_method = time.perf_counter()
-    specs, report = _dispatch(cfg, data, net, progress, meter, resume, save)
+    specs, report = _dispatch(cfg, data, net, progress, meter, resume, save, ddp)
     timings["method"] = timings.get("method", 0.0) + time.perf_counter() - t_method
     report_dict = report.model_dump() if hasattr(report, "model_dump") else dict(report)
     kwargs = dict(_arch_kwargs(cfg, data))
-    save_checkpoint(
-        cfg.out, net=net, arch=cfg.arch, arch_kwargs=kwargs, subnets=specs, input_shape=data.input_shape,
-        mean=data.mean, std=data.std, dataset=data.name, config=cfg.model_dump(),
-        extra={"method": cfg.method, "report": report_dict, "compute": meter.state_dict(), "timings": timings},
-    )  # fmt: skip
-    resume_path.unlink(missing_ok=True)
+    if info.is_main:  # only rank 0 writes files
+        save_checkpoint(
+            cfg.out, net=net, arch=cfg.arch, arch_kwargs=kwargs, subnets=specs, input_shape=data.input_shape,
+            mean=data.mean, std=data.std, dataset=data.name, config=cfg.model_dump(),
+            extra={"method": cfg.method, "report": report_dict, "compute": meter.state_dict(), "timings": timings,
+                   "world_size": info.world_size},
+        )  # fmt: skip
+        resume_path.unlink(missing_ok=True)
+    distributed.barrier(info)
     return TrainResult(
         out=str(cfg.out), arch=cfg.arch, dataset=data.name, method=cfg.method, full_macs=net.macs(),
         full_params=net.params(), subnets=specs, report=report_dict, compute=meter.state_dict(),

@@ -33,32 +33,38 @@ def _setup():
 
 
 def _worker(rank: int, port: int, out_dir: str) -> None:
-    from slimrt.train.loops import train_epochs
-    from slimrt.train.usnet import usnet_sampler
-
+    """Both scenarios in one pair of processes (spawning is the slow part): joint steps, then ``run_training``."""
     os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE=str(WORLD),
                       LOCAL_RANK=str(rank))  # fmt: skip
     info = init_distributed("cpu")
     try:
-        net, data, cfg = _setup()
-        if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
-            with torch.no_grad():
-                net.model.conv1.weight.add_(1.0)
-        fwd = wrap(net, info)
-        sampler = usnet_sampler(net, cfg.seed)
-        train_epochs(net, data, sampler, EPOCHS, cfg, lr=cfg.finetune_lr, phase="ddp", forward=fwd,
-                     batch_transform=lambda x, y: shard(x, y, info=info))  # fmt: skip
-        # sharded evaluation, summed over ranks
-        net.eval()
-        xs, ys = shard(data.x_test, data.y_test, info=info)
-        with torch.no_grad():
-            correct = float((net(xs).argmax(1) == ys).sum())
-        metrics = reduce_metrics({"correct": correct, "count": float(len(ys))}, info=info)
-        state = {k: v.clone() for k, v in net.model.state_dict().items()}
-        torch.save({"state": state, "metrics": metrics, "info": (info.rank, info.world_size, info.is_main)},
-                   Path(out_dir) / f"rank{rank}.pt")  # fmt: skip
+        _joint_steps(rank, info, out_dir)
+        _train_run(rank, out_dir)
     finally:
         distributed.cleanup()
+
+
+def _joint_steps(rank: int, info: DistInfo, out_dir: str) -> None:
+    from slimrt.train.loops import train_epochs
+    from slimrt.train.usnet import usnet_sampler
+
+    net, data, cfg = _setup()
+    if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
+        with torch.no_grad():
+            net.model.conv1.weight.add_(1.0)
+    fwd = wrap(net, info)
+    sampler = usnet_sampler(net, cfg.seed)
+    train_epochs(net, data, sampler, EPOCHS, cfg, lr=cfg.finetune_lr, phase="ddp", forward=fwd,
+                 batch_transform=lambda x, y: shard(x, y, info=info))  # fmt: skip
+    # sharded evaluation, summed over ranks
+    net.eval()
+    xs, ys = shard(data.x_test, data.y_test, info=info)
+    with torch.no_grad():
+        correct = float((net(xs).argmax(1) == ys).sum())
+    metrics = reduce_metrics({"correct": correct, "count": float(len(ys))}, info=info)
+    state = {k: v.clone() for k, v in net.model.state_dict().items()}
+    torch.save({"state": state, "metrics": metrics, "info": (info.rank, info.world_size, info.is_main)},
+               Path(out_dir) / f"rank{rank}.pt")  # fmt: skip
 
 
 def _reference():
@@ -100,11 +106,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.slow
-def test_two_process_ddp_matches_single_process(tmp_path):
+@pytest.fixture(scope="module")
+def spawned(tmp_path_factory) -> Path:
     import torch.multiprocessing as mp
 
-    mp.spawn(_worker, args=(_free_port(), str(tmp_path)), nprocs=WORLD, join=True)
+    out = tmp_path_factory.mktemp("ddp")
+    (out / "train").mkdir()
+    mp.spawn(_worker, args=(_free_port(), str(out)), nprocs=WORLD, join=True)
+    return out
+
+
+@pytest.mark.slow
+def test_two_process_ddp_matches_single_process(spawned):
+    tmp_path = spawned
     r0 = torch.load(tmp_path / "rank0.pt", weights_only=True)
     r1 = torch.load(tmp_path / "rank1.pt", weights_only=True)
     assert tuple(r0["info"]) == (0, 2, True) and tuple(r1["info"]) == (1, 2, False)
@@ -127,6 +141,39 @@ def test_two_process_ddp_matches_single_process(tmp_path):
     m0, m1 = r0["metrics"], r1["metrics"]
     assert m0 == m1 and m0["count"] == len(data.y_test)
     assert 0.0 <= m0["correct"] <= 1.0
+
+
+def _train_run(rank: int, out_dir: str) -> None:
+    from slimrt.train.config import SearchConfig
+    from slimrt.train.trainer import run_training
+
+    torch.set_num_threads(1)
+    cfg = SearchConfig.build({
+        "arch": "resnet20", "arch_kwargs": {"widths": [8, 8, 16]}, "dataset": "synthetic", "method": "progressive",
+        "limit_train": 128, "val_size": 64, "batch_size": 32, "pretrain_epochs": 1, "epochs": 1, "subnets": 2,
+        "macs_step": 0.45, "min_macs": 0.3, "noise_steps": 2, "finetune_steps": 2, "calib_batches": 1,
+        "finetune_always": True, "out": str(Path(out_dir) / "train" / "model.pt"),
+    })  # fmt: skip
+    result = run_training(cfg)  # joins the already initialised process group
+    (Path(out_dir) / f"result{rank}.json").write_text(result.model_dump_json())
+
+
+@pytest.mark.slow
+def test_trainer_under_two_ranks_agrees_and_rank0_writes(spawned):
+    """``slimrt train`` as torchrun runs it: both ranks take the same search decisions; one model.pt is written."""
+    import json
+
+    from slimrt.train.checkpoint import load_checkpoint
+
+    tmp_path = spawned
+    r0, r1 = (json.loads((tmp_path / f"result{r}.json").read_text()) for r in range(WORLD))
+    assert r0["subnets"] == r1["subnets"]  # same widths, MACs and accuracies on both ranks
+    assert r0["report"]["finetunes"] == r1["report"]["finetunes"] >= 1  # fine-tunes went through DDP
+    assert len(r0["subnets"]) == 2
+    files = sorted(p.name for p in (tmp_path / "train").iterdir())
+    assert files == ["model.pt"]  # no leftover resume file
+    ckpt = load_checkpoint(tmp_path / "train" / "model.pt")
+    assert [s.name for s in ckpt.subnets] == [s["name"] for s in r0["subnets"]]
 
 
 def test_single_process_is_a_no_op(monkeypatch):
