@@ -33,11 +33,15 @@ test: setup
 bench-accuracy: setup
 	$(BIN)/python benchmarks/accuracy.py --quick
 
+# Benchmarks on a trained model: run `make demo` first (or pass MODEL=... ARTIFACT=...).
+MODEL ?= demo-out/model.pt
+ARTIFACT ?= demo-out/resnet20.slim
+
 bench-export: setup
-	$(BIN)/python benchmarks/export.py
+	$(BIN)/python benchmarks/export.py --model $(MODEL)
 
 bench-runtime: setup
-	$(BIN)/python benchmarks/runtime.py
+	$(BIN)/python benchmarks/runtime.py --artifact $(ARTIFACT)
 
 clean:
 	rm -rf $(VENV) build dist *.egg-info demo-out
