@@ -313,3 +313,25 @@ def test_resume_refuses_changed_settings(tmp_path):
         run_training(cfg, hook=stop)
     with pytest.raises(ConfigError, match="subnets"):
         run_training(cfg.updated(subnets=2))
+
+
+def test_init_starts_from_given_weights_and_skips_pretraining(tmp_path, trained):
+    from slimrt.errors import CheckpointError
+
+    init = tmp_path / "full.pt"
+    torch.save({"state_dict": trained.model.state_dict()}, init)
+    cfg = SearchConfig.build({**TINY, "init": str(init), "epochs": 0, "threshold": math.inf, "subnets": 2,
+                              "limit_train": 512, "out": str(tmp_path / "m.pt")})  # fmt: skip
+    res = run_training(cfg)
+    assert "pretrain" not in res.compute["by_phase"] and res.compute["train_macs"] == 0
+    ck = load_checkpoint(tmp_path / "m.pt")
+    # No training happened: the weights are the given ones, channels only permuted within each group.
+    out_order, in_order = ck.channel_order["layer3.1.conv1"], ck.channel_order["layer3.0.downsample.0"]
+    expect = trained.model.layer3[1].conv1.weight[out_order][:, in_order]
+    assert torch.equal(ck.state_dict["layer3.1.conv1.weight"], expect)
+    assert torch.equal(ck.state_dict["fc.bias"], trained.model.fc.bias)
+    with pytest.raises(CheckpointError, match="no such file"):
+        run_training(cfg.updated(init=str(tmp_path / "missing.pt")))
+    torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pt")
+    with pytest.raises(CheckpointError, match="does not fit"):
+        run_training(cfg.updated(init=str(tmp_path / "bad.pt")))
