@@ -187,6 +187,25 @@ def run_comparison(cfg, data, args, progress) -> dict[str, Any]:
     i_sec = time.perf_counter() - t0
     log.info("independent: %s", ", ".join(f"{s.name} {s.macs} {s.test_accuracy:.2f}%" for s in i_specs))
 
+    diagnostics: dict[str, Any] = {}
+    if args.diagnostics:
+        # Same number of training MACs as the progressive *final* fine-tune only (its search spending left out):
+        # separates "searched non-uniform widths" from "how the compute was spent".
+        d_net = copy.deepcopy(pre)
+        d_meter = ComputeMeter()
+        t0 = time.perf_counter()
+        d_budget = p_meter.by_phase.get("finetune", 0)
+        d_specs, d_report = train_usnet(cfg, data, d_net, progress, d_meter, targets=[s.macs for s in p_specs],
+                                        budget_macs=d_budget)  # fmt: skip
+        d_rows = _rows(d_specs)
+        diagnostics["usnet_budget_of_final_finetune"] = {
+            "subnets": d_rows, "budget_macs": d_budget, "steps": d_report.steps, "epochs": d_report.epochs,
+            "compute": _method_compute(d_meter, time.perf_counter() - t0),
+            "gap_progressive_minus_this": [p.test_accuracy - d["test_accuracy"] for p, d in zip(p_specs, d_rows,
+                                                                                               strict=True)],
+        }  # fmt: skip
+        log.info("usnet (final fine-tune budget): %s", ", ".join(f"{s.name} {s.test_accuracy:.2f}%" for s in d_specs))
+
     prog_rows = _rows(p_specs)
     us_rows = _rows(u_specs, {s.name: {"width_ratio": r, "target_macs": t} for s, r, t in
                               zip(u_specs, u_report.ratios, u_report.targets, strict=True)})  # fmt: skip
@@ -217,6 +236,7 @@ def run_comparison(cfg, data, args, progress) -> dict[str, Any]:
         "usnet_report": u_report.model_dump(),
         "independent_report": i_report.model_dump(),
         "summary": summarize(prog_rows, us_rows, ind_rows),
+        "diagnostics": diagnostics,
     }
 
 
@@ -303,6 +323,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out-dir", type=Path, default=RESULTS)
     p.add_argument("--cache", type=Path, default=Path("/tmp/slimrt-accuracy-cache"),
                    help="where the shared pre-trained network is cached between runs")
+    p.add_argument("--no-diagnostics", dest="diagnostics", action="store_false",
+                   help="skip the extra US-Nets run at the progressive final fine-tune's budget")
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a SearchConfig field (JSON value), e.g. --set epochs=3")
     return p.parse_args(argv)
