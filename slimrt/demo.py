@@ -164,6 +164,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     from slimrt.train.trainer import run_training
 
     console = Console()
+    import logging
+
+    from rich.logging import RichHandler
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s",
+                        handlers=[RichHandler(console=console, show_path=False, show_level=False)])
+    logging.getLogger("slimrt.train").setLevel(logging.INFO)  # one line per search step, also in plain logs
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
