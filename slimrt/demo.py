@@ -145,8 +145,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                                  formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--out", default="demo-out", help="folder for model.pt, the artifact and the plots")
     ap.add_argument("--data", default=None, help="folder holding the Fashion-MNIST files")
-    ap.add_argument("--limit-train", type=int, default=12000, help="training images used (short schedule)")
-    ap.add_argument("--pretrain-epochs", type=int, default=4)
+    ap.add_argument("--limit-train", type=int, default=8000, help="training images used (short schedule)")
+    ap.add_argument("--pretrain-epochs", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=1, help="final joint fine-tuning epochs")
     ap.add_argument("--subnets", type=int, default=4)
     ap.add_argument("--phase-seconds", type=float, default=2.0)
@@ -186,7 +186,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     cfg = SearchConfig(
         arch="resnet20", dataset="fashion-mnist", data_dir=args.data, method="progressive",
         limit_train=args.limit_train, val_size=2000, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs,
-        subnets=args.subnets, min_macs=0.15, macs_step=0.1, noise_steps=30, finetune_steps=40, calib_batches=10,
+        subnets=args.subnets, min_macs=0.15, macs_step=0.15, noise_steps=20, finetune_steps=30, calib_batches=8,
         seed=args.seed, out=str(out / "model.pt"),
     )  # fmt: skip
     columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
