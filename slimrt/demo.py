@@ -151,6 +151,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--subnets", type=int, default=4)
     ap.add_argument("--phase-seconds", type=float, default=2.0)
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--model", default=None, help="skip training: use this model.pt from `slimrt train`")
     args = ap.parse_args(argv)
 
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
@@ -183,29 +184,38 @@ def main(argv: Sequence[str] | None = None) -> int:
     step(1, "train", "Pre-train a ResNet-20 on Fashion-MNIST, then progressive sub-net search: rank channel units by "
          "trainable noise, remove the least important ones step by step, fine-tune only when accuracy drops too "
          "far, re-select the best K sub-nets and fine-tune them jointly (short demo schedule).")
-    cfg = SearchConfig(
-        arch="resnet20", dataset="fashion-mnist", data_dir=args.data, method="progressive",
-        limit_train=args.limit_train, val_size=2000, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs,
-        subnets=args.subnets, min_macs=0.15, macs_step=0.15, noise_steps=20, finetune_steps=30, calib_batches=8,
-        seed=args.seed, out=str(out / "model.pt"),
-    )  # fmt: skip
-    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-               TimeElapsedColumn(), TimeRemainingColumn())
-    with Progress(*columns, console=console) as progress:
-        trained = run_training(cfg, progress=progress)
-    t = Table(title=f"Trained sub-nets ({trained.seconds:.0f} s)")
-    for col in ("sub-net", "MACs", "% of full", "params", "val acc", "test acc"):
-        t.add_column(col, justify="right" if col != "sub-net" else "left")
-    for s in trained.subnets:
-        t.add_row(s.name, f"{s.macs / 1e6:.2f}M", f"{100 * s.macs / trained.full_macs:.0f}%", f"{s.params:,}",
-                  f"{s.val_accuracy:.2f}%", f"{s.test_accuracy:.2f}%")
-    console.print(t)
+    if args.model is not None:
+        from slimrt.train import load_checkpoint
+
+        model_path = Path(args.model)
+        ck = load_checkpoint(model_path)
+        console.print(f"using {model_path}: {len(ck.subnets)} sub-nets ({', '.join(s.name for s in ck.subnets)})",
+                      highlight=False)
+    else:
+        cfg = SearchConfig(
+            arch="resnet20", dataset="fashion-mnist", data_dir=args.data, method="progressive",
+            limit_train=args.limit_train, val_size=2000, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs,
+            subnets=args.subnets, min_macs=0.15, macs_step=0.15, noise_steps=20, finetune_steps=30, calib_batches=8,
+            seed=args.seed, out=str(out / "model.pt"),
+        )  # fmt: skip
+        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+                   TimeElapsedColumn(), TimeRemainingColumn())
+        with Progress(*columns, console=console) as progress:
+            trained = run_training(cfg, progress=progress)
+        t = Table(title=f"Trained sub-nets ({trained.seconds:.0f} s)")
+        for col in ("sub-net", "MACs", "% of full", "params", "val acc", "test acc"):
+            t.add_column(col, justify="right" if col != "sub-net" else "left")
+        for s in trained.subnets:
+            t.add_row(s.name, f"{s.macs / 1e6:.2f}M", f"{100 * s.macs / trained.full_macs:.0f}%", f"{s.params:,}",
+                      f"{s.val_accuracy:.2f}%", f"{s.test_accuracy:.2f}%")
+        console.print(t)
+        model_path = Path(cfg.out)
 
     # ------------------------------------------------------------------ 2. export
     step(2, "export", "Write one ONNX model per sub-net over one shared weights file, validate each against "
          "PyTorch, checksum everything.")
     artifact = out / "resnet20.slim"
-    exported = export_artifact(cfg.out, artifact, ExportOptions(force=True, data=args.data), console=console)
+    exported = export_artifact(model_path, artifact, ExportOptions(force=True, data=args.data), console=console)
     console.print(f"artifact: {artifact} ({exported.total_bytes / 1e6:.2f} MB; weights "
                   f"{exported.weights_bytes / 1e6:.2f} MB stored once for {len(exported.subnets)} sub-nets)",
                   highlight=False)
@@ -246,7 +256,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     step(5, "summary", "")
     console.print(_phase_table(results))
     console.print(Panel.fit(
-        f"model:    {cfg.out}\nartifact: {artifact}  (slimrt info {artifact})\nplot:     {plot}\n"
+        f"model:    {model_path}\nartifact: {artifact}  (slimrt info {artifact})\nplot:     {plot}\n"
         f"total:    {time.perf_counter() - t_start:.0f} s",
         title="slimrt demo done",
     ))  # fmt: skip
