@@ -73,8 +73,8 @@ def plan_phases(p95_ms: Sequence[float], seconds: float = 2.0, load: int = 2) ->
     roomy = 1.5 * full
     return [
         Phase(title="roomy budget", budget_ms=roomy, seconds=seconds),
-        Phase(title="budget cut to a mid-size sub-net", budget_ms=1.15 * mid, seconds=seconds),
-        Phase(title="tight budget", budget_ms=1.15 * small, seconds=seconds),
+        Phase(title="budget cut to a mid-size sub-net", budget_ms=1.3 * mid, seconds=seconds),
+        Phase(title="tight budget", budget_ms=1.3 * small, seconds=seconds),
         Phase(title="roomy budget again", budget_ms=roomy, seconds=seconds),
         Phase(title=f"roomy budget + {load} busy background processes", budget_ms=roomy, load=load,
               seconds=seconds * 1.5),

@@ -180,6 +180,7 @@ class SlimRuntime:
         self._setup_input(batch_size)
         try:
             self._open_runners(backend_options or {})
+            self._warm_up()
             self.fingerprint = self._fingerprint()
             self.profile, self.latency_source = self._latency(measure_if_missing, save_profile, measure_runs,
                                                               measure_seconds)
@@ -243,6 +244,15 @@ class SlimRuntime:
                                  output_name=self.manifest.output.name, onnx_path=onnx_path, precision=precision,
                                  extra=opts_extra)
             self._runners.append(info.factory(path, opts).load())
+
+    def _warm_up(self, runs: int = 3) -> None:
+        # A session's first runs are slow (allocations, kernel selection): keep them out of the slowdown estimate.
+        if self._feat is None:
+            return
+        x = np.zeros((self.batch_size, *self._feat), dtype=self._dtype)
+        for r in self._runners:
+            for _ in range(runs):
+                r.infer(x)
 
     def _fingerprint(self) -> DeviceFingerprint:
         return device_fingerprint(self.backend, self._runners[0].providers, self.threads, self.precision,
