@@ -276,10 +276,12 @@ def comparison_table(result: dict[str, Any]) -> str:
 
 
 def ablation_table(result: dict[str, Any]) -> str:
-    names = [s["name"] for s in result["variants"][0]["subnets"]]
-    rows = [["variant", "fine-tunes", *[f"{n} %" for n in names], "mean %"]]
+    k = max(len(v["subnets"]) for v in result["variants"])
+    # Variants pick their sub-nets at different MACs: columns are ranks by size, each cell shows its MACs.
+    rows = [["variant", "fine-tunes", *[f"sub-net {i + 1} % (MACs)" for i in range(k)], "mean %"]]
     for v in result["variants"]:
         accs = [f"{s['test_accuracy']:.2f} ({s['macs'] / 1e6:.1f}M)" for s in v["subnets"]]
+        accs += [""] * (k - len(accs))
         rows.append([v["variant"], str(v["finetunes"]), *accs, f"{v['mean_test_accuracy']:.2f}"])
     return _table(rows)
 
