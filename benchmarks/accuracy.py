@@ -15,7 +15,8 @@ Protocol (one run):
    scratch; together they get the pre-training + progressive budget (equal steps per sub-net).
 Compute is counted in one unit for all methods: 3 x MACs per trained image (forward + backward), 1 x per forward.
 
-Writes ``benchmarks/results/accuracy-<arch>.json`` (+ ``.png``) or ``ablation-<arch>.json``.
+Writes ``benchmarks/results/accuracy-<arch>.json`` (+ ``.png``) or ``ablation-<arch>.json``; full mode adds a
+``-full`` suffix so it never overwrites the quick results.
 """
 
 from __future__ import annotations
@@ -375,13 +376,14 @@ def main(argv: list[str] | None = None) -> int:
             result = run_comparison(cfg, data, args, progress)
     payload = {**header, **result, "wall_seconds": time.perf_counter() - t0,
                "finished": time.strftime("%Y-%m-%dT%H:%M:%S")}  # fmt: skip
+    suffix = "" if args.quick else "-full"  # a full run never overwrites the committed quick results
     if args.ablation:
-        out = args.out_dir / f"ablation-{cfg.arch}.json"
+        out = args.out_dir / f"ablation-{cfg.arch}{suffix}.json"
         payload["table"] = ablation_table(payload)
         _write_json(out, payload)
         print(payload["table"])
     else:
-        out = args.out_dir / f"accuracy-{cfg.arch}.json"
+        out = args.out_dir / f"accuracy-{cfg.arch}{suffix}.json"
         payload["table"] = comparison_table(payload)
         _write_json(out, payload)
         png = out.with_suffix(".png")
