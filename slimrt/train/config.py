@@ -64,6 +64,8 @@ class SearchConfig(BaseModel):
     subnets: int = Field(4, ge=1, description="K, the number of final sub-nets")
     min_macs: float = Field(0.1, gt=0, le=1, description="smallest sub-net, as a fraction of the full MACs")
     macs_step: float = Field(0.05, gt=0, lt=1, description="MACs removed per search step, fraction of full")
+    max_cut: float = Field(0.25, gt=0, le=1, description="never remove more than this fraction of a candidate's "
+                           "MACs in one step")
     macs_targets: list[float] | None = Field(None, description="pick the final sub-nets at these MACs fractions")
     group_size: int = Field(8, ge=1, description="channels per unit (what gets ranked and removed)")
     min_units: int = Field(4, ge=1, description="groups narrower than min_units*group_size get smaller units")

@@ -7,8 +7,9 @@ Dynamic Inference"), on a pre-trained full network.
 2. The units of the current candidate are ranked (:mod:`slimrt.train.ranking`, trainable noise by default) and
    **physically reordered within the candidate's kept prefix**, most important first. Positions beyond the prefix
    are untouched, so every earlier (larger) candidate keeps exactly its channel set and BN statistics.
-3. The lowest-ranked tail units are removed until the MACs drop by ``macs_step`` of the full MACs (the last step
-   stops at ``min_macs``): the next, nested, candidate. Its BN statistics are recalibrated and its validation
+3. The lowest-ranked tail units are removed until the MACs drop by ``macs_step`` of the full MACs, or by
+   ``max_cut`` of the current MACs if that is less (:func:`step_target`; the last step stops at ``min_macs``): the
+   next, nested, candidate. Its BN statistics are recalibrated and its validation
    accuracy measured.
 4. When that accuracy falls more than ``threshold`` points below its predecessor's (:func:`needs_finetune`), the
    candidates so far are fine-tuned jointly for ``finetune_steps`` steps (full network + newest + sampled others,
@@ -60,6 +61,7 @@ __all__ = [
     "unit_size",
     "min_keep",
     "group_units",
+    "step_target",
     "needs_finetune",
     "pareto_front",
     "reselect",
@@ -173,6 +175,13 @@ def group_units(net: DynamicNet, spec: SubnetSpec, group_size: int, min_units: i
         w = widths[g.name]
         units.extend(Unit(g.name, s, min(s + u, w)) for s in range(0, w, u))
     return units
+
+
+def step_target(macs: float, full_macs: float, cfg: SearchConfig) -> float:
+    """MACs of the next candidate: ``macs_step`` of the full MACs less, but never more than ``max_cut`` of the
+    current MACs less (gentle steps among small sub-nets), and never below ``min_macs``."""
+    cut = min(cfg.macs_step * full_macs, cfg.max_cut * macs)
+    return max(macs - cut, cfg.min_macs * full_macs)
 
 
 def needs_finetune(prev_acc: float, acc: float, threshold: float, always: bool = False, steps: int = 1) -> bool:
@@ -397,7 +406,7 @@ def progressive_search(
                               noise_reward=cfg.noise_reward, noise_init=cfg.noise_init,
                               batch_size=cfg.noise_batch_size, meter=meter, progress=progress)  # fmt: skip
             scores = rank(net, cur, units, ctx)
-            target = max(cur.macs - cfg.macs_step * full_macs, cfg.min_macs * full_macs)
+            target = step_target(cur.macs, full_macs, cfg)
             new, removed = next_candidate(net, cur, units, scores, target_macs=target, name=f"c{i:02d}", cfg=cfg)
             st.add_time("rank", time.perf_counter() - t0)
             if removed == 0:

@@ -20,6 +20,7 @@ from slimrt.train.search import (
     pareto_front,
     progressive_search,
     reselect,
+    step_target,
     subnet_names,
     unit_size,
 )
@@ -28,8 +29,8 @@ from slimrt.train.trainer import run_training
 TINY = {
     "arch": "resnet20", "arch_kwargs": {"widths": [8, 8, 16]}, "dataset": "synthetic", "limit_train": 256,
     "val_size": 200, "batch_size": 64, "pretrain_epochs": 2, "epochs": 1, "lr": 0.1, "augment": False,
-    "subnets": 3, "min_macs": 0.3, "macs_step": 0.2, "group_size": 4, "noise_steps": 10, "noise_batch_size": 32,
-    "finetune_steps": 4, "calib_batches": 2, "seed": 0,
+    "subnets": 3, "min_macs": 0.3, "macs_step": 0.2, "max_cut": 1.0, "group_size": 4, "noise_steps": 10,
+    "noise_batch_size": 32, "finetune_steps": 4, "calib_batches": 2, "seed": 0,
 }  # fmt: skip
 
 
@@ -177,6 +178,14 @@ def test_removal_respects_the_minimum_width(trained):
 # --------------------------------------------------------------------------------------------- pure decisions
 
 
+def test_step_target_caps_relative_cuts():
+    cfg = SearchConfig.build({"macs_step": 0.05, "max_cut": 0.25, "min_macs": 0.1})
+    assert step_target(1000, 1000, cfg) == 950  # 5% of full
+    assert step_target(160, 1000, cfg) == 120  # 25% of 160 is less than 50
+    assert step_target(110, 1000, cfg) == 100  # never below min_macs
+    assert step_target(500, 1000, cfg.updated(max_cut=1.0, macs_step=0.3)) == 200
+
+
 def test_needs_finetune_decision():
     assert needs_finetune(90.0, 88.9, 1.0)
     assert not needs_finetune(90.0, 89.0, 1.0)  # exactly the threshold: no
@@ -226,7 +235,7 @@ def test_search_produces_nested_candidates_and_final_prefix_subnets(trained, dat
     assert cands[0].macs == full and cands[-1].macs <= cfg.min_macs * full
     for a, b in zip(cands, cands[1:], strict=False):
         assert b.nested_in(a)
-        assert b.macs <= max(a.macs - cfg.macs_step * full, cfg.min_macs * full)
+        assert b.macs <= step_target(a.macs, full, cfg)
     assert report.finetunes == 0
     assert len(specs) == cfg.subnets and [s.name for s in specs] == report.final_names
     assert specs[0].macs == full
