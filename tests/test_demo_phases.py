@@ -1,5 +1,7 @@
 """The demo's runtime driver on a real (synthetic, tiny) artifact: budgets, background load, what served."""
 
+import warnings
+
 import numpy as np
 
 from slimrt import SlimRuntime
@@ -12,6 +14,15 @@ def test_plan_phases_budgets_follow_latencies():
     assert budgets[0] == 1.5 and budgets[2] < budgets[1] < budgets[0]
     assert any(p.load > 0 for p in phases)
     assert phases[-1].budget_ms < 0.2  # an impossible budget is part of the tour
+    # A targeted budget lies half-way between the target's p95 and the next slower sub-net's: it fits, that does not.
+    assert budgets[1] == 0.75 and budgets[2] == 0.35
+    assert all(p.short for p in phases)
+
+
+def test_plan_phases_when_a_smaller_subnet_is_not_faster():
+    phases = plan_phases([1.0, 1.1, 0.5], seconds=1.0)
+    mid = phases[1].budget_ms
+    assert mid >= 1.1  # sub-net 1 (slower than the full one) needs a budget the full one fits too
 
 
 def test_run_phase_serves_within_budget_and_counts(synthetic_artifact):
@@ -21,7 +32,9 @@ def test_run_phase_serves_within_budget_and_counts(synthetic_artifact):
         p95 = [s.latency.p95_ms for s in rt.subnets]
         roomy = run_phase(rt, Phase(title="roomy", budget_ms=100.0, seconds=0.3), x, labels)
         assert roomy.served == {rt.subnets[0].name: roomy.calls} and roomy.calls > 10
-        tight = run_phase(rt, Phase(title="impossible", budget_ms=min(p95) * 1e-3, seconds=0.2), x, labels)
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")  # the demo counts infeasible calls instead of printing warnings
+            tight = run_phase(rt, Phase(title="impossible", budget_ms=min(p95) * 1e-3, seconds=0.2), x, labels)
         assert set(tight.served) == {rt.subnets[-1].name}  # the fastest serves when nothing fits
         assert tight.infeasible == tight.calls and tight.within_budget == 0.0
         assert 0.0 <= roomy.accuracy <= 100.0

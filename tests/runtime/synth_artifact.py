@@ -113,6 +113,7 @@ def build_synthetic_artifact(
     root: str | Path,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
     accuracies: tuple[float, ...] | None = None,
+    test_accuracies: tuple[float, ...] | None = None,
     spatial: int = 16,
     depth: int = 2,
     classes: int = 10,
@@ -143,14 +144,15 @@ def build_synthetic_artifact(
     (sub_dir / "weights.bin").write_bytes(bytes(w.buf))
     bdim: int | str = "batch" if dynamic_batch else batch
     entries = []
-    for c, acc in zip(widths, accuracies, strict=True):
+    tests = test_accuracies if test_accuracies is not None else tuple(a - 0.5 for a in accuracies)
+    for c, acc, test_acc in zip(widths, accuracies, tests, strict=True):
         model, macs, params = _subnet_model(c, depth, spatial, classes, bdim, w, opset)
         path = sub_dir / f"w{c}.onnx"
         onnx.save_model(model, str(path))
         entries.append(
             SubnetEntry(
                 name=f"w{c}", widths={"stem": c}, macs=macs, params=params, val_accuracy=acc,
-                test_accuracy=acc - 0.5, max_abs_diff=0.0,
+                test_accuracy=test_acc, max_abs_diff=0.0,
                 onnx=FileRef(path=f"subnets/w{c}.onnx", sha256=sha256_file(path), bytes=path.stat().st_size),
             )
         )

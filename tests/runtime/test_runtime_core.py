@@ -43,11 +43,20 @@ def x_in(batch: int = 1, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((batch, 3, 16, 16)).astype(np.float32)
 
 
+def test_test_accuracy_ranks_the_subnets_when_val_disagrees(tmp_path: Path, build_artifact) -> None:
+    # Validation says the middle sub-net is the best; the (larger) test measurement says the full one is.
+    root = build_artifact(tmp_path / "a.slim", accuracies=(80.0, 81.0, 70.0), test_accuracies=(82.0, 80.5, 69.0))
+    store_profile(root, PROFILE)
+    with SlimRuntime(root, budget_ms=10.0, threads=1, adapt=False) as rt:
+        assert rt.active.name == "w64" and rt.active.accuracy == 82.0
+        assert [s.accuracy for s in rt.subnets] == [82.0, 80.5, 69.0]
+
+
 def test_selects_by_budget_and_switches_without_reload(profiled: Path, synth) -> None:
     with SlimRuntime(profiled, budget_ms=2.5, threads=1, adapt=False) as rt:
         assert rt.latency_source == "stored"
         assert rt.active.name == "w24" and rt.active.predicted_ms == pytest.approx(2.0)
-        assert rt.active.accuracy == 80.0 and rt.active.macs > 0
+        assert rt.active.accuracy == 79.5 and rt.active.macs > 0  # test accuracy (val 80.0)
         x = x_in(2)
         y = rt(x)
         np.testing.assert_allclose(y, synth.reference_forward(profiled / "subnets/w24.onnx", x), atol=1e-4)
