@@ -37,9 +37,9 @@ ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
 
 QUICK = {
-    "limit_train": 15000, "val_size": 2000, "pretrain_epochs": 3, "epochs": 2, "subnets": 4, "min_macs": 0.1,
-    "macs_step": 0.1, "noise_steps": 30, "finetune_steps": 30, "calib_batches": 10, "batch_size": 128,
-    "eval_batch_size": 1000,
+    "limit_train": 15000, "val_size": 2000, "pretrain_epochs": 3, "epochs": 3, "subnets": 4, "min_macs": 0.1,
+    "macs_step": 0.1, "noise_steps": 30, "finetune_steps": 20, "threshold": 2.0, "calib_batches": 10,
+    "batch_size": 128, "eval_batch_size": 1000,
 }  # fmt: skip
 FULL = {
     "limit_train": None, "val_size": 5000, "pretrain_epochs": 15, "epochs": 8, "subnets": 6, "min_macs": 0.1,
