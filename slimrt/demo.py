@@ -146,7 +146,8 @@ def run_phase(rt, phase: Phase, images: np.ndarray, labels: np.ndarray) -> Phase
 
 
 def _served_text(r: PhaseResult) -> str:
-    return ", ".join(f"{k} {100 * v / r.calls:.0f}%" for k, v in r.served.items())
+    return ", ".join(f"{k} {100 * v / r.calls:.0f}%" if 100 * v >= 0.5 * r.calls else f"{k} <1%"
+                     for k, v in r.served.items())
 
 
 def _phase_table(results: list[PhaseResult]) -> Table:
