@@ -337,14 +337,14 @@ def build_config(args: argparse.Namespace):
     from slimrt.train.config import SearchConfig
 
     base = dict(QUICK if args.quick else FULL)
-    for item in args.set:
+    base.update({"arch": args.arch, "dataset": "fashion-mnist", "data_dir": args.data_dir, "device": args.device,
+                 "seed": args.seed, "method": "progressive"})  # fmt: skip
+    for item in args.set:  # last, so that --set wins over every default and flag
         k, _, v = item.partition("=")
         try:
             base[k] = json.loads(v)
         except json.JSONDecodeError:
             base[k] = v
-    base.update({"arch": args.arch, "dataset": "fashion-mnist", "data_dir": args.data_dir, "device": args.device,
-                 "seed": args.seed, "method": "progressive"})  # fmt: skip
     return SearchConfig.build(base, source="benchmark config")
 
 
