@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     import torch
 
     from slimrt.train.data import load_dataset
-    from slimrt.train.loops import calibration_batches, make_progress
+    from slimrt.train.loops import calibration_batches, evaluate, make_progress
 
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -92,8 +92,6 @@ def main(argv: list[str] | None = None) -> int:
         log.info("%-18s %s", label, " ".join(f"{a:6.2f}" for a in mean))
         rows.append({"variant": label, "ranking": ranking, "overrides": over, "runs": runs,
                      "mean_val_accuracy": mean})  # fmt: skip
-    from slimrt.train.loops import evaluate
-
     full_val = evaluate(net, None, data.x_val, data.y_val, cfg.eval_batch_size)
     table = ["| ranking | " + " | ".join(f"{int(100 * t)}% MACs" for t in TARGETS) + " |",
              "|---|" + "---|" * len(TARGETS)]  # fmt: skip

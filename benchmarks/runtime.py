@@ -121,6 +121,39 @@ def bench_overhead(root: Path, threads: int | None, quick: bool) -> dict[str, An
 # ----------------------------------------------------------------------------------------- switch cost
 
 
+def _switch_cost(names: tuple[str, str], switch_to: Any, call: Any, n: int) -> dict[str, Any]:
+    """Median added time (us) of ``switch_to(name)`` + ``call()`` over a steady ``call()`` already on ``name``.
+
+    ``n`` rounds of a steady pair on each target (untimed switch and call, then one timed call), then a switching
+    pair (switch + call timed) to each. Returns the medians, the added time per target and the share of switches
+    that landed on their target (``switch_to`` says whether it did).
+    """
+    steady: dict[str, list[int]] = {k: [] for k in names}
+    switched: dict[str, list[int]] = {k: [] for k in names}
+    on_target = 0
+    for name in names:  # warm-up
+        switch_to(name)
+        for _ in range(20):
+            call()
+    for _ in range(n):
+        for name in names:
+            switch_to(name)
+            call()
+            t0 = _clock()
+            call()
+            steady[name].append(_clock() - t0)
+        for name in reversed(names):
+            t0 = _clock()
+            hit = switch_to(name)
+            call()
+            switched[name].append(_clock() - t0)
+            on_target += hit
+    med_steady = {k: _median_us(v) for k, v in steady.items()}
+    med_switched = {k: _median_us(v) for k, v in switched.items()}
+    return {"steady_median_us": med_steady, "switch_median_us": med_switched,
+            "added_us": {k: med_switched[k] - med_steady[k] for k in names}, "on_target": on_target / (len(names) * n)}
+
+
 def bench_switch(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
     """Budget change + call vs a steady call on the same sub-net; vs creating a new session (naive app)."""
     from slimrt import SlimRuntime
@@ -135,29 +168,14 @@ def bench_switch(root: Path, threads: int | None, quick: bool) -> dict[str, Any]
         b_big, b_small = 1e6, small.latency.p95_ms
         x = _input(rt.manifest, rt.batch_size)
         n = 300 if quick else 1000
-        steady: dict[str, list[int]] = {big.name: [], small.name: []}
-        switched: dict[str, list[int]] = {big.name: [], small.name: []}
-        on_target = 0
-        for budget in (b_big, b_small):
-            rt.budget_ms = budget
-            for _ in range(20):
-                rt(x)
-        for _ in range(n):
-            # steady pair on each sub-net, then a switching pair (budget change + call) on each.
-            for budget, name in ((b_big, big.name), (b_small, small.name)):
-                rt.budget_ms = budget
-                rt(x)
-                t0 = _clock()
-                rt(x)
-                steady[name].append(_clock() - t0)
-            for budget, name in ((b_small, small.name), (b_big, big.name)):
-                t0 = _clock()
-                rt.budget_ms = budget
-                served = rt.active_name
-                rt(x)
-                switched[name].append(_clock() - t0)
-                on_target += served == name
-        added = {k: _median_us(switched[k]) - _median_us(steady[k]) for k in steady}
+        budgets = {big.name: b_big, small.name: b_small}
+
+        def to_budget(name: str) -> bool:
+            rt.budget_ms = budgets[name]
+            return rt.active_name == name
+
+        cost = _switch_cost((big.name, small.name), to_budget, lambda: rt(x), n)
+        added = cost["added_us"]
         path = resolve_inside(root, rt.manifest.subnet(small.name).onnx.path)
         m = rt.manifest
         naive = []
@@ -172,30 +190,21 @@ def bench_switch(root: Path, threads: int | None, quick: bool) -> dict[str, Any]
         # hardware (cold caches) with no runtime in between.
         bare = {s.name: _bare_session(resolve_inside(root, m.subnet(s.name).onnx.path), threads) for s in (big, small)}
         feeds = {m.input.name: x}
-        for sess in bare.values():
-            for _ in range(20):
-                sess.run([m.output.name], feeds)
-        bare_steady: dict[str, list[int]] = {big.name: [], small.name: []}
-        bare_switched: dict[str, list[int]] = {big.name: [], small.name: []}
-        for _ in range(n):
-            for name in (big.name, small.name):
-                bare[name].run([m.output.name], feeds)
-                t0 = _clock()
-                bare[name].run([m.output.name], feeds)
-                bare_steady[name].append(_clock() - t0)
-            for name in (small.name, big.name):
-                t0 = _clock()
-                bare[name].run([m.output.name], feeds)
-                bare_switched[name].append(_clock() - t0)
-        bare_added = {k: _median_us(bare_switched[k]) - _median_us(bare_steady[k]) for k in bare_steady}
+        current = [big.name]
+
+        def to_session(name: str) -> bool:
+            current[0] = name
+            return True
+
+        bare_added = _switch_cost((big.name, small.name), to_session,
+                                  lambda: bare[current[0]].run([m.output.name], feeds), n)["added_us"]
     mean_added = float(np.mean(list(added.values())))
     bare_mean = float(np.mean(list(bare_added.values())))
     return {
         "pairs": n, "big": big.name, "small": small.name,
-        "steady_median_us": {k: _median_us(v) for k, v in steady.items()},
-        "switch_median_us": {k: _median_us(v) for k, v in switched.items()},
+        "steady_median_us": cost["steady_median_us"], "switch_median_us": cost["switch_median_us"],
         "added_us": added, "added_us_mean": mean_added, "switches_counted": switches,
-        "switch_calls_on_target": on_target / (2 * n),
+        "switch_calls_on_target": cost["on_target"],
         "new_session_plus_call_median_us": _median_us(naive),
         "bare_sessions_added_us": bare_added, "bare_sessions_added_us_mean": bare_mean,
         "runtime_share_of_added_us": mean_added - bare_mean,

@@ -78,7 +78,8 @@ def _just_above(p95_ms: Sequence[float], i: int) -> float:
     if i == 0:
         return 1.5 * p95_ms[0]
     above = [p for p in p95_ms[:i] if p > p95_ms[i]]
-    return max((p95_ms[i] + min(above)) / 2, 1.2 * p95_ms[i]) if above else 1.2 * p95_ms[i]
+    half_way = (p95_ms[i] + min(above)) / 2 if above else 0.0
+    return max(half_way, 1.2 * p95_ms[i])
 
 
 def plan_phases(p95_ms: Sequence[float], seconds: float = 2.0, load: int = 2) -> list[Phase]:
@@ -156,7 +157,7 @@ def _phase_table(results: list[PhaseResult]) -> Table:
                 "switches", "infeasible"):
         t.add_column(col, justify="left" if col in ("phase", "served (share of calls)") else "right")
     for r in results:
-        t.add_row(r.short or r.title, f"{r.budget_ms:.3f}", _served_text(r), f"{r.p50_ms:.3f}", f"{r.p95_ms:.3f}",
+        t.add_row(r.short, f"{r.budget_ms:.3f}", _served_text(r), f"{r.p50_ms:.3f}", f"{r.p95_ms:.3f}",
                   f"{r.within_budget:.1f}%", f"{r.accuracy:.1f}%", str(r.switches), str(r.infeasible))
     return t
 
@@ -235,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if cands:
             console.print(f"pre-trained full network: {cands[0]['val_accuracy']:.2f}% validation accuracy; the search "
                           f"visited {len(cands)} nested candidates and fine-tuned {trained.report.get('finetunes')} "
-                          "times (only when a step cost more than 2 points)", highlight=False)
+                          f"times (only when a step cost more than {cfg.threshold:g} points)", highlight=False)
         model_path = Path(cfg.out)
 
     # ------------------------------------------------------------------ 2. export
