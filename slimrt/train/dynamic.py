@@ -37,15 +37,31 @@ def _take(t: torch.Tensor | None, dim: int, idx: Index) -> torch.Tensor | None:
     return t.index_select(dim, idx.to(t.device))
 
 
+def _subsample_1x1(conv: nn.Conv2d, x: torch.Tensor) -> tuple[torch.Tensor, tuple[int, int]]:
+    """A strided 1x1 convolution without padding as a stride-1 one on the subsampled input (the same numbers).
+
+    oneDNN's backward of a strided 1x1 convolution on channels-last tensors with few channels (for example 4 in,
+    8 out at 28x28) corrupts the heap on AVX2-only CPUs (AMD Zen 3 here: "corrupted size vs. prev_size", or a
+    hang). The subsampled form never reaches that kernel. Reproduced with torch 2.13.0; see
+    tests/train/test_dynamic.py::test_strided_1x1_conv_backward_channels_last.
+    """
+    if conv.kernel_size == (1, 1) and conv.stride != (1, 1) and conv.padding == (0, 0) and conv.dilation == (1, 1):
+        return x[:, :, :: conv.stride[0], :: conv.stride[1]], (1, 1)
+    return x, conv.stride
+
+
 class _DynConv(nn.Conv2d):
     _slim: tuple[Index, Index, int] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self._slim is None:
+        if self._slim is None and self.padding_mode != "zeros":
             return super().forward(x)
+        x, stride = _subsample_1x1(self, x)
+        if self._slim is None:
+            return F.conv2d(x, self.weight, self.bias, stride, self.padding, self.dilation, self.groups)
         out_idx, in_idx, groups = self._slim
         w = _take(_take(self.weight, 0, out_idx), 1, in_idx)
-        return F.conv2d(x, w, _take(self.bias, 0, out_idx), self.stride, self.padding, self.dilation, groups)
+        return F.conv2d(x, w, _take(self.bias, 0, out_idx), stride, self.padding, self.dilation, groups)
 
 
 class _DynLinear(nn.Linear):

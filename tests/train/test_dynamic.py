@@ -145,3 +145,44 @@ def test_uniform_spec_rounding():
     net, _ = _net(Residual, (1, 16, 16))
     s = net.uniform_spec(0.3, "u", round_to=4)
     assert s.widths == {"conv1": 4, "b1c1": 4, "b2c1": 8, "b2c2": 8}
+
+
+_STRIDED_1X1 = """
+import torch
+from torch import nn
+from slimrt.train import DynamicNet
+
+torch.set_num_threads(1)
+torch.manual_seed(0)
+model = nn.Sequential(nn.Conv2d(1, 4, 3, padding=1), nn.Conv2d(4, 8, 1, stride=2), nn.Flatten(), nn.LazyLinear(3))
+net = DynamicNet(model, torch.zeros(1, 1, 28, 28)).to(memory_format=torch.channels_last)
+for _ in range(30):
+    x = torch.randn(64, 1, 28, 28).to(memory_format=torch.channels_last)
+    net(x).sum().backward()
+print("ok")
+"""
+
+
+def test_strided_1x1_conv_backward_channels_last(tmp_path):
+    """A strided 1x1 conv with few channels, channels-last, backward: crashed the process on AVX2-only CPUs
+    (oneDNN heap corruption) before DynamicNet ran it as a stride-1 conv on the subsampled input."""
+    import subprocess
+    import sys
+
+    script = tmp_path / "strided.py"
+    script.write_text(_STRIDED_1X1)
+    res = subprocess.run([sys.executable, str(script)], capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0 and res.stdout.strip() == "ok", res.stderr[-2000:]
+
+
+def test_strided_1x1_conv_matches_plain_conv():
+    torch.manual_seed(0)
+    plain = torch.nn.Conv2d(6, 10, 1, stride=2)
+    net = DynamicNet(torch.nn.Sequential(torch.nn.Conv2d(6, 10, 1, stride=2)), torch.zeros(1, 6, 9, 9))
+    net.model[0].load_state_dict(plain.state_dict())
+    x = torch.randn(3, 6, 9, 9)
+    assert torch.allclose(net(x), plain(x), atol=1e-6)
+    spec = net.spec({g.name: 4 for g in net.prunable_groups}, name="s")
+    with net.use(spec):
+        y = net(x)
+    assert torch.allclose(y, plain(x)[:, : y.shape[1]], atol=1e-6) and y.shape[2:] == (5, 5)
