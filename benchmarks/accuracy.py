@@ -3,6 +3,8 @@
     python benchmarks/accuracy.py --quick                 # ~15 min on 2 CPU cores (ResNet-20, 15k images)
     python benchmarks/accuracy.py                         # full mode: long background CPU run or a GPU session
     python benchmarks/accuracy.py --quick --ablation      # ranking noise/l1/random, threshold, re-selection
+    python benchmarks/accuracy.py --mode standard --method usnet --seed 1    # the deciding benchmark (issue 10):
+    python benchmarks/accuracy.py --mode standard --aggregate               # see benchmarks/accuracy_standard.py
 
 Protocol (one run):
 1. Pre-train the full network once (``pretrain`` phase); every method starts from these weights (independent
@@ -349,6 +351,18 @@ def build_config(args: argparse.Namespace):
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    pre = argparse.ArgumentParser(add_help=False)
+    pre.add_argument("--mode", choices=["quick", "full", "standard"], default=None)
+    mode, _ = pre.parse_known_args(argv)
+    if mode.mode == "standard":  # one (method, seed) run per command, or the aggregate: see accuracy_standard.py
+        sys.path.insert(0, str(Path(__file__).resolve().parent))
+        from accuracy_standard import main as standard_main
+
+        return standard_main(argv)
+    if mode.mode is not None:
+        _, rest = pre.parse_known_args(argv)  # argv without --mode and its value
+        argv = rest + (["--quick"] if mode.mode == "quick" else [])
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     import torch

@@ -87,6 +87,10 @@ class SearchConfig(BaseModel):
     distill: bool = Field(True, description="in-place distillation from the largest sub-net")
     sampled_subnets: int = Field(2, ge=0, description="sub-nets sampled per step besides the largest and smallest")
     calib_batches: int = Field(20, ge=1, description="training batches for per-sub-net BN calibration")
+    budget_macs: int | None = Field(None, ge=1, description="progressive: training MACs (3 x forward MACs per "
+                                    "trained image, ranking forwards included) the whole search may spend; the "
+                                    "final joint fine-tune gets the whole epochs that fit in what the search left "
+                                    "(at least one), replacing `epochs`")
 
     # --- run
     seed: int = 0

@@ -42,6 +42,7 @@ from slimrt.train.loops import (
     evaluate,
     make_optimizer,
     sandwich_sampler,
+    steps_per_epoch,
     train_epochs,
     train_steps,
 )
@@ -121,6 +122,7 @@ class SearchState:
     selected: list[str] = field(default_factory=list)
     final_specs: list[SubnetSpec] = field(default_factory=list)
     finetune_epoch: int = 0
+    final_epochs: int | None = None  # epochs of the final fine-tune when set by a MACs budget
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -132,6 +134,7 @@ class SearchState:
             "selected": list(self.selected),
             "final_specs": [s.model_dump(mode="json") for s in self.final_specs],
             "finetune_epoch": self.finetune_epoch,
+            "final_epochs": self.final_epochs,
             "timings": dict(self.timings),
         }
 
@@ -145,6 +148,7 @@ class SearchState:
             selected=[str(s) for s in d["selected"]],
             final_specs=[SubnetSpec.model_validate(s) for s in d["final_specs"]],
             finetune_epoch=int(d["finetune_epoch"]),
+            final_epochs=None if d.get("final_epochs") is None else int(d["final_epochs"]),
             timings={str(k): float(v) for k, v in d["timings"].items()},
         )
 
@@ -335,6 +339,22 @@ def next_candidate(
     return new, removed
 
 
+def final_epochs_for_budget(specs: Sequence[SubnetSpec], data: Dataset, cfg: SearchConfig,
+                            meter: ComputeMeter) -> int:  # fmt: skip
+    """Whole epochs of the final joint fine-tune that fit in ``cfg.budget_macs`` minus what the search spent
+    (training MACs plus ranking forwards), at least one. Rounded down: the search never gets more than its budget
+    except for that one epoch."""
+    assert cfg.budget_macs is not None
+    spent = meter.train_macs + meter.by_phase.get("rank", 0)
+    sampler = sandwich_sampler(specs, cfg.sampled_subnets, cfg.seed, phase="finetune")
+    steps = steps_per_epoch(data, cfg.batch_size)
+    per_epoch = sum(3 * cfg.batch_size * sum(s.macs for s in sampler(t)) for t in range(steps))
+    epochs = max(1, int((cfg.budget_macs - spent) // per_epoch))
+    log.info("budget %.3g MACs, search spent %.3g: final fine-tune %d epochs of %.3g MACs", cfg.budget_macs, spent,
+             epochs, per_epoch)  # fmt: skip
+    return epochs
+
+
 # -------------------------------------------------------------------------------------------------- the search
 
 
@@ -457,6 +477,8 @@ def progressive_search(
         st.final_specs = [net.spec(s.widths, name=n) for s, n in zip(chosen, names, strict=True)]
         st.stage = "finetune"
         st.finetune_epoch = 0
+        if cfg.budget_macs is not None:
+            st.final_epochs = final_epochs_for_budget(st.final_specs, data, cfg, meter)
         save(st, None)
     if task is not None and progress is not None:
         progress.remove_task(task)
@@ -475,8 +497,9 @@ def progressive_search(
             save(st, o)
 
         t_epoch = [t0]
-        if cfg.epochs > st.finetune_epoch:
-            train_epochs(net, data, sampler, cfg.epochs, cfg, progress, meter, lr=cfg.finetune_lr, phase="finetune",
+        epochs = cfg.epochs if st.final_epochs is None else st.final_epochs
+        if epochs > st.finetune_epoch:
+            train_epochs(net, data, sampler, epochs, cfg, progress, meter, lr=cfg.finetune_lr, phase="finetune",
                          optimizer=opt, start_epoch=st.finetune_epoch, on_epoch_end=epoch_done, forward=forward,
                          batch_transform=batch_transform)  # fmt: skip
         st.stage = "done"

@@ -178,7 +178,14 @@ def _dispatch(cfg: SearchConfig, data: Dataset, net: DynamicNet, progress: Progr
         if cfg.method == "usnet":
             from slimrt.train.usnet import train_usnet
 
-            return train_usnet(cfg, data, net, progress, meter, **ddp)
+            resumed = resume is not None and resume["phase"] == "usnet"
+
+            def epoch_done(epoch: int, opt: torch.optim.Optimizer) -> None:
+                save("usnet", {"epoch": epoch + 1, "optimizer": opt.state_dict()}, f"usnet-epoch-{epoch + 1}")
+
+            return train_usnet(cfg, data, net, progress, meter, on_epoch_end=epoch_done,
+                               optimizer_state=resume["optimizer"] if resumed else None,
+                               start_epoch=int(resume["epoch"]) if resumed else 0, **ddp)  # fmt: skip
         from slimrt.train.independent import train_independent
         from slimrt.train.usnet import default_targets, match_macs
     except ImportError as e:

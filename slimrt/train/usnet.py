@@ -28,6 +28,7 @@ from slimrt.train.loops import (
     calibration_batches,
     evaluate,
     make_generator,
+    make_optimizer,
     steps_per_epoch,
     train_epochs,
     train_steps,
@@ -222,6 +223,9 @@ def train_usnet(
     width_range: tuple[float, float] = USNET_WIDTH_RANGE,
     forward: nn.Module | None = None,
     batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    start_epoch: int = 0,
+    on_epoch_end: Callable[[int, torch.optim.Optimizer], None] | None = None,
 ) -> tuple[list[SubnetSpec], BaselineReport]:
     """Fine-tune ``net`` (the pre-trained full network) as a US-Net, then evaluate it at the MACs ``targets``.
 
@@ -236,6 +240,8 @@ def train_usnet(
         width_range: the trained range of width multipliers.
         forward: module called for forward passes (the DistributedDataParallel wrapper of ``net``).
         batch_transform: per-batch transform (sharding across ranks); epoch-based runs only.
+        optimizer_state, start_epoch, on_epoch_end: resume an interrupted epoch-based run (optimiser state and
+            epochs done) and checkpoint after every epoch (see :func:`slimrt.train.loops.train_epochs`).
 
     Returns:
         The evaluated sub-nets (``usnet0`` widest first, val/test accuracy set; their BN statistics are stored in
@@ -255,8 +261,12 @@ def train_usnet(
                             distill=cfg.distill, forward=forward)  # fmt: skip
         epochs = steps / steps_per_epoch(data, cfg.batch_size)
     else:
+        opt = make_optimizer(net, cfg.finetune_lr, cfg.momentum, cfg.weight_decay)
+        if optimizer_state is not None:
+            opt.load_state_dict(optimizer_state)
         stats = train_epochs(net, data, sampler, cfg.epochs, cfg, progress, meter, lr=cfg.finetune_lr, phase=phase,
-                             distill=cfg.distill, forward=forward, batch_transform=batch_transform)  # fmt: skip
+                             distill=cfg.distill, forward=forward, batch_transform=batch_transform, optimizer=opt,
+                             start_epoch=start_epoch, on_epoch_end=on_epoch_end)  # fmt: skip
         epochs = float(cfg.epochs)
     train_seconds = time.perf_counter() - t0
 

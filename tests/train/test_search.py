@@ -344,3 +344,43 @@ def test_init_starts_from_given_weights_and_skips_pretraining(tmp_path, trained)
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="does not fit"):
         run_training(cfg.updated(init=str(tmp_path / "bad.pt")))
+
+
+def test_budget_sets_final_epochs_from_what_the_search_left(tmp_path):
+    """``budget_macs``: the final fine-tune gets the whole epochs that fit after the search's spending."""
+    from slimrt.train.loops import sandwich_sampler, steps_per_epoch
+
+    base = SearchConfig.build({**TINY, "pretrain_epochs": 0, "out": str(tmp_path / "a.pt")})
+    probe = run_training(base.updated(epochs=0))
+    spent = probe.compute["train_macs"] + probe.compute["by_phase"].get("rank", 0)
+    data = load_dataset("synthetic", val_size=200, limit_train=256, seed=0)
+    sampler = sandwich_sampler(probe.subnets, base.sampled_subnets, base.seed, phase="finetune")
+    per_epoch = sum(3 * base.batch_size * sum(s.macs for s in sampler(t)) for t in range(steps_per_epoch(data, 64)))
+    res = run_training(base.updated(budget_macs=spent + 3 * per_epoch + per_epoch // 2, out=str(tmp_path / "b.pt")))
+    assert res.compute["by_phase"]["finetune"] == 3 * per_epoch  # 3.5 epochs left: rounded down to 3
+    assert res.report["compute"]["train_macs"] + res.compute["by_phase"].get("rank", 0) <= spent + 3.5 * per_epoch
+    small = run_training(base.updated(budget_macs=1, out=str(tmp_path / "c.pt")))
+    assert small.compute["by_phase"]["finetune"] == per_epoch  # nothing left: still one epoch
+
+
+def test_usnet_resumes_after_each_epoch_identically(tmp_path):
+    cfg = SearchConfig.build({**TINY, "method": "usnet", "epochs": 3, "out": str(tmp_path / "a.pt")})
+    run_training(cfg)
+    _, w_a = _state(tmp_path / "a.pt")
+    cfg_b = cfg.updated(out=str(tmp_path / "b.pt"), resume=True)
+    stops = iter(["usnet-epoch-1", "usnet-epoch-2"])
+    stop = [next(stops)]
+
+    def hook(event: str) -> None:
+        if event == stop[0]:
+            stop[0] = next(stops, "never")
+            raise KeyboardInterrupt(event)
+
+    for expected in ("usnet-epoch-1", "usnet-epoch-2"):
+        with pytest.raises(KeyboardInterrupt, match=expected):
+            run_training(cfg_b, hook=hook)
+    res = run_training(cfg_b, hook=hook)
+    assert res.resumed
+    ck_b, w_b = _state(tmp_path / "b.pt")
+    assert torch.equal(w_a, w_b)
+    assert ck_b.subnets == load_checkpoint(tmp_path / "a.pt").subnets

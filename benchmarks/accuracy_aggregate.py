@@ -1,0 +1,263 @@
+"""Aggregate of the standard-mode accuracy runs: measured latency of every architecture, matched tables, plot.
+
+    python benchmarks/accuracy.py --mode standard --aggregate
+
+Reads every ``<method>-seed<k>.json`` run file in the results folder (runs made at different times and on different
+machines add up), then measures on *this* machine, in one interleaved run, the latency of every architecture the runs
+recorded (progressive sub-nets, every US-Nets grid width, independent twins): each is extracted from a ResNet-20 with
+its recorded per-group widths (latency depends on the widths, not on the weights), exported with slimrt's ONNX
+exporter and timed with ``slimrt bench``'s protocol (ONNX Runtime CPU, the ``cpu`` device profile's warm-up, rounds
+and duration bound, round-robin interleaving) at batch 1 and batch 32.
+
+For each progressive sub-net of a seed:
+- matched latency: the most accurate US-Nets grid width of the same seed whose batch-1 p50 is not larger;
+- matched MACs: the US-Nets grid width whose MACs are nearest (both MACs reported).
+Gaps are averaged per sub-net rank over the seeds that have both runs (mean, sd, n). Writes ``aggregate.json``,
+``aggregate.md`` and ``aggregate.png`` beside the run files.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from accuracy_standard import cpu_model, git_commit, machine, write_json
+
+log = logging.getLogger("bench.accuracy.aggregate")
+
+BATCHES = (1, 32)
+
+
+# ------------------------------------------------------------------------------------------------ pure matching
+
+
+def arch_key(widths: dict[str, int]) -> str:
+    return ",".join(f"{k}={widths[k]}" for k in sorted(widths))
+
+
+def matched_latency(p_latency: float, grid: Sequence[dict[str, Any]]) -> dict[str, Any] | None:
+    """The most accurate grid row whose ``b1_p50`` is not above ``p_latency`` (None when every width is slower)."""
+    fits = [g for g in grid if g["b1_p50"] <= p_latency]
+    return max(fits, key=lambda g: g["test_accuracy"]) if fits else None
+
+
+def matched_macs(p_macs: int, grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The grid row whose MACs are nearest to ``p_macs`` (ties: the smaller one)."""
+    return min(grid, key=lambda g: (abs(g["macs"] - p_macs), g["macs"]))
+
+
+def mean_sd(values: Sequence[float]) -> dict[str, Any]:
+    vals = [float(v) for v in values if v is not None]
+    if not vals:
+        return {"mean": None, "sd": None, "n": 0}
+    return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
+
+
+def compare_seed(prog: dict[str, Any], usnet: dict[str, Any],
+                 lat: dict[str, dict[str, float]]) -> list[dict[str, Any]]:  # fmt: skip
+    """Per progressive sub-net of one seed: latency, accuracy, US-Nets at matched latency and at matched MACs."""
+    grid = [{**g, **lat[arch_key(g["widths"])]} for g in usnet["grid"]]
+    rows = []
+    p_lat = [lat[arch_key(p["widths"])]["b1_p50"] for p in prog["subnets"]]
+    mid = min(p_lat) + (max(p_lat) - min(p_lat)) / 2
+    for rank, (p, pl) in enumerate(zip(prog["subnets"], p_lat, strict=True)):
+        ml = matched_latency(pl, grid)
+        mm = matched_macs(p["macs"], grid)
+        rows.append({
+            "rank": rank, "name": p["name"], "macs": p["macs"], "test_accuracy": p["test_accuracy"],
+            **{k: v for k, v in lat[arch_key(p["widths"])].items()}, "smaller_half": pl <= mid,
+            "usnet_at_latency": None if ml is None else {k: ml[k] for k in ("name", "macs", "b1_p50", "test_accuracy")},
+            "gap_at_latency": None if ml is None else p["test_accuracy"] - ml["test_accuracy"],
+            "usnet_at_macs": {k: mm[k] for k in ("name", "macs", "b1_p50", "test_accuracy")},
+            "gap_at_macs": p["test_accuracy"] - mm["test_accuracy"],
+        })  # fmt: skip
+    return rows
+
+
+def summarize(per_seed: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
+    """Mean/sd per sub-net rank over seeds, and the issue's goals read from the means."""
+    ranks = sorted({r["rank"] for rows in per_seed.values() for r in rows})
+    table = []
+    for k in ranks:
+        rows = [r for rows in per_seed.values() for r in rows if r["rank"] == k]
+        table.append({
+            "rank": k, "seeds": len(rows), "macs": mean_sd([r["macs"] for r in rows]),
+            "b1_p50": mean_sd([r["b1_p50"] for r in rows]),
+            "progressive": mean_sd([r["test_accuracy"] for r in rows]),
+            "usnet_at_latency": mean_sd([r["usnet_at_latency"]["test_accuracy"] for r in rows
+                                         if r["usnet_at_latency"]]),
+            "gap_at_latency": mean_sd([r["gap_at_latency"] for r in rows]),
+            "usnet_at_macs": mean_sd([r["usnet_at_macs"]["test_accuracy"] for r in rows]),
+            "gap_at_macs": mean_sd([r["gap_at_macs"] for r in rows]),
+            "smaller_half": sum(r["smaller_half"] for r in rows) * 2 > len(rows),
+        })  # fmt: skip
+    lat_gaps = [t["gap_at_latency"]["mean"] for t in table if t["gap_at_latency"]["mean"] is not None]
+    small = [t["gap_at_latency"]["mean"] for t in table
+             if t["smaller_half"] and t["gap_at_latency"]["mean"] is not None]
+    macs_gaps = [t["gap_at_macs"]["mean"] for t in table]
+    seeds = len(per_seed)
+    goals = {
+        "seeds": seeds,
+        "mean_gap_at_latency_smaller_half": statistics.fmean(small) if small else None,
+        "min_gap_at_latency": min(lat_gaps) if lat_gaps else None,
+        "mean_gap_at_macs": statistics.fmean(macs_gaps) if macs_gaps else None,
+        "goal_plus1_smaller_half": (statistics.fmean(small) >= 1.0) if small else None,
+        "goal_never_below_minus_0.3": (min(lat_gaps) >= -0.3) if lat_gaps else None,
+        "goal_macs_nonnegative": (statistics.fmean(macs_gaps) >= 0) if macs_gaps else None,
+        "goal_read_over_3_seeds": seeds >= 3,
+    }
+    return {"per_rank": table, "goals": goals}
+
+
+# -------------------------------------------------------------------------------------------------- measurement
+
+
+def measure_architectures(
+    archs: dict[str, dict[str, int]], arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...]
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Batch-1 and batch-32 p50/p95 (ms) of every architecture, one interleaved run per batch size."""
+    import numpy as np
+    import onnx
+    import torch
+
+    from slimrt.backends import RunnerOptions, create_runner
+    from slimrt.exporters.onnx import INPUT_NAME, OUTPUT_NAME, export_module
+    from slimrt.models import create_model
+    from slimrt.profiles_io import load_profile
+    from slimrt.runtime.measure import measure_latency
+    from slimrt.train.dynamic import DynamicNet
+
+    profile = load_profile("cpu")
+    torch.manual_seed(0)
+    net = DynamicNet(create_model(arch, **arch_kwargs), torch.zeros(1, *input_shape)).eval()
+    out: dict[str, dict[str, float]] = {k: {} for k in archs}
+    with tempfile.TemporaryDirectory(prefix="slimrt-latency-") as tmp:
+        paths = {}
+        for i, (key, widths) in enumerate(archs.items()):
+            sub = net.extract(net.spec(widths, name=f"a{i}")).eval()
+            model = export_module(sub, torch.zeros(1, *input_shape), dynamic_batch=True)
+            paths[key] = Path(tmp) / f"a{i}.onnx"
+            onnx.save(model, paths[key])
+        log.info("exported %d architectures; measuring", len(paths))
+        runners = {}
+        try:
+            for key, path in paths.items():
+                opts = RunnerOptions(device="cpu", threads=profile.threads, input_name=INPUT_NAME,
+                                     output_name=OUTPUT_NAME)  # fmt: skip
+                runners[key] = create_runner("onnxruntime", path, opts)
+                runners[key].load()
+            for b in BATCHES:
+                x = np.random.default_rng(0).standard_normal((b, *input_shape)).astype(np.float32)
+                t0 = time.perf_counter()
+                lat = measure_latency(runners, x, warmup=profile.warmup, runs=profile.runs,
+                                      duration_s=profile.duration_s * (4 if b > 1 else 2))  # fmt: skip
+                log.info("batch %d: %d architectures in %.0f s", b, len(runners), time.perf_counter() - t0)
+                for key, s in lat.items():
+                    out[key][f"b{b}_p50"] = s.p50_ms
+                    out[key][f"b{b}_p95"] = s.p95_ms
+                    out[key][f"b{b}_runs"] = s.runs
+        finally:
+            for r in runners.values():
+                r.close()
+    protocol = {"backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "threads": profile.threads,
+                "warmup": profile.warmup, "runs": profile.runs, "batches": list(BATCHES),
+                "interleaved": "round-robin over every architecture, rotating order"}  # fmt: skip
+    return out, protocol
+
+
+# ------------------------------------------------------------------------------------------------------ output
+
+
+def _fmt(ms: dict[str, Any], digits: int = 2) -> str:
+    if ms["mean"] is None:
+        return "-"
+    return f"{ms['mean']:+.{digits}f} ± {ms['sd']:.{digits}f}" if ms.get("signed") else \
+        f"{ms['mean']:.{digits}f} ± {ms['sd']:.{digits}f}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    head = ["rank", "seeds", "MACs (M)", "b1 p50 ms", "progressive %", "US-Nets @ latency %", "gap @ latency",
+            "US-Nets @ MACs %", "gap @ MACs"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for t in summary["per_rank"]:
+        macs = t["macs"]["mean"] / 1e6
+        cells = [str(t["rank"] + 1), str(t["seeds"]), f"{macs:.2f}", _fmt(t["b1_p50"], 3), _fmt(t["progressive"]),
+                 _fmt(t["usnet_at_latency"]), _fmt({**t["gap_at_latency"], "signed": True}),
+                 _fmt(t["usnet_at_macs"]), _fmt({**t["gap_at_macs"], "signed": True})]  # fmt: skip
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]]) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4))
+    colors = {"progressive": "tab:blue", "usnet": "tab:orange", "independent": "tab:green"}
+    for method, seeds in runs.items():
+        for k, (_seed, run) in enumerate(sorted(seeds.items())):
+            rows = run.get("grid") or run["subnets"]
+            xs = [lat[arch_key(r["widths"])]["b1_p50"] for r in rows]
+            ms = [r["macs"] / 1e6 for r in rows]
+            ys = [r["test_accuracy"] for r in rows]
+            style = "-" if method == "usnet" else "o-"
+            label = method if k == 0 else None
+            axes[0].plot(xs, ys, style, color=colors.get(method), alpha=0.8, label=label, markersize=4)
+            axes[1].plot(ms, ys, style, color=colors.get(method), alpha=0.8, label=label, markersize=4)
+    axes[0].set_xlabel(f"batch-1 p50 latency (ms), {cpu_model()}")
+    axes[1].set_xlabel("MACs (M)")
+    for ax in axes:
+        ax.set_ylabel("test accuracy (%)")
+        ax.grid(alpha=0.3)
+        ax.legend()
+    fig.suptitle("ResNet-20 / Fashion-MNIST, standard mode (one line per seed)")
+    tmp = path.with_name(path.name + ".tmp.png")
+    fig.savefig(tmp, dpi=150, bbox_inches="tight")
+    os.replace(tmp, path)
+    plt.close(fig)
+
+
+def aggregate(results: Path, command: str) -> int:
+    """Read the run files in ``results``, measure latency here, write aggregate.{json,md,png}."""
+    runs: dict[str, dict[int, dict[str, Any]]] = {}
+    for f in sorted(results.glob("*-seed*.json")):
+        run = json.loads(f.read_text())
+        runs.setdefault(run["method"], {})[int(run["seed"])] = run
+    if not runs:
+        raise SystemExit(f"no run files (<method>-seed<k>.json) in {results}")
+    archs: dict[str, dict[str, int]] = {}
+    for seeds in runs.values():
+        for run in seeds.values():
+            for r in [*run["subnets"], *run.get("grid", [])]:
+                archs.setdefault(arch_key(r["widths"]), r["widths"])
+    any_run = next(iter(next(iter(runs.values())).values()))
+    cfg = any_run["config"]
+    load = os.getloadavg()
+    lat, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
+                                                               **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
+    per_seed = {s: compare_seed(runs["progressive"][s], runs["usnet"][s], lat)
+                for s in sorted(set(runs.get("progressive", {})) & set(runs.get("usnet", {})))}  # fmt: skip
+    summary = summarize(per_seed) if per_seed else {"per_rank": [], "goals": {}}
+    payload = {
+        "command": command, "commit": git_commit(), "machine": machine(), "load_average_at_start": load,
+        "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": {m: sorted(s) for m, s in runs.items()},
+        "pretrained": {s: r.get("pretrained", {}).get("test_accuracy") for s, r in runs.get("usnet", {}).items()},
+        "latency_protocol": protocol, "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
+        "per_seed": per_seed, **summary,
+    }  # fmt: skip
+    write_json(results / "aggregate.json", payload)
+    table = markdown(summary) if per_seed else "(no seed has both a progressive and a US-Nets run yet)"
+    (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores).\n\n{table}\n")
+    plot(results / "aggregate.png", runs, lat)
+    print(table)
+    print(json.dumps(summary.get("goals", {}), indent=2))
+    return 0

@@ -1,0 +1,340 @@
+"""Standard-mode accuracy benchmark: one (method, seed) run per command, resumable, one result file per run.
+
+    python benchmarks/accuracy.py --mode standard --method pretrain --seed 0     # shared pre-trained network
+    python benchmarks/accuracy.py --mode standard --method usnet --seed 0        # pre-trains first if needed
+    python benchmarks/accuracy.py --mode standard --method progressive --seed 0
+    python benchmarks/accuracy.py --mode standard --method independent --seed 0
+    python benchmarks/accuracy.py --mode standard --aggregate                    # table + plot from the run files
+
+Protocol (issue 10): ResNet-20 on all 55,000 Fashion-MNIST training images (5,000 of the 60,000 carved out as the
+validation split that drives every search decision), the 10,000-image test set for reported numbers only.
+
+1. ``pretrain``: the full network trained for ``pretrain_epochs`` (cosine, warm-up), one per seed, written to
+   ``<results>/pretrained-seed<k>.pt`` (a ``{"state_dict": ...}`` file that ``slimrt train --init`` reads), so every
+   method of that seed starts from the same weights.
+2. Every method then gets the same additional training compute: ``budget_epochs`` (6) epochs of US-Nets sandwich
+   training on the 55,000 images, counted as forward + backward MACs (3 x forward MACs per trained image).
+   US-Nets trains exactly that; progressive search spends part of it on the search (ranking, short fine-tunes)
+   and the rest, rounded down to whole epochs, on the final joint fine-tune (so it never gets more than US-Nets);
+   independent splits it (plus the pre-training compute, since it starts from scratch) across its sub-nets.
+3. Each run goes through ``slimrt train``'s own code path (:func:`slimrt.train.trainer.run_training`), with its
+   resume file under ``--work-dir``: an interrupted run continues where its last checkpoint left it.
+4. A US-Nets run evaluates test accuracy at every width of a 1-channel grid (widest channel group, 49 widths from
+   0.25 to 1.0), BN calibrated per width, so the aggregate can pick its best width at any measured latency.
+
+The run file ``<results>/<method>-seed<k>.json`` holds the command, configuration, machine, git commit and, per
+sub-net (largest first), ``name, widths, macs, params, val_accuracy, test_accuracy``; US-Nets adds ``grid``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import platform
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = ROOT / "benchmarks" / "results" / "accuracy" / "standard-resnet20"
+WORK = ROOT / "runs" / "accuracy-standard"
+
+STANDARD = {
+    "arch": "resnet20", "dataset": "fashion-mnist", "limit_train": None, "val_size": 5000, "pretrain_epochs": 12,
+    "warmup_epochs": 1.0, "subnets": 6, "min_macs": 0.15, "macs_step": 0.05, "max_cut": 0.25, "noise_steps": 100,
+    "finetune_steps": 150, "threshold": 2.0, "calib_batches": 20, "batch_size": 128, "eval_batch_size": 1000,
+}  # fmt: skip
+BUDGET_EPOCHS = 6
+"""Training compute every method gets after pre-training, in epochs of US-Nets sandwich training."""
+USNET_GRID_CHANNELS = 64
+"""The grid of uniform widths: c / 64 for c = 16..64 (1-channel steps of ResNet-20's widest group)."""
+
+log = logging.getLogger("bench.accuracy.standard")
+
+
+# ------------------------------------------------------------------------------------------------------ helpers
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
+        return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def machine() -> dict[str, Any]:
+    import torch
+
+    return {"cpu": cpu_model(), "cores": os.cpu_count(), "threads": torch.get_num_threads(),
+            "platform": platform.platform(), "torch": str(torch.__version__),
+            "python": platform.python_version()}  # fmt: skip
+
+
+def write_json(path: Path, payload: dict[str, Any]) -> None:
+    from slimrt.artifact import atomic_write_text
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
+
+
+def build_config(seed: int, overrides: dict[str, Any] | None = None, **fields: Any):
+    from slimrt.train.config import SearchConfig
+
+    base = {**STANDARD, "seed": seed, **fields}
+    base.update(overrides or {})
+    return SearchConfig.build(base, source="standard benchmark config")
+
+
+def load_data(cfg):
+    from slimrt.train.data import load_dataset
+
+    return load_dataset(cfg.dataset, root=cfg.data_dir, val_size=cfg.val_size, limit_train=cfg.limit_train,
+                        seed=cfg.seed)  # fmt: skip
+
+
+def subnet_rows(specs) -> list[dict[str, Any]]:
+    return [{"name": s.name, "widths": dict(s.widths), "macs": s.macs, "params": s.params,
+             "val_accuracy": s.val_accuracy, "test_accuracy": s.test_accuracy} for s in specs]  # fmt: skip
+
+
+# ------------------------------------------------------------------------------------------------- pre-training
+
+
+def pretrained_path(results: Path, seed: int) -> Path:
+    return results / f"pretrained-seed{seed}.pt"
+
+
+def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], progress) -> dict[str, Any]:
+    """The shared pre-trained full network of ``seed`` (trained, or read back when its file exists)."""
+    import io
+
+    import torch
+
+    from slimrt.artifact import atomic_write_bytes
+    from slimrt.train.loops import ComputeMeter, evaluate, fixed_sampler, make_optimizer, train_epochs
+    from slimrt.train.trainer import build_net
+
+    out = pretrained_path(results, seed)
+    if out.exists():
+        blob = torch.load(out, map_location="cpu", weights_only=True)
+        return {k: v for k, v in blob.items() if k != "state_dict"}
+    cfg = build_config(seed, overrides, method="progressive")
+    data = load_data(cfg)
+    net = build_net(cfg, data)
+    meter = ComputeMeter()
+    opt = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
+    resume = work / f"pretrain-seed{seed}.resume.pt"
+    start, seconds = 0, 0.0
+    if resume.exists():
+        state = torch.load(resume, map_location="cpu", weights_only=True)
+        if state["config"] != cfg.model_dump():
+            raise SystemExit(f"{resume} was written with other settings; delete it to start over")
+        net.model.load_state_dict(state["state_dict"])
+        opt.load_state_dict(state["optimizer"])
+        meter.load_state_dict(state["meter"])
+        start, seconds = int(state["epoch"]), float(state["seconds"])
+        log.info("pretrain seed %d: resuming after epoch %d", seed, start)
+    t0 = time.perf_counter()
+
+    def save(payload: dict[str, Any], path: Path) -> None:
+        buf = io.BytesIO()
+        torch.save(payload, buf)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(path, buf.getvalue())
+
+    def epoch_done(epoch: int, o) -> None:
+        elapsed = seconds + time.perf_counter() - t0
+        acc = evaluate(net, None, data.x_val, data.y_val, cfg.eval_batch_size)
+        log.info("pretrain seed %d: epoch %d/%d, val %.2f%%, %.0f s", seed, epoch + 1, cfg.pretrain_epochs, acc,
+                 elapsed)  # fmt: skip
+        weights = {k: v.detach().cpu() for k, v in net.model.state_dict().items()}
+        save({"config": cfg.model_dump(), "state_dict": weights, "optimizer": o.state_dict(),
+              "meter": meter.state_dict(), "epoch": epoch + 1, "seconds": elapsed}, resume)  # fmt: skip
+
+    if start < cfg.pretrain_epochs:
+        train_epochs(net, data, fixed_sampler([net.full_spec()]), cfg.pretrain_epochs, cfg, progress, meter,
+                     lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, phase="pretrain", optimizer=opt, start_epoch=start,
+                     on_epoch_end=epoch_done)  # fmt: skip
+    seconds += time.perf_counter() - t0
+    test = evaluate(net, None, data.x_test, data.y_test, cfg.eval_batch_size)
+    val = evaluate(net, None, data.x_val, data.y_val, cfg.eval_batch_size)
+    info = {"seed": seed, "epochs": cfg.pretrain_epochs, "test_accuracy": test, "val_accuracy": val,
+            "train_macs": meter.train_macs, "seconds": seconds, "config": cfg.model_dump(), "machine": machine(),
+            "commit": git_commit(), "goal_test_accuracy_93": test >= 93.0}  # fmt: skip
+    save({"state_dict": {k: v.detach().cpu() for k, v in net.model.state_dict().items()}, **info}, out)
+    resume.unlink(missing_ok=True)
+    log.info("pretrain seed %d: test %.2f%% after %d epochs (%.0f s) -> %s", seed, test, cfg.pretrain_epochs, seconds,
+             out)  # fmt: skip
+    return info
+
+
+# ------------------------------------------------------------------------------------------------- method runs
+
+
+def usnet_budget_macs(cfg, data) -> int:
+    """Training MACs of ``BUDGET_EPOCHS`` epochs of US-Nets sandwich training (the very steps a US-Nets run takes)."""
+    from slimrt.train.loops import steps_per_epoch
+    from slimrt.train.trainer import build_net
+    from slimrt.train.usnet import usnet_sampler
+
+    net = build_net(cfg.updated(method="usnet"), data)
+    sampler = usnet_sampler(net, cfg.seed, cfg.sampled_subnets)
+    steps = BUDGET_EPOCHS * steps_per_epoch(data, cfg.batch_size)
+    return sum(3 * cfg.batch_size * sum(s.macs for s in sampler(t)) for t in range(steps))
+
+
+def usnet_grid(net) -> list:
+    """Uniform sub-nets at c / USNET_GRID_CHANNELS, c = 16..64 (widest first), named ``w<c>``."""
+    lo = USNET_GRID_CHANNELS // 4
+    return [net.uniform_spec(c / USNET_GRID_CHANNELS, f"w{c}") for c in range(USNET_GRID_CHANNELS, lo - 1, -1)]
+
+
+def run_method(method: str, seed: int, results: Path, work: Path, overrides: dict[str, Any], command: str,
+               progress, force: bool = False) -> int:  # fmt: skip
+    """One (method, seed) run through ``slimrt train``'s code path; writes ``<results>/<method>-seed<seed>.json``."""
+    from slimrt.train.checkpoint import load_checkpoint
+    from slimrt.train.trainer import run_training
+    from slimrt.train.usnet import evaluate_specs
+
+    out_file = results / f"{method}-seed{seed}.json"
+    if out_file.exists() and not force:
+        log.info("%s exists (use --force to rerun)", out_file)
+        return 0
+    t0 = time.perf_counter()
+    ckpt_path = work / f"{method}-seed{seed}.pt"
+    fields: dict[str, Any] = {"method": method, "init": str(pretrained_path(results, seed)), "resume": True,
+                              "out": str(ckpt_path)}  # fmt: skip
+    base = build_config(seed, overrides, **fields)
+    data = load_data(base)
+    budget = usnet_budget_macs(base, data)
+    if method == "usnet":
+        cfg = base.updated(epochs=BUDGET_EPOCHS)
+    elif method == "progressive":
+        cfg = base.updated(budget_macs=budget)
+    else:
+        raise SystemExit(f"--method {method}: not part of the standard protocol yet (progressive, usnet)")
+    if not ckpt_path.exists():
+        res = run_training(cfg, progress)
+        log.info("%s seed %d trained in %.0f s", method, seed, res.seconds)
+    ckpt = load_checkpoint(ckpt_path)
+    net = ckpt.dynamic_net()
+    subnets = subnet_rows(ckpt.subnets)
+    payload: dict[str, Any] = {
+        "method": method, "seed": seed, "mode": "standard", "command": command, "commit": git_commit(),
+        "machine": machine(), "arch": cfg.arch, "dataset": data.name, "data": data.describe(),
+        "config": cfg.model_dump(), "pretrained": {k: v for k, v in pretrain(seed, results, work, overrides,
+                                                                            None).items() if k != "config"},
+        "budget": {"rule": f"{BUDGET_EPOCHS} epochs of US-Nets sandwich training after pre-training, "
+                           "3 x forward MACs per trained image; progressive also counts its ranking forwards",
+                   "budget_macs": budget},
+        "full_macs": net.macs(), "full_params": net.params(), "subnets": subnets,
+        "compute": ckpt.extra.get("compute"), "timings": ckpt.extra.get("timings"), "report": ckpt.extra.get("report"),
+    }  # fmt: skip
+    spent = payload["compute"]["train_macs"] + payload["compute"].get("by_phase", {}).get("rank", 0)
+    payload["budget"]["spent_macs"] = spent
+    payload["budget"]["spent_fraction"] = spent / budget
+    if method == "usnet":
+        t1 = time.perf_counter()
+        grid = evaluate_specs(net, usnet_grid(net), data, cfg, progress=progress)
+        payload["grid"] = subnet_rows(grid)
+        payload["grid_seconds"] = time.perf_counter() - t1
+        payload["width_range"] = list(ckpt.extra.get("report", {}).get("width_range") or [])
+    payload["wall_seconds"] = time.perf_counter() - t0
+    payload["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
+    write_json(out_file, payload)
+    log.info("wrote %s: %s", out_file, ", ".join(f"{r['name']} {r['macs'] / 1e6:.2f}M {r['test_accuracy']:.2f}%"
+                                                 for r in subnets))  # fmt: skip
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------------------- main
+
+
+def parse_args(argv: list[str] | None = None):
+    import argparse
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
+                                formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
+    p.add_argument("--mode", default="standard", choices=["standard"])
+    p.add_argument("--method", choices=["pretrain", "progressive", "usnet", "independent"])
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--aggregate", action="store_true", help="measure latency, write the table and plot from run files")
+    p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    p.add_argument("--results", type=Path, default=RESULTS, help=f"run files and pre-trained weights ({RESULTS})")
+    p.add_argument("--work-dir", type=Path, default=WORK, help=f"resume files of unfinished runs ({WORK})")
+    p.add_argument("--data-dir", default=None, help="folder of the Fashion-MNIST files")
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="override a SearchConfig field (JSON value); the run is then not the standard protocol")
+    p.add_argument("--force", action="store_true", help="rerun even when the run file exists")
+    args = p.parse_args(argv)
+    if not args.aggregate and not args.method:
+        p.error("give --method (pretrain, progressive, usnet, independent) or --aggregate")
+    return args
+
+
+def parse_overrides(items: list[str], data_dir: str | None) -> dict[str, Any]:
+    out: dict[str, Any] = {"data_dir": data_dir} if data_dir else {}
+    for item in items:
+        k, _, v = item.partition("=")
+        try:
+            out[k] = json.loads(v)
+        except json.JSONDecodeError:
+            out[k] = v
+    return out
+
+
+def setup_logging(log_file: Path) -> None:
+    log_file.parent.mkdir(parents=True, exist_ok=True)
+    fmt = logging.Formatter("%(asctime)s %(name)s %(message)s")
+    root = logging.getLogger()
+    root.setLevel(logging.INFO)
+    for h in (logging.StreamHandler(sys.stderr), logging.FileHandler(log_file)):
+        h.setFormatter(fmt)
+        root.addHandler(h)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in argv)
+    what = "aggregate" if args.aggregate else f"{args.method}-seed{args.seed}"
+    setup_logging(args.work_dir / f"{what}.log")
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    from slimrt.train.loops import make_progress
+
+    overrides = parse_overrides(args.set, args.data_dir)
+    with make_progress(disable=not sys.stderr.isatty()) as progress:
+        if args.aggregate:
+            from accuracy_aggregate import aggregate
+
+            return aggregate(args.results, command)
+        info = pretrain(args.seed, args.results, args.work_dir, overrides, progress)
+        if args.method == "pretrain":
+            print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2, default=str))
+            return 0
+        return run_method(args.method, args.seed, args.results, args.work_dir, overrides, command, progress,
+                          force=args.force)  # fmt: skip
+
+
+if __name__ == "__main__":
+    sys.exit(main())
