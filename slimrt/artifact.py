@@ -64,6 +64,7 @@ __all__ = [
     "recover_artifact",
     "check_writable",
     "MAX_MANIFEST_BYTES",
+    "new_file_mode",
     "load_latency_profiles",
     "manifest_file_refs",
 ]
@@ -81,8 +82,22 @@ _READ_RETRIES = 8
 def _fault(step: str) -> None:
     """Called between the steps of an update; tests replace it to simulate a crash at ``step``."""
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """Mode of a newly created regular file under the current umask (what ``open(path, "w")`` would give)."""
+    return 0o666 & ~current_umask()
 
 FileKind = Literal["manifest", "weights", "onnx", "torch_program", "engine", "timing_cache", "latency"]
 
@@ -133,7 +148,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         try:
             mode = path.stat().st_mode & 0o777
         except FileNotFoundError:
-            mode = 0o666 & ~_UMASK
+            mode = new_file_mode()
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
