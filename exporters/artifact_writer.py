@@ -179,32 +179,124 @@ def _check_target(target: Path, force: bool) -> None:
         )
 
 
+_STAGING_LOCK = ".slimrt.lock"  # the artifact's own lock file name: harmless once the directory is the artifact
+
+
+def _try_lock(path: Path) -> Any:
+    """An open file holding an exclusive flock on ``path``, or None when another live process holds it."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - non-POSIX: treat nothing as stale
+        return None
+    f = open(path, "a+b")  # noqa: SIM115 - kept open for the lock's lifetime
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        f.close()
+        return None
+    return f
+
+
+def clean_stale(target: Path) -> list[str]:
+    """Remove staging folders of killed exports of ``target`` and restore or remove set-aside old artifacts.
+
+    A staging folder is stale when no live process holds its lock (the exporting process holds it until the
+    rename). A set-aside ``.<name>.old-*`` artifact is renamed back when the target is missing (an export killed
+    between the two renames of the fallback path), else removed. Returns the names handled.
+    """
+    done: list[str] = []
+    if not target.parent.is_dir():
+        return done
+    for p in sorted(target.parent.glob(f".{target.name}.old-*")):
+        if p.is_dir() and not p.is_symlink():
+            if not (target.exists() or target.is_symlink()) and (p / "manifest.json").is_file():
+                os.rename(p, target)
+                log.warning("restored %s from %s (an earlier export was killed while replacing it)", target, p.name)
+            else:
+                shutil.rmtree(p, ignore_errors=True)
+            done.append(p.name)
+    for p in sorted(target.parent.glob(f".{target.name}.tmp-*")):
+        if not p.is_dir() or p.is_symlink():
+            continue
+        lock = p / _STAGING_LOCK
+        held = _try_lock(lock) if lock.exists() else None
+        if lock.exists() and held is None:
+            continue  # a live export is using it
+        shutil.rmtree(p, ignore_errors=True)
+        if held is not None:
+            held.close()
+        done.append(p.name)
+    if done:
+        log.info("cleaned up after killed exports of %s: %s", target, ", ".join(done))
+    return done
+
+
 @contextlib.contextmanager
 def _staging(target: Path) -> Iterator[Path]:
-    """A hidden temp directory beside ``target``, removed on any error (including KeyboardInterrupt)."""
+    """A hidden temp directory beside ``target``, locked while in use, removed on any error (KeyboardInterrupt too)."""
     target.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale(target)
     tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
     umask = os.umask(0)
     os.umask(umask)
     os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the artifact gets normal directory permissions
+    lock = _try_lock(tmp / _STAGING_LOCK)
     try:
         yield tmp
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    finally:
+        if lock is not None:
+            lock.close()
+
+
+def _rename_exchange(a: Path, b: Path) -> bool:
+    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
+    import ctypes
+    import errno
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (OSError, AttributeError):  # glibc < 2.28, musl
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
+        return False  # file system or kernel without RENAME_EXCHANGE
+    raise OSError(err, os.strerror(err), str(b))
+
+
+def _between_renames() -> None:
+    """Called between the two renames of the fallback replacement; tests replace it to simulate a kill there."""
 
 
 def _move_into_place(tmp: Path, target: Path, force: bool) -> None:
+    """Rename the staged artifact to ``target``; an existing one is swapped out atomically where Linux allows.
+
+    Fallback (no RENAME_EXCHANGE): the old artifact is renamed aside, then the new one in; a kill between the two
+    leaves ``.<name>.old-*``, which the next export of ``target`` renames back (:func:`clean_stale`).
+    """
     _check_target(target, force)
     if target.exists():
-        old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
-        os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            os.rename(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
+        if _rename_exchange(tmp, target):
+            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old artifact
+        else:
+            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
+            os.rename(target, old)
+            try:
+                _between_renames()
+                os.rename(tmp, target)
+            except BaseException:
+                os.rename(old, target)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
     else:
         os.rename(tmp, target)
     with contextlib.suppress(OSError):

@@ -8,9 +8,19 @@ Layout (every path relative to the artifact root, every file listed in the manif
     subnets/weights.bin        ... all pointing into one shared external-data file (``manifest.weights``)
     torch/<name>.pt2           optional ``torch.export`` programs
     engines/<device-tag>/...   optional TensorRT engines (+ timing cache)
-    latency/<fingerprint>.json stored latency profiles (``manifest.latency``)
+    latency/<fingerprint>-<sha12>.json  stored latency profiles (``manifest.latency``; a new name per save)
 
 Every error names the offending file.
+
+Updates are crash-safe and atomic for readers. A manifest update (:func:`write_manifest`) first lists both the
+current and the new manifest's sha256 in ``manifest.sha256``, then renames the new ``manifest.json`` in, then lists
+only the new sha256; every file the new manifest adds is written under a fresh name before, and files only the old
+manifest listed are removed on a later update. At every instant the pair on disk is consistent, a killed update
+leaves the old or the new artifact (both verify), and readers re-read when the manifest changed under them. The
+next update, under the advisory lock ``.slimrt.lock``, finishes a killed one (see :func:`recover_artifact`).
+
+Limits (refused before anything is opened): ``manifest.json`` at most :data:`MAX_MANIFEST_BYTES` bytes and
+:data:`~slimrt.schema.MAX_SUBNETS` sub-nets.
 """
 
 from __future__ import annotations
@@ -21,6 +31,7 @@ import json
 import logging
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -28,7 +39,14 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from slimrt.errors import ArtifactError
-from slimrt.schema import SCHEMA_VERSION, LatencyProfile, LatencyRef, Manifest, safe_relpath, sha256_file
+from slimrt.schema import (
+    LatencyProfile,
+    LatencyRef,
+    Manifest,
+    check_schema_version,
+    safe_relpath,
+    sha256_file,
+)
 
 __all__ = [
     "MANIFEST_NAME",
@@ -43,6 +61,10 @@ __all__ = [
     "atomic_write_text",
     "write_manifest",
     "add_latency_profile",
+    "recover_artifact",
+    "check_writable",
+    "MAX_MANIFEST_BYTES",
+    "new_file_mode",
     "load_latency_profiles",
     "manifest_file_refs",
 ]
@@ -51,9 +73,31 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 SIDECAR_NAME = "manifest.sha256"
+LOCK_NAME = ".slimrt.lock"
+MAX_MANIFEST_BYTES = 4 << 20
+"""Largest ``manifest.json`` slimrt reads (4 MiB; an exported manifest of 64 sub-nets is well under 100 kB)."""
+_READ_RETRIES = 8
 
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
+
+def _fault(step: str) -> None:
+    """Called between the steps of an update; tests replace it to simulate a crash at ``step``."""
+
+
+
+def current_umask() -> int:
+    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
+    with contextlib.suppress(OSError, ValueError):
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def new_file_mode() -> int:
+    """Mode of a newly created regular file under the current umask (what ``open(path, "w")`` would give)."""
+    return 0o666 & ~current_umask()
 
 FileKind = Literal["manifest", "weights", "onnx", "torch_program", "engine", "timing_cache", "latency"]
 
@@ -104,7 +148,7 @@ def atomic_write_bytes(path: str | Path, data: bytes) -> None:
         try:
             mode = path.stat().st_mode & 0o777
         except FileNotFoundError:
-            mode = 0o666 & ~_UMASK
+            mode = new_file_mode()
         os.chmod(tmp, mode)
         with os.fdopen(fd, "wb") as f:
             f.write(data)
@@ -140,7 +184,11 @@ def _locked(root: Path) -> Iterator[None]:
     except ImportError:  # pragma: no cover - non-POSIX
         yield
         return
-    with open(root / ".slimrt.lock", "a+b") as f:
+    try:
+        f = open(root / LOCK_NAME, "a+b")  # noqa: SIM115
+    except OSError as e:
+        raise ArtifactError(f"{root}: cannot update the artifact ({e.strerror}); it must be writable") from None
+    with f:
         fcntl.flock(f.fileno(), fcntl.LOCK_EX)
         try:
             yield
@@ -155,12 +203,40 @@ def _manifest_sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _sidecar_line(sha: str) -> str:
+    return f"{sha}  {MANIFEST_NAME}\n"
+
+
+def _sidecar_hashes(root: Path) -> list[str]:
+    try:
+        text = (root / SIDECAR_NAME).read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return []
+    return [line.split()[0].lower() for line in text.splitlines() if line.split()]
+
+
 def write_manifest(root: str | Path, manifest: Manifest) -> None:
-    """Write ``manifest.json`` and its ``manifest.sha256`` sidecar, each atomically."""
+    """Replace ``manifest.json`` and its ``manifest.sha256`` so that the pair on disk is consistent at every instant.
+
+    Steps: the sidecar lists the current and the new sha256; the new manifest is renamed in; the sidecar lists only
+    the new sha256. A crash leaves the old or the new manifest, each accepted by the sidecar on disk.
+    """
     root = Path(root)
     data = (manifest.model_dump_json(indent=2) + "\n").encode("utf-8")
+    new = _manifest_sha(data)
+    try:
+        old = _manifest_sha((root / MANIFEST_NAME).read_bytes())
+    except OSError:
+        old = None
+    if old is not None and old != new and old in _sidecar_hashes(root):
+        atomic_write_text(root / SIDECAR_NAME, _sidecar_line(new) + _sidecar_line(old))
+        _fault("sidecar-lists-both")
+    elif old != new:  # no consistent pair to keep (fresh artifact): the new sidecar may go first
+        atomic_write_text(root / SIDECAR_NAME, _sidecar_line(new))
+        _fault("sidecar-lists-both")
     atomic_write_bytes(root / MANIFEST_NAME, data)
-    atomic_write_text(root / SIDECAR_NAME, f"{_manifest_sha(data)}  {MANIFEST_NAME}\n")
+    _fault("manifest-replaced")
+    atomic_write_text(root / SIDECAR_NAME, _sidecar_line(new))
 
 
 def _read_manifest_bytes(root: Path) -> bytes:
@@ -169,17 +245,44 @@ def _read_manifest_bytes(root: Path) -> bytes:
     mpath = root / MANIFEST_NAME
     if not mpath.is_file():
         raise ArtifactError(f"{mpath}: missing; {root} is not a slimrt artifact (re-export it with `slimrt export`)")
-    return mpath.read_bytes()
+    if mpath.is_symlink():
+        raise ArtifactError(f"{mpath}: is a symlink (to {os.readlink(mpath)}); a manifest must be a regular file")
+    size = mpath.stat().st_size
+    if size > MAX_MANIFEST_BYTES:
+        raise ArtifactError(
+            f"{mpath}: {size:,} bytes, over the limit of {MAX_MANIFEST_BYTES:,} bytes a slimrt manifest may have"
+        )
+    with open(mpath, "rb") as f:
+        return f.read(MAX_MANIFEST_BYTES + 1)
+
+
+def _read_consistent(root: Path) -> bytes:
+    """Manifest bytes whose sha256 the sidecar lists; re-reads while an update replaces the pair underneath."""
+    data = _read_manifest_bytes(root)
+    for _ in range(_READ_RETRIES):
+        try:
+            _check_sidecar(root, data)
+            return data
+        except ArtifactError:
+            again = _read_manifest_bytes(root)
+            if again == data and _manifest_sha(data) not in _sidecar_hashes(root):
+                # stable and still unlisted: one more look in case only the sidecar was being replaced
+                time.sleep(0.01)
+                if _manifest_sha(_read_manifest_bytes(root)) not in _sidecar_hashes(root):
+                    raise
+            data = again
+    _check_sidecar(root, data)
+    return data
 
 
 def _check_sidecar(root: Path, data: bytes) -> None:
     side = root / SIDECAR_NAME
     if not side.is_file():
         raise ArtifactError(f"{side}: missing (it holds the sha256 of {MANIFEST_NAME}; re-export the artifact)")
-    parts = side.read_text(encoding="utf-8", errors="replace").split()
-    expected = parts[0].lower() if parts else ""
+    hashes = _sidecar_hashes(root)
+    expected = hashes[0] if hashes else ""
     found = _manifest_sha(data)
-    if expected != found:
+    if found not in hashes:
         raise ArtifactError(
             f"{root / MANIFEST_NAME}: sha256 {found[:16]}... does not match {SIDECAR_NAME} "
             f"({expected[:16] or 'empty'}...): the manifest was edited or corrupted"
@@ -194,12 +297,10 @@ def _parse_manifest(root: Path, data: bytes) -> Manifest:
         raise ArtifactError(f"{mpath}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
         raise ArtifactError(f"{mpath}: expected a JSON object, found {type(raw).__name__}")
-    version = raw.get("schema_version")
-    if version != SCHEMA_VERSION:
-        raise ArtifactError(
-            f"{mpath}: unknown schema version {version} (this slimrt reads {SCHEMA_VERSION}); "
-            "upgrade slimrt or re-export the artifact"
-        )
+    try:
+        check_schema_version(raw.get("schema_version"))
+    except ValueError as e:
+        raise ArtifactError(f"{mpath}: {e}") from None
     try:
         return Manifest.model_validate(raw)
     except ValidationError as e:
@@ -255,15 +356,26 @@ def check_artifact(root: str | Path) -> VerifyReport:
 
 
 def _check(root: Path) -> tuple[VerifyReport, Manifest | None]:
+    for _ in range(_READ_RETRIES):
+        report, manifest, data = _check_once(root)
+        if report.ok or data is None:
+            break
+        with contextlib.suppress(ArtifactError):
+            if _read_manifest_bytes(root) == data:
+                break  # the manifest did not change while its files were checked: the failure is real
+    return report, manifest
+
+
+def _check_once(root: Path) -> tuple[VerifyReport, Manifest | None, bytes | None]:
     report = VerifyReport(root=str(root))
+    data: bytes | None = None
     try:
-        data = _read_manifest_bytes(root)
-        _check_sidecar(root, data)
+        data = _read_consistent(root)
         manifest = _parse_manifest(root, data)
     except ArtifactError as e:
         report.files.append(FileCheck(path=MANIFEST_NAME, kind="manifest", ok=False, error=str(e)))
         report.error = str(e)
-        return report, None
+        return report, None, data
     report.schema_version = manifest.schema_version
     report.subnets = [s.name for s in manifest.subnets]
     report.files.append(FileCheck(path=MANIFEST_NAME, kind="manifest", bytes=len(data), ok=True))
@@ -278,7 +390,7 @@ def _check(root: Path) -> tuple[VerifyReport, Manifest | None]:
     if bad:
         more = f" (and {len(bad) - 1} more bad file(s))" if len(bad) > 1 else ""
         report.error = f"{bad[0].error}{more}"
-    return report, manifest
+    return report, manifest, data
 
 
 def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
@@ -286,7 +398,7 @@ def load_manifest(root: str | Path, verify: bool = True) -> Manifest:
     root = Path(root)
     if verify:
         return verify_artifact(root)
-    return _parse_manifest(root, _read_manifest_bytes(root))
+    return _parse_manifest(root, _read_consistent(root))
 
 
 def verify_artifact(root: str | Path) -> Manifest:
@@ -301,27 +413,71 @@ def verify_artifact(root: str | Path) -> Manifest:
 # ----------------------------------------------------------------------------------------- latency profiles
 
 
+def check_writable(root: str | Path) -> None:
+    """ArtifactError unless a latency profile could be stored in ``root`` (checked before measuring)."""
+    root = Path(root)
+    for d in (root, root / "latency"):
+        if d.exists() and not os.access(d, os.W_OK | os.X_OK):
+            raise ArtifactError(f"{d}: not writable, so the latency profile cannot be stored (use --no-save)")
+
+
+def recover_artifact(root: str | Path) -> list[str]:
+    """Finish a killed update (call with the lock held): one sha256 in the sidecar, no leftover files.
+
+    Removes temporary files of interrupted writes and latency files the manifest no longer lists. Returns what it
+    removed or rewrote (paths relative to ``root``).
+    """
+    root = Path(root)
+    done: list[str] = []
+    data = _read_consistent(root)
+    if len(_sidecar_hashes(root)) != 1:
+        atomic_write_text(root / SIDECAR_NAME, _sidecar_line(_manifest_sha(data)))
+        done.append(SIDECAR_NAME)
+    manifest = _parse_manifest(root, data)
+    listed = {lr.path for lr in manifest.latency}
+    for d in (root, root / "latency"):
+        if not d.is_dir():
+            continue
+        for p in d.iterdir():
+            rel = p.relative_to(root).as_posix()
+            stale_tmp = p.name.startswith(".") and p.name.endswith(".tmp")
+            stale_profile = d.name == "latency" and p.suffix == ".json" and rel not in listed
+            if (stale_tmp or stale_profile) and p.is_file() and not p.is_symlink():
+                with contextlib.suppress(OSError):
+                    p.unlink()
+                    done.append(rel)
+    if done:
+        log.info("recovered %s after an interrupted update: %s", root, ", ".join(done))
+    return done
+
+
 def add_latency_profile(root: str | Path, profile: LatencyProfile) -> LatencyRef:
-    """Store ``profile`` as ``latency/<fingerprint_id>.json`` and list it in the manifest (replacing the same id)."""
+    """Store ``profile`` as a new ``latency/<fingerprint_id>-<sha12>.json`` and list it in the manifest.
+
+    Replaces the entry of the same fingerprint. Concurrent saves serialise on the artifact's advisory lock; readers
+    see the old or the new artifact, never a mix; a save killed at any point leaves a valid artifact, and the next
+    save finishes it (:func:`recover_artifact`).
+    """
     root = Path(root)
     with _locked(root):
-        data = _read_manifest_bytes(root)
-        _check_sidecar(root, data)
-        manifest = _parse_manifest(root, data)
+        recover_artifact(root)
+        manifest = _parse_manifest(root, _read_consistent(root))
         names = {s.name for s in manifest.subnets}
         missing = names - {s.name for s in profile.subnets}
         if missing:
             raise ArtifactError(f"latency profile lacks sub-nets {sorted(missing)} of artifact {root}")
         fid = profile.fingerprint_id
-        rel = f"latency/{fid}.json"
+        data = (profile.model_dump_json(indent=2) + "\n").encode("utf-8")
+        sha = hashlib.sha256(data).hexdigest()
+        rel = f"latency/{fid}-{sha[:12]}.json"
         path = resolve_inside(root, rel)
-        atomic_write_text(path, profile.model_dump_json(indent=2) + "\n")
-        ref = LatencyRef(
-            fingerprint=fid, device=profile.device, backend=profile.fingerprint.backend,
-            path=rel, sha256=sha256_file(path),
-        )
+        atomic_write_bytes(path, data)
+        _fault("profile-written")
+        ref = LatencyRef(fingerprint=fid, device=profile.device, backend=profile.fingerprint.backend, path=rel,
+                         sha256=sha)  # fmt: skip
         others = [r for r in manifest.latency if r.fingerprint != fid]
         write_manifest(root, manifest.model_copy(update={"latency": [*others, ref]}))
+        _fault("sidecar-final")
     log.info("stored latency profile %s (%s, %s) in %s", fid, profile.device, ref.backend, root)
     return ref
 
@@ -339,9 +495,12 @@ def load_latency_profiles(root: str | Path, manifest: Manifest) -> list[LatencyP
             raw = json.loads(path.read_text(encoding="utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError) as e:
             raise ArtifactError(f"{ref.path}: not valid JSON ({e})") from None
-        version = raw.get("schema_version") if isinstance(raw, dict) else None
-        if version != SCHEMA_VERSION:
-            raise ArtifactError(f"{ref.path}: unknown schema version {version} (this slimrt reads {SCHEMA_VERSION})")
+        if not isinstance(raw, dict):
+            raise ArtifactError(f"{ref.path}: expected a JSON object, found {type(raw).__name__}")
+        try:
+            check_schema_version(raw.get("schema_version"))
+        except ValueError as e:
+            raise ArtifactError(f"{ref.path}: {e}") from None
         try:
             prof = LatencyProfile.model_validate(raw)
         except ValidationError as e:

@@ -50,6 +50,9 @@ def _save(fig: Any, out: str | Path) -> Path:
     fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix or ".png", dir=out.parent)
     os.close(fd)
     try:
+        from slimrt.artifact import new_file_mode
+
+        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600; a plot is an ordinary file
         fig.savefig(tmp, dpi=150, bbox_inches="tight")
         os.replace(tmp, out)
     finally:

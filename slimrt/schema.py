@@ -31,10 +31,39 @@ __all__ = [
     "LatencyProfile",
     "safe_relpath",
     "sha256_file",
+    "check_schema_version",
+    "MAX_SUBNETS",
+    "DTYPES",
 ]
 
 SCHEMA_VERSION = 1
 """Version of the manifest / latency-profile format this slimrt reads and writes."""
+
+MAX_SUBNETS = 64
+"""Most sub-nets one manifest may list (each opens an inference session)."""
+
+DTYPES = ("float32", "float16")
+"""Input / output element types an artifact may declare (what the exporters write and the runtime feeds)."""
+
+
+def check_schema_version(v: object) -> int:
+    """``v`` if it is the integer :data:`SCHEMA_VERSION`, else ValueError saying what was found."""
+    if type(v) is not int:
+        found = "missing" if v is None else f"{type(v).__name__} {v!r}"
+        raise ValueError(
+            f"schema_version must be the integer {SCHEMA_VERSION}, found {found} (re-export the artifact)"
+        )
+    if v != SCHEMA_VERSION:
+        raise ValueError(
+            f"unknown schema version {v} (this slimrt reads {SCHEMA_VERSION}); upgrade slimrt or re-export the artifact"
+        )
+    return v
+
+
+def _finite(v: float | None, what: str) -> float | None:
+    if v is not None and not math.isfinite(v):
+        raise ValueError(f"{what} must be finite, got {v}")
+    return v
 
 
 def safe_relpath(path: str) -> str:
@@ -72,6 +101,13 @@ class SubnetSpec(_Frozen):
     params: int = Field(ge=0)
     val_accuracy: float | None = None
     test_accuracy: float | None = None
+
+    @field_validator("val_accuracy", "test_accuracy")
+    @classmethod
+    def _finite_accuracy(cls, v: float | None) -> float | None:
+        if v is not None and not (math.isfinite(v) and 0 <= v <= 100):
+            raise ValueError(f"accuracy must be a finite percentage in [0, 100], got {v}")
+        return v
 
     @field_validator("widths")
     @classmethod
@@ -113,12 +149,27 @@ class FileRef(_Frozen):
 class TensorSpec(_Frozen):
     """Name, shape (ints, or strings for symbolic dims), dtype and layout of a model input/output."""
 
-    name: str
-    shape: list[int | str]
-    dtype: str = "float32"
+    name: str = Field(min_length=1)
+    shape: list[int | str] = Field(min_length=1, max_length=8)
+    dtype: Literal["float32", "float16"] = "float32"
     layout: str | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
+
+    @field_validator("shape")
+    @classmethod
+    def _positive_dims(cls, v: list[int | str]) -> list[int | str]:
+        bad = [d for d in v if (isinstance(d, int) and d < 1) or (isinstance(d, str) and not d)]
+        if bad:
+            raise ValueError(f"every dimension must be a positive int or a symbol name, got {v}")
+        return v
+
+    @field_validator("mean", "std")
+    @classmethod
+    def _finite_stats(cls, v: list[float] | None) -> list[float] | None:
+        for x in v or []:
+            _finite(x, "mean/std")
+        return v
 
 
 class Producer(_Frozen):
@@ -158,7 +209,12 @@ class SubnetEntry(SubnetSpec):
 
     onnx: FileRef
     torch_program: FileRef | None = None
-    max_abs_diff: float | None = None
+    max_abs_diff: float | None = Field(default=None, ge=0)
+
+    @field_validator("max_abs_diff")
+    @classmethod
+    def _finite_diff(cls, v: float | None) -> float | None:
+        return _finite(v, "max_abs_diff")
 
     def spec(self) -> SubnetSpec:
         return SubnetSpec(**self.model_dump(include=set(SubnetSpec.model_fields)))
@@ -190,19 +246,14 @@ class Manifest(_Frozen):
     input: TensorSpec
     output: TensorSpec
     weights: FileRef
-    subnets: list[SubnetEntry] = Field(min_length=1)
-    latency: list[LatencyRef] = Field(default_factory=list)
-    engines: list[EngineSet] = Field(default_factory=list)
+    subnets: list[SubnetEntry] = Field(min_length=1, max_length=MAX_SUBNETS)
+    latency: list[LatencyRef] = Field(default_factory=list, max_length=256)
+    engines: list[EngineSet] = Field(default_factory=list, max_length=64)
 
-    @field_validator("schema_version")
+    @field_validator("schema_version", mode="before")
     @classmethod
-    def _known_version(cls, v: int) -> int:
-        if v != SCHEMA_VERSION:
-            raise ValueError(
-                f"unknown schema_version {v}; this slimrt reads version {SCHEMA_VERSION} "
-                "(upgrade slimrt or re-export the artifact)"
-            )
-        return v
+    def _known_version(cls, v: object) -> int:
+        return check_schema_version(v)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Manifest:
@@ -292,6 +343,8 @@ class SubnetLatency(_Frozen):
     @model_validator(mode="after")
     def _monotone(self) -> SubnetLatency:
         qs = [self.p50_ms, self.p90_ms, self.p95_ms, self.p99_ms]
+        if not (math.isfinite(self.mean_ms) and math.isfinite(self.cv)):
+            raise ValueError(f"mean_ms and cv must be finite, got {self.mean_ms}, {self.cv}")
         if any(not math.isfinite(q) for q in qs) or qs != sorted(qs):
             raise ValueError(f"latency quantiles must be finite and non-decreasing, got {qs}")
         return self
@@ -321,7 +374,12 @@ class LatencyProfile(_Frozen):
     batch_size: int = Field(default=1, ge=1)
     created: str
     noisy: bool = False
-    subnets: list[SubnetLatency] = Field(min_length=1)
+    subnets: list[SubnetLatency] = Field(min_length=1, max_length=MAX_SUBNETS)
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _known_version(cls, v: object) -> int:
+        return check_schema_version(v)
 
     @property
     def fingerprint_id(self) -> str:

@@ -149,7 +149,7 @@ def test_latency_profile_add_load_replace(synthetic_artifact: Path) -> None:
     m = load_manifest(synthetic_artifact)
     names = [s.name for s in m.subnets]
     ref = add_latency_profile(synthetic_artifact, _profile(names))
-    assert ref.path == f"latency/{ref.fingerprint}.json"
+    assert ref.path == f"latency/{ref.fingerprint}-{ref.sha256[:12]}.json"
     m2 = verify_artifact(synthetic_artifact)  # the new file is listed and checksummed
     assert [r.fingerprint for r in m2.latency] == [ref.fingerprint]
     (prof,) = load_latency_profiles(synthetic_artifact, m2)

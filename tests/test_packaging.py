@@ -38,3 +38,15 @@ def test_installed_package_maps_exporters_and_profiles():
     assert Path(slimrt.exporters.__file__).resolve().parent == ROOT / "exporters"
     files = {p.name for p in importlib.resources.files("slimrt.profiles").iterdir()}
     assert {"cpu.toml", "cuda.toml", "jetson.toml"} <= files
+
+
+def test_tomli_is_a_dependency_where_tomllib_is_missing():
+    """The code falls back to ``tomli`` below Python 3.11, so pyproject must require it there."""
+    try:
+        import tomllib
+    except ImportError:  # pragma: no cover - Python 3.10
+        import tomli as tomllib  # type: ignore[no-redef]
+
+    deps = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    tomli = [d for d in deps if d.replace(" ", "").startswith("tomli")]
+    assert tomli and "python_version<'3.11'" in tomli[0].replace(" ", "").replace('"', "'"), deps

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -59,6 +60,39 @@ def render_bench(result: BenchResult) -> None:
         console.print("latency profile not saved (--no-save)")
 
 
+def _check_output_file(flag: str, path: Path) -> None:
+    from slimrt.errors import ConfigError
+
+    if path.is_dir():
+        example = path / ("bench.json" if flag == "--json" else "bench.png")
+        raise ConfigError(f"{flag} {path} is a directory; give a file name, e.g. {example}")
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{flag} {path}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{flag} {path}: cannot write to {parent} (permission denied)")
+
+
+def _check_outputs(artifact: Path, json_out: Path | None, plot: Path | None, save: bool) -> None:
+    """Every output of ``bench`` checked before the (long) measurement starts."""
+    import importlib.util
+
+    from slimrt.errors import ConfigError
+
+    if json_out is not None:
+        _check_output_file("--json", json_out)
+    if plot is not None:
+        _check_output_file("--plot", plot)
+        if importlib.util.find_spec("matplotlib") is None:
+            raise ConfigError("--plot needs matplotlib: pip install 'slimrt[plot]'")
+    if save:
+        from slimrt.artifact import check_writable
+
+        check_writable(artifact)
+
+
 def bench(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory (from `slimrt export`).")],
     device: Annotated[DeviceName, typer.Option(help="Device profile shipped with slimrt (profiles/NAME.toml).")] = (
@@ -82,6 +116,7 @@ def bench(
     from slimrt.profiles_io import load_profile
 
     prof = load_profile(profile if profile is not None else device.value)
+    _check_outputs(artifact, json_out, plot, save=not no_save)  # before measuring, not after
     result = run_bench(artifact, prof, batch_size=batch_size, runs=runs, threads=threads, save=not no_save,
                        progress=not quiet)
     if json_out is not None:

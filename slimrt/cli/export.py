@@ -45,16 +45,22 @@ def export(
     json_out: Annotated[bool, typer.Option("--json", help="Print the summary as JSON.")] = False,
 ) -> None:
     """Export a trained dynamic network to a deployable artifact and validate every sub-net against PyTorch."""
+    from pydantic import ValidationError
     from rich.console import Console
 
     from slimrt.exporters.artifact_writer import ExportOptions, add_engines, export_artifact
 
     err = Console(stderr=True)
-    options = ExportOptions(
-        subnets=_subnet_names(subnets), opset=opset, dynamic_batch=dynamic_batch, atol=atol,
-        allow_mismatch=allow_mismatch, force=force, torch_programs=torch_programs, tensorrt=tensorrt, fp16=fp16,
-        data=data, arch=arch, validation_samples=validation_samples,
-    )  # fmt: skip
+    try:
+        options = ExportOptions(
+            subnets=_subnet_names(subnets), opset=opset, dynamic_batch=dynamic_batch, atol=atol,
+            allow_mismatch=allow_mismatch, force=force, torch_programs=torch_programs, tensorrt=tensorrt, fp16=fp16,
+            data=data, arch=arch, validation_samples=validation_samples,
+        )  # fmt: skip
+    except ValidationError as e:  # checked before any work, reported as the option the user typed
+        first = e.errors()[0]
+        flag = "--" + str(first["loc"][0]).replace("_", "-") if first["loc"] else "option"
+        raise ConfigError(f"{flag} {first.get('input')!r}: {first['msg'].lower()}") from None
     if engines_only is not None:
         if not tensorrt:
             raise ConfigError("--engines-only adds TensorRT engines to an artifact; add --tensorrt")

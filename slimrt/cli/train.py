@@ -62,9 +62,10 @@ def _render(result: Any, console: Any) -> None:
 def train(
     arch: Annotated[str | None, typer.Option(help="Model: registry name (resnet20, ...) or package.module:factory.")]
     = None,
-    data: Annotated[str | None, typer.Option("--data", help="Dataset: fashion-mnist, synthetic, or an .npz path.")]
+    data: Annotated[str | None, typer.Option(
+        "--data", help="Dataset: fashion-mnist, a folder of Fashion-MNIST IDX files, synthetic, or an .npz path.")]
     = None,
-    data_dir: Annotated[str | None, typer.Option(help="Folder holding the Fashion-MNIST files.")] = None,
+    data_dir: Annotated[str | None, typer.Option(hidden=True, help="Old spelling of --data DIR.")] = None,
     method: Annotated[str | None, typer.Option(help="progressive (default), usnet or independent.")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML file of SearchConfig fields; flags override it.")] = None,
     pretrain_epochs: Annotated[int | None, typer.Option(help="Epochs of full-network pre-training.")] = None,
@@ -94,6 +95,7 @@ def train(
     resume: Annotated[bool, typer.Option("--resume", help="Continue from <out>.resume.pt of an interrupted run.")]
     = False,
     out: Annotated[str | None, typer.Option(help="Where to write the checkpoint (default model.pt).")] = None,
+    force: Annotated[bool, typer.Option("--force", help="Overwrite an existing checkpoint at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
 ) -> None:
     """Train nested sub-nets sharing one set of weights and write them to a checkpoint (model.pt)."""
@@ -111,11 +113,13 @@ def train(
         "reselect": False if no_reselect else None, "distill": False if no_distill else None, "seed": seed,
         "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,
         "val_size": val_size, "device": device, "init": init, "resume": True if resume else None, "out": out,
+        "force": True if force else None,
     }  # fmt: skip
     if config is not None:
         cfg = SearchConfig.from_toml(config, **overrides)
     else:
         cfg = SearchConfig.build({}, overrides, source="options")
+    cfg.check_out()  # before importing torch's training stack or reading data
     from slimrt.train import distributed
 
     is_main = os.environ.get("RANK", "0") in ("", "0")  # under torchrun only rank 0 shows progress and prints

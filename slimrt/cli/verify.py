@@ -40,6 +40,6 @@ def verify(
                 f"{len(report.subnets)} sub-nets ({', '.join(report.subnets)})"
             )
         else:
-            Console(stderr=True).print(f"[bold red]error:[/] {report.error}", highlight=False)
+            typer.echo(f"error: {' '.join(str(report.error).split())}", err=True)  # one line, never wrapped
     if not report.ok:
         raise typer.Exit(1)

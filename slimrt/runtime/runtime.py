@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import logging
 import math
+import numbers
+import os
 import threading
 import time
 import warnings
@@ -121,6 +123,28 @@ def resolve_backend(manifest: Manifest, device: str, backend: str = "auto") -> s
     raise BackendUnavailableError(avail["onnxruntime"] or f"no backend can run this artifact on {device}")
 
 
+def _is_int(v: object) -> bool:
+    return isinstance(v, numbers.Integral) and not isinstance(v, bool)
+
+
+def _is_real(v: object) -> bool:
+    return isinstance(v, numbers.Real) and not isinstance(v, bool)
+
+
+def _check_args(artifact: object, quantile: object, threads: object, runs: object, seconds: object) -> None:
+    """ConfigError (a SlimrtError) naming the first constructor argument of the wrong type or range."""
+    if not isinstance(artifact, str | os.PathLike) or not str(artifact):
+        raise ConfigError(f"artifact must be the path of an artifact directory (str or Path), got {artifact!r}")
+    if not _is_real(quantile) or not 0 < float(quantile) < 1:  # type: ignore[arg-type]
+        raise ConfigError(f"quantile must be a number strictly between 0 and 1 (e.g. 0.95), got {quantile!r}")
+    if threads is not None and (not _is_int(threads) or threads < 1):  # type: ignore[operator]
+        raise ConfigError(f"threads must be a whole number >= 1 or None, got {threads!r}")
+    if not _is_int(runs) or runs < 1:  # type: ignore[operator]
+        raise ConfigError(f"measure_runs must be a whole number >= 1 (timed rounds at load), got {runs!r}")
+    if not _is_real(seconds) or not 0 < float(seconds) < math.inf:  # type: ignore[arg-type]
+        raise ConfigError(f"measure_seconds must be a positive finite number of seconds, got {seconds!r}")
+
+
 class SlimRuntime:
     """Run the most accurate sub-net of an artifact whose predicted latency fits ``budget_ms``.
 
@@ -162,10 +186,7 @@ class SlimRuntime:
         backend_options: dict[str, Any] | None = None,
     ) -> None:
         self._budget = check_budget(budget_ms)
-        if not (0 < quantile < 1) or math.isnan(quantile):
-            raise ConfigError(f"quantile must lie strictly between 0 and 1, got {quantile}")
-        if threads is not None and threads < 1:
-            raise ConfigError(f"threads must be >= 1 or None, got {threads}")
+        _check_args(artifact, quantile, threads, measure_runs, measure_seconds)
         self.root = Path(artifact)
         self.manifest = verify_artifact(self.root)
         self.device = device

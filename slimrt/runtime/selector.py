@@ -44,7 +44,11 @@ def check_budget(budget_ms: float) -> float:
     """``budget_ms`` as a float; BudgetError unless it is a positive finite number of milliseconds."""
     if isinstance(budget_ms, bool) or not isinstance(budget_ms, numbers.Real):
         raise BudgetError(f"budget_ms must be a positive number of milliseconds, got {budget_ms!r}")
-    b = float(budget_ms)
+    try:
+        b = float(budget_ms)
+    except OverflowError:
+        raise BudgetError(f"budget_ms must be a positive finite number of milliseconds, got an integer of "
+                          f"{len(str(abs(int(budget_ms))))} digits") from None
     if not math.isfinite(b) or b <= 0:
         raise BudgetError(f"budget_ms must be a positive finite number of milliseconds, got {budget_ms!r}")
     return b

@@ -26,7 +26,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["SearchConfig", "Method", "Ranking"]
+__all__ = ["SearchConfig", "Method", "Ranking", "check_out_path"]
 
 Method = Literal["progressive", "usnet", "independent"]
 Ranking = Literal["noise", "l1", "bn", "random"]
@@ -94,10 +94,18 @@ class SearchConfig(BaseModel):
 
     # --- run
     seed: int = 0
-    device: str = "cpu"
-    out: str = "model.pt"
+    device: str = Field("cpu", description="'cpu', 'cuda' or 'cuda:N'")
+    out: str = Field("model.pt", min_length=1)
     init: str | None = Field(None, description="checkpoint of a trained full network (skips pre-training)")
     resume: bool = Field(False, description="continue from <out>.resume.pt when it exists")
+    force: bool = Field(False, description="overwrite an existing checkpoint at out")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        if v not in ("cpu", "cuda") and not (v.startswith("cuda:") and v[5:].isdigit()):
+            raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
+        return v
 
     @field_validator("macs_targets")
     @classmethod
@@ -161,7 +169,34 @@ class SearchConfig(BaseModel):
             return self.channels_last
         return self.device.startswith("cpu")
 
+    def check_out(self) -> None:
+        """ConfigError unless ``out`` can receive the checkpoint; checked before any work is done."""
+        check_out_path(self.out, force=self.force)
+
     def resume_path(self) -> Path:
         """Where the resumable state of this run lives: ``<out>.resume.pt``."""
         out = Path(self.out)
         return out.with_name(out.name + ".resume.pt")
+
+
+def check_out_path(out: str | Path, force: bool = False) -> Path:
+    """``out`` if a checkpoint can be written there, else ConfigError saying why and what to do.
+
+    Refused: an existing directory, an existing file (unless ``force``), a parent that is a file, or a folder this
+    process cannot write to.
+    """
+    import os
+
+    path = Path(out).expanduser()
+    if path.is_dir():
+        raise ConfigError(f"--out {out} is a directory; give the checkpoint's file name, e.g. {path / 'model.pt'}")
+    if path.exists() and not force:
+        raise ConfigError(f"--out {out} already exists; pass --force to overwrite it, or choose another --out")
+    parent = path.parent if str(path.parent) else Path(".")
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"--out {out}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"--out {out}: cannot write to {parent} (permission denied); choose another --out")
+    return path

@@ -357,7 +357,7 @@ def load_dataset(
     """Load a dataset as normalized in-memory tensors with a validation split carved from the training set.
 
     Args:
-        name: ``"fashion-mnist"``, ``"synthetic"`` / ``"synthetic-CxHxW"`` (e.g. ``synthetic-3x32x32``), or the
+        name: ``"fashion-mnist"``, a folder of Fashion-MNIST IDX files, ``"synthetic"`` / ``"synthetic-CxHxW"``, or the
             path of an ``.npz`` holding ``x_train, y_train, x_test, y_test`` (NCHW / NHWC / NHW, uint8 or float).
         root: folder holding Fashion-MNIST (``--data``); see :func:`find_fashion_mnist`.
         val_size: validation images taken from the training set; None: 5000 for Fashion-MNIST, 10% otherwise.
@@ -368,6 +368,11 @@ def load_dataset(
         DataError: unknown name, files missing or unreadable, or split sizes that do not fit.
     """
     synth = _SYNTHETIC.match(name)
+    folder = Path(name).expanduser()
+    if folder.is_dir():  # `--data DIR`: a folder of Fashion-MNIST IDX files
+        name, root = "fashion-mnist", folder
+    elif "/" in name and not name.endswith(".npz"):
+        raise DataError(f"dataset folder {folder} does not exist. {HOW_TO_GET}")
     if name.lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
         x_tr, y_tr, x_te, y_te = _read_fashion(find_fashion_mnist(root))
         x_tr, x_te = x_tr[:, None], x_te[:, None]
@@ -387,8 +392,8 @@ def load_dataset(
         label, default_val = path.name, None
     else:
         raise DataError(
-            f"unknown dataset {name!r}: use 'fashion-mnist', 'synthetic' (or 'synthetic-CxHxW'), or a path to an .npz "
-            "with x_train, y_train, x_test, y_test"
+            f"unknown dataset {name!r}: use 'fashion-mnist', a folder of Fashion-MNIST IDX files, 'synthetic' "
+            "(or 'synthetic-CxHxW'), or a path to an .npz with x_train, y_train, x_test, y_test"
         )
 
     n = len(x_tr)

@@ -36,7 +36,7 @@ __all__ = ["TrainResult", "build_net", "load_init", "run_training", "RESUME_FORM
 log = logging.getLogger(__name__)
 
 RESUME_FORMAT = "slimrt-resume"
-RUN_ONLY_FIELDS = frozenset({"resume", "device", "out", "init"})
+RUN_ONLY_FIELDS = frozenset({"resume", "device", "out", "init", "force"})
 """Config fields that may differ between an interrupted run and its resumption."""
 
 Hook = Callable[[str], None]
@@ -89,10 +89,12 @@ def load_init(net: DynamicNet, path: str | Path) -> None:
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--init {path}: no such file")
+    from slimrt.train.checkpoint import _torch_load
+
     try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # corrupt files raise many types
-        raise CheckpointError(f"--init {path} is not a readable torch file of weights: {e}") from e
+        obj = _torch_load(path)  # weights_only=True; pickled code refused in one line, not torch's advice
+    except CheckpointError as e:
+        raise CheckpointError(f"--init {e}") from None
     order = None
     if isinstance(obj, Mapping) and "state_dict" in obj:
         order = obj.get("channel_order")
@@ -205,6 +207,7 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     from slimrt.train.checkpoint import save_checkpoint
 
     t0 = time.perf_counter()
+    cfg.check_out()  # before any work: a bad --out must not cost a whole training run
     info = distributed.init_distributed(cfg.device)  # no-op unless launched by torchrun
     data = load_dataset(cfg.dataset, root=cfg.data_dir, val_size=cfg.val_size, limit_train=cfg.limit_train,
                         seed=cfg.seed)  # fmt: skip

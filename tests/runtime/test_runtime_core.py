@@ -235,6 +235,30 @@ def test_config_errors(profiled: Path) -> None:
         SlimRuntime(profiled, threads=0)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "match"),
+    [
+        ({"quantile": "0.9"}, ConfigError, "quantile must be a number"),
+        ({"quantile": float("nan")}, ConfigError, "quantile"),
+        ({"threads": 2.5}, ConfigError, "threads must be a whole number"),
+        ({"threads": True}, ConfigError, "threads"),
+        ({"measure_runs": 0}, ConfigError, "measure_runs"),
+        ({"measure_seconds": float("inf")}, ConfigError, "measure_seconds"),
+        ({"budget_ms": 10**1000}, BudgetError, "1001 digits"),
+        ({"budget_ms": "5"}, BudgetError, "budget_ms"),
+    ],
+)
+def test_wrong_argument_types_are_slimrt_errors(profiled: Path, kwargs: dict, error: type, match: str) -> None:
+    with pytest.raises(error, match=match) as info:
+        SlimRuntime(profiled, **kwargs)
+    assert isinstance(info.value, SlimrtError) and str(info.value)
+
+
+def test_artifact_path_none_is_a_slimrt_error() -> None:
+    with pytest.raises(ConfigError, match="artifact must be the path"):
+        SlimRuntime(None)  # type: ignore[arg-type]
+
+
 def _run_py(code: str) -> str:
     import subprocess
     import sys

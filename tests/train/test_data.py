@@ -286,3 +286,32 @@ def test_dataset_batches_augment_with_black_padding():
     assert sum(len(b[1]) for b in ds.batches("test", 128)) == len(ds.y_test)
     with pytest.raises(ValueError, match="split must be"):
         ds.split("dev")
+
+
+def _fake_fashion_folder(d: Path, n_train: int = 40, n_test: int = 20) -> Path:
+    d.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    for key, base in FASHION_MNIST_FILES.items():
+        n = n_train if key.startswith("train") else n_test
+        labels = np.arange(n, dtype=np.uint8) % 10
+        arr = rng.integers(0, 255, (n, 28, 28), dtype=np.uint8) if "images" in key else labels
+        _write_idx(d / f"{base}.gz", arr)
+    return d
+
+
+def test_data_option_accepts_a_folder_of_idx_files(tmp_path: Path) -> None:
+    """`--data DIR` (the spelling README and the missing-data hint use) loads Fashion-MNIST from that folder."""
+    folder = _fake_fashion_folder(tmp_path / "fm")
+    ds = load_dataset(str(folder), val_size=10)
+    assert ds.name == "fashion-mnist" and ds.input_shape == (1, 28, 28)
+    assert len(ds.y_train) == 30 and len(ds.y_val) == 10 and len(ds.y_test) == 20
+    with pytest.raises(DataError, match="does not exist"):
+        load_dataset(str(tmp_path / "nowhere" / "fm"))
+
+
+def test_one_spelling_for_the_data_folder() -> None:
+    from slimrt.train.data import HOW_TO_GET
+
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
+    assert "--data /that/folder" in HOW_TO_GET
+    assert "--data-dir" not in readme and "--data-dir" not in HOW_TO_GET

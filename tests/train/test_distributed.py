@@ -17,7 +17,10 @@ WORLD = 2
 EPOCHS = 1
 
 
-def _setup():
+def _setup(dtype: torch.dtype = torch.float32):
+    """Net, data and config of the DDP comparison; ``dtype=torch.float64`` builds them in double precision."""
+    import dataclasses
+
     from slimrt.models import create_model
     from slimrt.train import DynamicNet
     from slimrt.train.config import SearchConfig
@@ -25,9 +28,13 @@ def _setup():
 
     torch.set_num_threads(1)
     data = load_dataset("synthetic", val_size=64, limit_train=192, seed=0)
+    data = dataclasses.replace(data, **{
+        f.name: getattr(data, f.name).to(dtype) for f in dataclasses.fields(data)
+        if isinstance(getattr(data, f.name), torch.Tensor) and getattr(data, f.name).is_floating_point()
+    })  # fmt: skip
     torch.manual_seed(0)
-    model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16))
-    net = DynamicNet(model, torch.zeros(1, 1, 16, 16))
+    model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16)).to(dtype)
+    net = DynamicNet(model, torch.zeros(1, 1, 16, 16, dtype=dtype))
     cfg = SearchConfig.build({"batch_size": 32, "finetune_lr": 0.05, "seed": 0, "augment": True, "distill": True})
     return net, data, cfg
 
@@ -48,7 +55,7 @@ def _joint_steps(rank: int, info: DistInfo, out_dir: str) -> None:
     from slimrt.train.loops import train_epochs
     from slimrt.train.usnet import usnet_sampler
 
-    net, data, cfg = _setup()
+    net, data, cfg = _setup(torch.float64)  # float64: see test_two_process_ddp_matches_single_process
     if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
         with torch.no_grad():
             net.model.conv1.weight.add_(1.0)
@@ -67,12 +74,15 @@ def _joint_steps(rank: int, info: DistInfo, out_dir: str) -> None:
                Path(out_dir) / f"rank{rank}.pt")  # fmt: skip
 
 
-def _reference():
-    """One process over the same global batches: each rank's slice handled in turn, gradients averaged."""
+def _reference(grad_scale: float = 1.0 / WORLD):
+    """One process over the same global batches: each rank's slice handled in turn, gradients averaged.
+
+    ``grad_scale`` multiplies each slice's loss: ``1 / WORLD`` is DDP's averaging; anything else is a wrong one.
+    """
     from slimrt.train.loops import cosine_lr, make_generator, make_optimizer, set_lr, soft_cross_entropy
     from slimrt.train.usnet import usnet_sampler
 
-    net, data, cfg = _setup()
+    net, data, cfg = _setup(torch.float64)
     sampler = usnet_sampler(net, cfg.seed)
     opt = make_optimizer(net, cfg.finetune_lr, cfg.momentum, cfg.weight_decay)
     spe = len(data.y_train) // cfg.batch_size
@@ -94,7 +104,7 @@ def _reference():
                         soft = F.softmax(out.detach(), dim=1)
                     else:
                         loss = soft_cross_entropy(out, soft)
-                    (loss / WORLD).backward()
+                    (loss * grad_scale).backward()
             opt.step()
             step += 1
     return net, data
@@ -127,15 +137,30 @@ def test_two_process_ddp_matches_single_process(spawned):
     for k in params:
         assert torch.equal(r0["state"][k], r1["state"][k]), k  # the ranks agree exactly
 
+    # Why float64 and why this bound. DDP sums the two ranks' gradients (all-reduce) and divides by 2; the reference
+    # accumulates each half's gradient / 2 in turn. Both are exact in real arithmetic; they differ only by rounding,
+    # whose order depends on the CPU's SIMD width (oneDNN / MKL pick different kernels on AVX2 vs AVX-512), so a
+    # float32 bound tuned on one CPU (2e-5) failed on another. In float64 the unit roundoff is u = 1.1e-16; one
+    # step sums at most ~1e4 products per weight (a 3x3x16-channel conv over a 16-image 16x16 slice), giving a
+    # relative error of at most ~1e4 * u = 1e-12 per step, and the 6 SGD steps with batch norm amplify a
+    # perturbation by far less than 1e3 (measured on an AMD EPYC: largest gap 1.1e-16). So 1e-9 (absolute, weights
+    # are O(1)) holds on any IEEE-754 CPU with a wide margin, while a real divergence is 1e-4 or more: a wrong
+    # gradient averaging (sum instead of mean) is checked below to exceed the bound by orders of magnitude.
+    atol, rtol = 1e-9, 1e-9
     n_threads = torch.get_num_threads()
     try:
         ref, data = _reference()
-        init, _, _ = _setup()
+        wrong, _ = _reference(grad_scale=1.0)  # gradients summed over ranks, not averaged
+        init, _, _ = _setup(torch.float64)
     finally:
         torch.set_num_threads(n_threads)
-    ref_state, init_state = ref.model.state_dict(), init.model.state_dict()
+    ref_state, init_state, wrong_state = ref.model.state_dict(), init.model.state_dict(), wrong.model.state_dict()
     for k in params:
-        torch.testing.assert_close(r0["state"][k], ref_state[k], atol=2e-5, rtol=1e-4, msg=k)
+        assert r0["state"][k].dtype == torch.float64, k
+        torch.testing.assert_close(r0["state"][k], ref_state[k], atol=atol, rtol=rtol, msg=k)
+    # the bound can fail: a wrong averaging is far outside it
+    gap = max(float((wrong_state[k] - r0["state"][k]).abs().max()) for k in params)
+    assert gap > 1e3 * atol, gap
     # training really moved the weights (the comparison above is not between two untouched copies)
     assert any(not torch.allclose(init_state[k], ref_state[k], atol=1e-3) for k in params)
     m0, m1 = r0["metrics"], r1["metrics"]

@@ -340,10 +340,10 @@ def test_init_starts_from_given_weights_and_skips_pretraining(tmp_path, trained)
     assert torch.equal(ck.state_dict["layer3.1.conv1.weight"], expect)
     assert torch.equal(ck.state_dict["fc.bias"], trained.model.fc.bias)
     with pytest.raises(CheckpointError, match="no such file"):
-        run_training(cfg.updated(init=str(tmp_path / "missing.pt")))
+        run_training(cfg.updated(force=True, init=str(tmp_path / "missing.pt")))
     torch.save({"conv1.weight": torch.zeros(3)}, tmp_path / "bad.pt")
     with pytest.raises(CheckpointError, match="does not fit"):
-        run_training(cfg.updated(init=str(tmp_path / "bad.pt")))
+        run_training(cfg.updated(force=True, init=str(tmp_path / "bad.pt")))
 
 
 def test_budget_sets_final_epochs_from_what_the_search_left(tmp_path):
