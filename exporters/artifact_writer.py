@@ -10,14 +10,9 @@ directory, and only then rename it to the target. Until that rename the work liv
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from slimrt.errors import ConfigError, DataError, ExportError, ValidationMismatchError
+from slimrt.io import atomic_write_bytes, dir_bytes, staged_dir
 from slimrt.schema import (
     SCHEMA_VERSION,
     EngineRef,
@@ -161,10 +157,6 @@ def _file_ref(root: Path, rel: str) -> FileRef:
     return FileRef(path=rel, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
-def _dir_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
 def _check_target(target: Path, force: bool) -> None:
     if not (target.exists() or target.is_symlink()):
         return
@@ -177,42 +169,6 @@ def _check_target(target: Path, force: bool) -> None:
             f"{target} is a non-empty directory without manifest.json (not a slimrt artifact); "
             "refusing to replace it even with --force"
         )
-
-
-@contextlib.contextmanager
-def _staging(target: Path) -> Iterator[Path]:
-    """A hidden temp directory beside ``target``, removed on any error (including KeyboardInterrupt)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the artifact gets normal directory permissions
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-
-
-def _move_into_place(tmp: Path, target: Path, force: bool) -> None:
-    _check_target(target, force)
-    if target.exists():
-        old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
-        os.rename(target, old)
-        try:
-            os.rename(tmp, target)
-        except BaseException:
-            os.rename(old, target)
-            raise
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
-    with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _real_inputs(ckpt: Checkpoint, options: ExportOptions) -> tuple[np.ndarray | None, str]:
@@ -303,7 +259,7 @@ def export_artifact(
     real_in, rand_in = make_validation_inputs(tuple(ckpt.input_shape), real, options.random_samples, options.seed)
     example = torch.randn(1, *ckpt.input_shape, generator=torch.Generator().manual_seed(options.seed))
 
-    with _staging(target) as tmp, _progress(console) as progress:
+    with staged_dir(target, replace=options.force) as tmp, _progress(console) as progress:
         (tmp / "subnets").mkdir()
         store = WeightStore({k: p.detach().cpu().numpy() for k, p in net.model.named_parameters()})
         store.write(tmp / WEIGHTS_PATH)
@@ -392,8 +348,8 @@ def export_artifact(
             engines = _build_engines(trt, tmp, manifest, options, progress)
         emit("manifest", tmp)
         verify_artifact(tmp)
-        total = _dir_bytes(tmp)
-        _move_into_place(tmp, target, options.force)
+        total = dir_bytes(tmp)
+        _check_target(target, options.force)  # again: something may have appeared there meanwhile
 
     log.info("exported %d sub-net(s) to %s (%d bytes)", len(reports), target, total)
     return ExportResult(
@@ -408,14 +364,12 @@ def export_artifact(
 
 def _build_engines(trt: Any, root: Path, manifest: Manifest, options: ExportOptions, progress: Any) -> EngineSet:
     """Build ``engines/<device-tag>/`` inside ``root`` and record the EngineSet in its manifest."""
-    from slimrt.artifact import atomic_write_bytes, write_manifest
+    from slimrt.artifact import write_manifest
     from slimrt.exporters.tensorrt import EngineBuildOptions, build_engine, device_tag, serialize_cache
 
     tag, gpu = device_tag(trt)
     final = root / "engines" / tag
-    work = root / "engines" / f".{tag}.tmp-{secrets.token_hex(4)}"
-    work.mkdir(parents=True)
-    try:
+    with staged_dir(final, replace=True) as work:
         cache = None
         built: list[tuple[str, bool]] = []
         bopts = EngineBuildOptions(fp16=options.fp16)
@@ -427,12 +381,6 @@ def _build_engines(trt: Any, root: Path, manifest: Manifest, options: ExportOpti
             progress.advance(task)
         if cache is not None:
             atomic_write_bytes(work / "timing.cache", serialize_cache(cache))
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     engines = [
         EngineRef(subnet=name, path=f"engines/{tag}/{name}.plan", sha256=sha256_file(final / f"{name}.plan"),
                   weight_stripped=stripped)

@@ -19,8 +19,6 @@ import contextlib
 import hashlib
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Literal
@@ -28,6 +26,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from slimrt.errors import ArtifactError
+from slimrt.io import atomic_write_bytes, atomic_write_text
 from slimrt.schema import SCHEMA_VERSION, LatencyProfile, LatencyRef, Manifest, safe_relpath, sha256_file
 
 __all__ = [
@@ -51,9 +50,6 @@ log = logging.getLogger(__name__)
 
 MANIFEST_NAME = "manifest.json"
 SIDECAR_NAME = "manifest.sha256"
-
-_UMASK = os.umask(0o022)
-os.umask(_UMASK)
 
 FileKind = Literal["manifest", "weights", "onnx", "torch_program", "engine", "timing_cache", "latency"]
 
@@ -93,43 +89,6 @@ def resolve_inside(root: str | Path, rel: str) -> Path:
     if path != base and base not in path.parents:
         raise ArtifactError(f"{rel}: resolves to {path}, outside the artifact {base} (symlink escaping the artifact)")
     return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = 0o666 & ~_UMASK
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
+
+from slimrt.io import atomic_write
 
 __all__ = ["pareto_front", "plot_accuracy_vs_latency", "plot_accuracy_vs_macs"]
 
@@ -44,17 +44,10 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, out: str | Path) -> Path:
-    """Save ``fig`` to ``out`` through a temporary file in the same folder, then rename."""
+    """Save ``fig`` to ``out`` atomically (parent folders created)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix or ".png", dir=out.parent)
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format=out.suffix[1:] or "png", dpi=150, bbox_inches="tight")
     return out
 
 
