@@ -13,7 +13,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slimrt.artifact import load_latency_profiles, load_manifest, verify_artifact
-from slimrt.bench import bench_input, clocks_locked, load_device_profile, run_bench, run_device_checks
+from slimrt.bench import bench_input, clocks_locked, cuda_devices, load_device_profile, run_bench, run_device_checks
 from slimrt.errors import BackendUnavailableError, InputError, ProfileError, SlimrtError
 from slimrt.fingerprint import gpu_info
 from slimrt.plot import pareto_front, plot_accuracy_vs_latency, plot_accuracy_vs_macs, plot_bench
@@ -175,6 +175,14 @@ def test_tampered_artifact_is_refused(synthetic_artifact: Path) -> None:
 def test_cuda_profile_without_gpu_says_so(synthetic_artifact: Path) -> None:
     with pytest.raises(BackendUnavailableError, match="needs a CUDA GPU"):
         run_bench(synthetic_artifact, load_device_profile("cuda"), runs=5, progress=False)
+
+
+def test_cuda_probe_agrees_with_nvidia_smi() -> None:
+    devices = cuda_devices()  # the CUDA driver through ctypes: None without a driver library
+    assert devices is None or all(isinstance(d, str) and d for d in devices)
+    name, _ = gpu_info()
+    if name and devices is not None:
+        assert name in devices
 
 
 def _write(path: Path, text: str) -> None:

@@ -64,6 +64,16 @@ def test_bench_no_save_and_custom_profile(synthetic_artifact: Path, tmp_path: Pa
     assert load_manifest(synthetic_artifact).latency == []
 
 
+def test_bench_json_prints_the_result_and_nothing_else(synthetic_artifact: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    res = runner.invoke(app, ["bench", str(synthetic_artifact), "--device-profile", str(_fast_profile(tmp_path)),
+                              "--no-save", "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.output)  # stdout is exactly one JSON document: no table, no progress, no "wrote"
+    assert printed == json.loads(out.read_text())
+    assert printed["device_profile"] == "fast-cpu" and [s["name"] for s in printed["subnets"]] == ["w64", "w24", "w8"]
+
+
 def test_bench_bad_profile_names_the_file(synthetic_artifact: Path, tmp_path: Path) -> None:
     bad = tmp_path / "typo.toml"
     bad.write_text('name = "x"\ndevice = "cpu"\nwarmups = 3\n', encoding="utf-8")
