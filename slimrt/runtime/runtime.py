@@ -30,14 +30,9 @@ from slimrt.runtime.measure import measure_latency
 from slimrt.runtime.selector import Candidate, Selector, check_budget
 from slimrt.schema import DeviceFingerprint, LatencyProfile, SubnetEntry, SubnetLatency
 
-__all__ = [
-    "SlimRuntime",
-    "SubnetInfo",
-    "RuntimeStats",
-    "BudgetInfeasibleWarning",
-    "resolve_backend",
-    "matching_engines",
-]
+# resolve_backend and matching_engines live in slimrt.backends; re-exported here for existing imports
+__all__ = ["SlimRuntime", "SubnetInfo", "RuntimeStats", "BudgetInfeasibleWarning", "resolve_backend",
+           "matching_engines"]
 
 log = logging.getLogger(__name__)
 
