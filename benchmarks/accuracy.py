@@ -71,7 +71,7 @@ def _jsonable(obj: Any) -> Any:
 
 
 def _write_json(path: Path, payload: dict[str, Any]) -> None:
-    from slimrt.artifact import atomic_write_text
+    from slimrt.io import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(_jsonable(payload), indent=2) + "\n")

@@ -128,13 +128,13 @@ def measure_architectures(
     import torch
 
     from slimrt.backends import RunnerOptions, create_runner
+    from slimrt.bench import load_device_profile
     from slimrt.exporters.onnx import INPUT_NAME, OUTPUT_NAME, export_module
     from slimrt.models import create_model
-    from slimrt.profiles_io import load_profile
     from slimrt.runtime.measure import measure_latency
     from slimrt.train.dynamic import DynamicNet
 
-    profile = load_profile("cpu")
+    profile = load_device_profile("cpu")
     torch.manual_seed(0)
     net = DynamicNet(create_model(arch, **arch_kwargs), torch.zeros(1, *input_shape)).eval()
     out: dict[str, dict[str, float]] = {k: {} for k in archs}

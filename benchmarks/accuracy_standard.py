@@ -88,7 +88,7 @@ def machine() -> dict[str, Any]:
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> None:
-    from slimrt.artifact import atomic_write_text
+    from slimrt.io import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
@@ -127,7 +127,7 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
 
     import torch
 
-    from slimrt.artifact import atomic_write_bytes
+    from slimrt.io import atomic_write_bytes
     from slimrt.train.loops import ComputeMeter, evaluate, fixed_sampler, make_optimizer, train_epochs
     from slimrt.train.trainer import build_net
 

@@ -26,14 +26,13 @@ import math
 import os
 import platform
 import statistics
-import subprocess
-import sys
 import tempfile
 import textwrap
 import time
 from pathlib import Path
 
 import numpy as np
+from _common import command_line, dir_bytes, run_json_worker, write_results
 
 RESULTS = Path(__file__).parent / "results" / "export.json"
 
@@ -109,6 +108,7 @@ def _standalone(ckpt_path: Path, out_dir: Path, dynamic: bool) -> dict[str, Path
 
 
 def _session(path: Path, optimized: Path | None = None):
+    """A bare ONNX Runtime session on purpose: the benchmark compares model files, not runtimes."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -193,15 +193,9 @@ _RSS_CODE = textwrap.dedent("""
 
 
 def _rss(paths: list[Path]) -> dict:
-    out = subprocess.run([sys.executable, "-c", _RSS_CODE, json.dumps([str(p) for p in paths])],
-                         capture_output=True, text=True, check=True)
-    r = json.loads(out.stdout.strip().splitlines()[-1])
+    r = run_json_worker(["-c", _RSS_CODE, json.dumps([str(p) for p in paths])])
     return {"baseline_bytes": r["baseline_rss"], "after_load_bytes": r["rss"],
             "sessions_bytes": r["rss"] - r["baseline_rss"]}
-
-
-def _dir_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
 
 
 def main() -> None:
@@ -244,7 +238,7 @@ def main() -> None:
         print(f"exported ({export_s:.1f} s); measuring", flush=True)
 
         full_bytes = std[names[0]].stat().st_size
-        artifact_bytes = _dir_bytes(tmp / "resnet20.slim")
+        artifact_bytes = dir_bytes(tmp / "resnet20.slim")
         disk = {
             "artifact_bytes": artifact_bytes,
             "artifact_weights_bin_bytes": art.weights_bytes,
@@ -272,7 +266,7 @@ def main() -> None:
 
     result = {
         "benchmark": "export",
-        "command": "python benchmarks/export.py " + " ".join(sys.argv[1:]),
+        "command": command_line("export.py", None),
         "model": source,
         "arch": ckpt.arch,
         "subnets": [{"name": s.name, "macs": s.macs, "params": s.params, "test_accuracy": s.test_accuracy,
@@ -299,8 +293,7 @@ def main() -> None:
         },
         "seconds": round(time.perf_counter() - t0, 1),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(args.out, result)
     print(json.dumps({"disk": disk, "memory": memory, "latency_goal_met": result["latency_goal_met"]}, indent=2))
     for r in lat:
         print(f"{r['artifact']:>13} b{r['batch']:<3} {r['subnet']:<6} art {r['artifact_median_ms']:.3f} ms  "

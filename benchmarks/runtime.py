@@ -13,13 +13,11 @@ Not a unit test: it measures and records; goals are evaluated into the JSON, nev
 from __future__ import annotations
 
 import argparse
-import importlib.util
 import json
 import math
 import multiprocessing as mp
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,6 +26,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _common import command_line, median_us, rss_bytes, run_json_worker, write_results
+from _common import random_input as _input
 
 REPO = Path(__file__).resolve().parents[1]
 SECTIONS = ("overhead", "switch", "threading", "adherence", "memory")
@@ -38,27 +38,12 @@ def _clock() -> int:
     return time.perf_counter_ns()
 
 
-def _synth_module() -> Any:
-    spec = importlib.util.spec_from_file_location("slimrt_synth_artifact", REPO / "tests/runtime/synth_artifact.py")
-    assert spec and spec.loader
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod
-
-
 def build_synthetic(root: Path) -> Path:
     """A synthetic artifact sized so the sub-nets span ~0.1-1.5 ms on a 2-core CPU (4 nested widths)."""
+    from slimrt.testing import build_synthetic_artifact
+
     accs = (91.0, 89.5, 86.0, 78.0)
-    return _synth_module().build_synthetic_artifact(root, widths=(64, 40, 24, 12), accuracies=accs, spatial=32, depth=3)
-
-
-def _input(manifest: Any, batch: int, seed: int = 0) -> np.ndarray:
-    shape = [batch, *(d if isinstance(d, int) else 1 for d in manifest.input.shape[1:])]
-    return np.random.default_rng(seed).standard_normal(shape).astype(np.dtype(manifest.input.dtype))
-
-
-def _median_us(ns: list[int] | np.ndarray) -> float:
-    return float(np.median(np.asarray(ns)) / 1e3)
+    return build_synthetic_artifact(root, widths=(64, 40, 24, 12), accuracies=accs, spatial=32, depth=3)
 
 
 def _bare_session(path: Path, threads: int | None) -> Any:
@@ -108,7 +93,7 @@ def bench_overhead(root: Path, threads: int | None, quick: bool) -> dict[str, An
                     rt(x)
                     t2 = _clock()
                     c[i], a[i] = t1 - t0, t2 - t1
-            rt_us, bare_us = _median_us(a), _median_us(c)
+            rt_us, bare_us = median_us(a), median_us(c)
             added = float(np.median(a - c) / 1e3)
             out[f"batch_{b}"] = {
                 "subnet": name, "calls": n, "rt_median_us": rt_us, "bare_median_us": bare_us,
@@ -148,8 +133,8 @@ def _switch_cost(names: tuple[str, str], switch_to: Any, call: Any, n: int) -> d
             call()
             switched[name].append(_clock() - t0)
             on_target += hit
-    med_steady = {k: _median_us(v) for k, v in steady.items()}
-    med_switched = {k: _median_us(v) for k, v in switched.items()}
+    med_steady = {k: median_us(v) for k, v in steady.items()}
+    med_switched = {k: median_us(v) for k, v in switched.items()}
     return {"steady_median_us": med_steady, "switch_median_us": med_switched,
             "added_us": {k: med_switched[k] - med_steady[k] for k in names}, "on_target": on_target / (len(names) * n)}
 
@@ -205,7 +190,7 @@ def bench_switch(root: Path, threads: int | None, quick: bool) -> dict[str, Any]
         "steady_median_us": cost["steady_median_us"], "switch_median_us": cost["switch_median_us"],
         "added_us": added, "added_us_mean": mean_added, "switches_counted": switches,
         "switch_calls_on_target": cost["on_target"],
-        "new_session_plus_call_median_us": _median_us(naive),
+        "new_session_plus_call_median_us": median_us(naive),
         "bare_sessions_added_us": bare_added, "bare_sessions_added_us_mean": bare_mean,
         "runtime_share_of_added_us": mean_added - bare_mean,
         "goal_met": mean_added < 20.0,
@@ -248,8 +233,8 @@ def _thread_worker(mode: str, root: str, threads: int | None, budget_s: float) -
             t = _clock()
             sess[n].run(outs, feeds)
             alt[n].append(_clock() - t)
-    return {"mode": mode, "reps": reps, "steady_us": {n: _median_us(v) for n, v in steady.items()},
-            "alternating_us": {n: _median_us(v) for n, v in alt.items()}}
+    return {"mode": mode, "reps": reps, "steady_us": {n: median_us(v) for n, v in steady.items()},
+            "alternating_us": {n: median_us(v) for n, v in alt.items()}}
 
 
 def bench_threading(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
@@ -259,9 +244,8 @@ def bench_threading(root: Path, threads: int | None, quick: bool) -> dict[str, A
     runs: dict[str, list[dict[str, Any]]] = {m: [] for m in MODES}
     for _ in range(rounds):
         for mode in MODES:  # interleave modes across rounds so machine drift hits all alike
-            cmd = [sys.executable, __file__, "--_thread-worker", mode, str(root), str(threads or 0), str(budget_s)]
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
-            runs[mode].append(json.loads(r.stdout.strip().splitlines()[-1]))
+            args = [__file__, "--_thread-worker", mode, str(root), str(threads or 0), str(budget_s)]
+            runs[mode].append(run_json_worker(args))
     names = list(runs["spin"][0]["steady_us"])
     summary: dict[str, Any] = {}
     for mode in MODES:
@@ -329,23 +313,27 @@ def bench_adherence(root: Path, threads: int | None, quick: bool, procs: int, bu
                     ) -> dict[str, Any]:
     """Fixed budget while background load switches on/off: adaptive vs static vs smallest vs oracle."""
     from slimrt import SlimRuntime
+    from slimrt.artifact import verify_artifact
+    from slimrt.backends import open_runners
     from slimrt.runtime import Candidate, measure_latency, select
 
     phase_s = 1.5 if quick else 2.0
     phases = [False, True, False, True, True, False, True, False] if not quick else [False, True, False, True]
     load = BackgroundLoad(procs)
-    with SlimRuntime(root, budget_ms=1e6, threads=threads, adapt=False, measure_runs=60,
-                     measure_seconds=3.0) as probe:
-        subs = probe.subnets
-        runners = {s.name: probe.runner(s.name) for s in subs}
-        x = _input(probe.manifest, probe.batch_size)
-        idle = measure_latency(runners, x, warmup=5, runs=200, duration_s=2.0)
+    manifest = verify_artifact(root)
+    subs = manifest.subnets
+    b0 = manifest.input.shape[0]
+    x = _input(manifest, b0 if isinstance(b0, int) and not manifest.dynamic_batch else 1)  # SlimRuntime's batch
+    with open_runners(root, manifest, "cpu", threads=threads) as opened:  # the runners SlimRuntime serves with
+        idle = measure_latency(opened.runners, x, warmup=5, runs=200, duration_s=2.0)
         load.on()
         try:
-            loaded = measure_latency(runners, x, warmup=5, runs=200, duration_s=2.0)
+            loaded = measure_latency(opened.runners, x, warmup=5, runs=200, duration_s=2.0)
         finally:
             load.off()
-    acc = {s.name: s.accuracy if s.accuracy is not None else float(s.macs) for s in subs}
+    # the runtime's ranking: test accuracy, else validation accuracy, else MACs
+    acc = {s.name: next((float(a) for a in (s.test_accuracy, s.val_accuracy) if a is not None), float(s.macs))
+           for s in subs}
     if budget_ms is None:
         budget_ms = idle[subs[0].name].p95_ms * 1.15  # the full sub-net fits when idle, not under load
     cands_idle = [Candidate(s.name, acc[s.name], idle[s.name]) for s in subs]
@@ -410,16 +398,6 @@ def bench_adherence(root: Path, threads: int | None, quick: bool, procs: int, bu
 # ----------------------------------------------------------------------------------------- memory
 
 
-def _rss_bytes() -> int:
-    try:
-        import psutil
-
-        return int(psutil.Process().memory_info().rss)
-    except ImportError:
-        with open("/proc/self/statm") as f:
-            return int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-
-
 def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
     import onnxruntime  # noqa: F401  (baseline includes the library)
 
@@ -427,7 +405,7 @@ def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
 
     m = load_manifest(root, verify=False)
     x = _input(m, 1)
-    base = _rss_bytes()
+    base = rss_bytes()
     if which == "all":
         from slimrt import SlimRuntime
 
@@ -441,7 +419,7 @@ def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
         keep = [_bare_session(resolve_inside(root, s.onnx.path), threads) for s in subs]
         for sess in keep:
             sess.run([m.output.name], {m.input.name: x})
-    return {"which": which, "rss_delta_bytes": _rss_bytes() - base}
+    return {"which": which, "rss_delta_bytes": rss_bytes() - base}
 
 
 def _weight_bytes(root: Path) -> dict[str, Any]:
@@ -466,9 +444,8 @@ def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
     for which in ("full", "all_bare", "all"):
         vals = []
         for _ in range(2):
-            cmd = [sys.executable, __file__, "--_mem-worker", which, str(root), str(threads or 0)]
-            r = subprocess.run(cmd, capture_output=True, text=True, timeout=300, check=True)
-            vals.append(json.loads(r.stdout.strip().splitlines()[-1])["rss_delta_bytes"])
+            args = [__file__, "--_mem-worker", which, str(root), str(threads or 0)]
+            vals.append(run_json_worker(args)["rss_delta_bytes"])
         res[which] = int(np.median(vals))
     wb = _weight_bytes(root)
     return {"rss_all_subnets_bytes": res["all"], "rss_full_alone_bytes": res["full"],
@@ -553,9 +530,9 @@ def main(argv: list[str] | None = None) -> int:
 
     fp = device_fingerprint("onnxruntime", ["CPUExecutionProvider"], a.threads, "fp32", 1)
     result: dict[str, Any] = {
-        "synthetic": synthetic, "artifact": "synthetic (tests/runtime/synth_artifact.py)" if synthetic else str(root),
+        "synthetic": synthetic, "artifact": "synthetic (slimrt.testing)" if synthetic else str(root),
         "arch": manifest.arch, "subnets": [s.name for s in manifest.subnets],
-        "command": "python benchmarks/runtime.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+        "command": command_line("runtime.py", argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
         "onnxruntime": onnxruntime.__version__, "device": fp.model_dump(), "quick": a.quick, "sections": {},
     }
@@ -578,8 +555,7 @@ def main(argv: list[str] | None = None) -> int:
     result["seconds"] = round(time.perf_counter() - t_start, 1)
     out = a.out or (Path(tempfile.gettempdir()) / "slimrt-runtime-synthetic.json" if synthetic
                     else REPO / "benchmarks/results/runtime.json")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps(result, indent=2) + "\n")
+    write_results(out, result)
     print(_table(result))
     print(f"wrote {out} ({result['seconds']} s)")
     if tmp is not None:

@@ -10,14 +10,9 @@ directory, and only then rename it to the target. Until that rename the work liv
 
 from __future__ import annotations
 
-import contextlib
 import logging
-import os
-import secrets
-import shutil
-import tempfile
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +20,7 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from slimrt.errors import ConfigError, DataError, ExportError, ValidationMismatchError
+from slimrt.io import atomic_write_bytes, dir_bytes, staged_dir
 from slimrt.schema import (
     SCHEMA_VERSION,
     EngineRef,
@@ -161,10 +157,6 @@ def _file_ref(root: Path, rel: str) -> FileRef:
     return FileRef(path=rel, sha256=sha256_file(path), bytes=path.stat().st_size)
 
 
-def _dir_bytes(root: Path) -> int:
-    return sum(p.stat().st_size for p in root.rglob("*") if p.is_file())
-
-
 def _check_target(target: Path, force: bool) -> None:
     if not (target.exists() or target.is_symlink()):
         return
@@ -177,134 +169,6 @@ def _check_target(target: Path, force: bool) -> None:
             f"{target} is a non-empty directory without manifest.json (not a slimrt artifact); "
             "refusing to replace it even with --force"
         )
-
-
-_STAGING_LOCK = ".slimrt.lock"  # the artifact's own lock file name: harmless once the directory is the artifact
-
-
-def _try_lock(path: Path) -> Any:
-    """An open file holding an exclusive flock on ``path``, or None when another live process holds it."""
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - non-POSIX: treat nothing as stale
-        return None
-    f = open(path, "a+b")  # noqa: SIM115 - kept open for the lock's lifetime
-    try:
-        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except OSError:
-        f.close()
-        return None
-    return f
-
-
-def clean_stale(target: Path) -> list[str]:
-    """Remove staging folders of killed exports of ``target`` and restore or remove set-aside old artifacts.
-
-    A staging folder is stale when no live process holds its lock (the exporting process holds it until the
-    rename). A set-aside ``.<name>.old-*`` artifact is renamed back when the target is missing (an export killed
-    between the two renames of the fallback path), else removed. Returns the names handled.
-    """
-    done: list[str] = []
-    if not target.parent.is_dir():
-        return done
-    for p in sorted(target.parent.glob(f".{target.name}.old-*")):
-        if p.is_dir() and not p.is_symlink():
-            if not (target.exists() or target.is_symlink()) and (p / "manifest.json").is_file():
-                os.rename(p, target)
-                log.warning("restored %s from %s (an earlier export was killed while replacing it)", target, p.name)
-            else:
-                shutil.rmtree(p, ignore_errors=True)
-            done.append(p.name)
-    for p in sorted(target.parent.glob(f".{target.name}.tmp-*")):
-        if not p.is_dir() or p.is_symlink():
-            continue
-        lock = p / _STAGING_LOCK
-        held = _try_lock(lock) if lock.exists() else None
-        if lock.exists() and held is None:
-            continue  # a live export is using it
-        shutil.rmtree(p, ignore_errors=True)
-        if held is not None:
-            held.close()
-        done.append(p.name)
-    if done:
-        log.info("cleaned up after killed exports of %s: %s", target, ", ".join(done))
-    return done
-
-
-@contextlib.contextmanager
-def _staging(target: Path) -> Iterator[Path]:
-    """A hidden temp directory beside ``target``, locked while in use, removed on any error (KeyboardInterrupt too)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    clean_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o777 & ~umask)  # mkdtemp makes it 0700; the artifact gets normal directory permissions
-    lock = _try_lock(tmp / _STAGING_LOCK)
-    try:
-        yield tmp
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
-    finally:
-        if lock is not None:
-            lock.close()
-
-
-def _rename_exchange(a: Path, b: Path) -> bool:
-    """Atomically swap two existing paths (Linux ``renameat2(RENAME_EXCHANGE)``); False where unsupported."""
-    import ctypes
-    import errno
-    import sys
-
-    if not sys.platform.startswith("linux"):
-        return False
-    try:
-        fn = ctypes.CDLL(None, use_errno=True).renameat2
-    except (OSError, AttributeError):  # glibc < 2.28, musl
-        return False
-    at_fdcwd, rename_exchange = -100, 2
-    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
-    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
-        return True
-    err = ctypes.get_errno()
-    if err in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP, errno.EPERM):
-        return False  # file system or kernel without RENAME_EXCHANGE
-    raise OSError(err, os.strerror(err), str(b))
-
-
-def _between_renames() -> None:
-    """Called between the two renames of the fallback replacement; tests replace it to simulate a kill there."""
-
-
-def _move_into_place(tmp: Path, target: Path, force: bool) -> None:
-    """Rename the staged artifact to ``target``; an existing one is swapped out atomically where Linux allows.
-
-    Fallback (no RENAME_EXCHANGE): the old artifact is renamed aside, then the new one in; a kill between the two
-    leaves ``.<name>.old-*``, which the next export of ``target`` renames back (:func:`clean_stale`).
-    """
-    _check_target(target, force)
-    if target.exists():
-        if _rename_exchange(tmp, target):
-            shutil.rmtree(tmp, ignore_errors=True)  # now holds the old artifact
-        else:
-            old = target.parent / f".{target.name}.old-{secrets.token_hex(4)}"
-            os.rename(target, old)
-            try:
-                _between_renames()
-                os.rename(tmp, target)
-            except BaseException:
-                os.rename(old, target)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.rename(tmp, target)
-    with contextlib.suppress(OSError):
-        fd = os.open(target.parent, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 def _real_inputs(ckpt: Checkpoint, options: ExportOptions) -> tuple[np.ndarray | None, str]:
@@ -395,7 +259,7 @@ def export_artifact(
     real_in, rand_in = make_validation_inputs(tuple(ckpt.input_shape), real, options.random_samples, options.seed)
     example = torch.randn(1, *ckpt.input_shape, generator=torch.Generator().manual_seed(options.seed))
 
-    with _staging(target) as tmp, _progress(console) as progress:
+    with staged_dir(target, replace=options.force) as tmp, _progress(console) as progress:
         (tmp / "subnets").mkdir()
         store = WeightStore({k: p.detach().cpu().numpy() for k, p in net.model.named_parameters()})
         store.write(tmp / WEIGHTS_PATH)
@@ -484,8 +348,8 @@ def export_artifact(
             engines = _build_engines(trt, tmp, manifest, options, progress)
         emit("manifest", tmp)
         verify_artifact(tmp)
-        total = _dir_bytes(tmp)
-        _move_into_place(tmp, target, options.force)
+        total = dir_bytes(tmp)
+        _check_target(target, options.force)  # again: something may have appeared there meanwhile
 
     log.info("exported %d sub-net(s) to %s (%d bytes)", len(reports), target, total)
     return ExportResult(
@@ -500,14 +364,12 @@ def export_artifact(
 
 def _build_engines(trt: Any, root: Path, manifest: Manifest, options: ExportOptions, progress: Any) -> EngineSet:
     """Build ``engines/<device-tag>/`` inside ``root`` and record the EngineSet in its manifest."""
-    from slimrt.artifact import atomic_write_bytes, write_manifest
+    from slimrt.artifact import write_manifest
     from slimrt.exporters.tensorrt import EngineBuildOptions, build_engine, device_tag, serialize_cache
 
     tag, gpu = device_tag(trt)
     final = root / "engines" / tag
-    work = root / "engines" / f".{tag}.tmp-{secrets.token_hex(4)}"
-    work.mkdir(parents=True)
-    try:
+    with staged_dir(final, replace=True) as work:
         cache = None
         built: list[tuple[str, bool]] = []
         bopts = EngineBuildOptions(fp16=options.fp16)
@@ -519,12 +381,6 @@ def _build_engines(trt: Any, root: Path, manifest: Manifest, options: ExportOpti
             progress.advance(task)
         if cache is not None:
             atomic_write_bytes(work / "timing.cache", serialize_cache(cache))
-        if final.exists():
-            shutil.rmtree(final)
-        os.rename(work, final)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
     engines = [
         EngineRef(subnet=name, path=f"engines/{tag}/{name}.plan", sha256=sha256_file(final / f"{name}.plan"),
                   weight_stripped=stripped)

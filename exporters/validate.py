@@ -1,8 +1,9 @@
 """Validation of an exported sub-net against its PyTorch original (as Optimum does it).
 
-The ONNX model runs in ONNX Runtime (CPU) on real inputs from the dataset and on random inputs; the
-PyTorch reference is the dynamic network in eval mode under ``net.use(spec)``. The reported error is
-the maximum absolute difference over every output element of every input.
+The ONNX model runs in ONNX Runtime on CPU, through the :class:`~slimrt.backends.Runner` interface the runtime
+uses, on real inputs from the dataset and on random inputs; the PyTorch reference is the dynamic network in eval
+mode under ``net.use(spec)``. The reported error is the maximum absolute difference over every output element of
+every input.
 """
 
 from __future__ import annotations
@@ -16,15 +17,16 @@ import numpy as np
 from pydantic import BaseModel
 
 if TYPE_CHECKING:
-    import onnxruntime as ort
     import torch
+
+    from slimrt.backends import Runner
 
 __all__ = [
     "SubnetValidation",
     "make_validation_inputs",
     "validate_subnet",
-    "ort_session",
-    "run_ort",
+    "onnx_runner",
+    "run_batched",
 ]
 
 log = logging.getLogger(__name__)
@@ -55,28 +57,38 @@ def make_validation_inputs(
     return real_arr, rand
 
 
-def ort_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    """A CPU ONNX Runtime session of a model file (external data resolved beside it)."""
-    import onnxruntime as ort
+def onnx_runner(path: str | Path, threads: int | None = None) -> Runner:
+    """A loaded CPU ONNX Runtime :class:`~slimrt.backends.Runner` of a model file (external data resolved beside it).
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads is not None:
-        so.intra_op_num_threads = threads
-    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    Input and output are the model's first ones, read from the file, so any exported sub-net can be opened.
+    """
+    import onnx
+
+    from slimrt.backends import RunnerOptions, create_runner
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    return create_runner("onnxruntime", path, RunnerOptions(device="cpu", threads=threads,
+                                                            input_name=graph.input[0].name,
+                                                            output_name=graph.output[0].name))
 
 
-def run_ort(sess: ort.InferenceSession, x: np.ndarray, chunk: int = 256) -> np.ndarray:
-    """Run ``sess`` over ``x`` (first output), one sample at a time when the batch dimension is fixed."""
-    inp = sess.get_inputs()[0]
-    fixed = inp.shape[0] if isinstance(inp.shape[0], int) else None
+def _fixed_batch(path: str | Path) -> int | None:
+    import onnx
+
+    dim = onnx.load(str(path), load_external_data=False).graph.input[0].type.tensor_type.shape.dim[0]
+    return dim.dim_value if dim.HasField("dim_value") else None
+
+
+def run_batched(runner: Runner, x: np.ndarray, chunk: int = 256) -> np.ndarray:
+    """Run ``runner`` over ``x`` in chunks, one model batch at a time when the model's batch dimension is fixed."""
+    fixed = _fixed_batch(runner.model_path)
     step = fixed if fixed is not None else chunk
     outs = []
     for i in range(0, len(x), step):
         xb = x[i : i + step]
         if fixed is not None and len(xb) != fixed:
             raise ValueError(f"{len(x)} inputs do not split into batches of the model's fixed batch size {fixed}")
-        outs.append(sess.run(None, {inp.name: xb})[0])
+        outs.append(runner.infer(xb))
     return np.concatenate(outs, axis=0)
 
 
@@ -117,15 +129,15 @@ def validate_subnet(
         random: random inputs [M, C, H, W].
         atol: tolerance on the max absolute difference.
     """
-    sess = ort_session(onnx_path, threads=1)  # results do not depend on threads; one avoids oversubscription
     diff_real = None
     agree = None
-    if real is not None:
-        a, b = run_ort(sess, real), _torch_out(reference, real)
-        diff_real = _max_diff(a, b)
-        if a.shape == b.shape and a.ndim == 2:
-            agree = float(np.mean(a.argmax(1) == b.argmax(1)))
-    diff_rand = _max_diff(run_ort(sess, random), _torch_out(reference, random))
+    with onnx_runner(onnx_path, threads=1) as runner:  # results do not depend on threads; one avoids oversubscription
+        if real is not None:
+            a, b = run_batched(runner, real), _torch_out(reference, real)
+            diff_real = _max_diff(a, b)
+            if a.shape == b.shape and a.ndim == 2:
+                agree = float(np.mean(a.argmax(1) == b.argmax(1)))
+        diff_rand = _max_diff(run_batched(runner, random), _torch_out(reference, random))
     worst = max(diff_rand, diff_real if diff_real is not None else 0.0)
     return SubnetValidation(
         name=name,

@@ -30,7 +30,6 @@ import hashlib
 import json
 import logging
 import os
-import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,7 @@ from typing import Literal
 from pydantic import BaseModel, ValidationError
 
 from slimrt.errors import ArtifactError
+from slimrt.io import atomic_write_bytes, atomic_write_text
 from slimrt.schema import (
     LatencyProfile,
     LatencyRef,
@@ -64,7 +64,6 @@ __all__ = [
     "recover_artifact",
     "check_writable",
     "MAX_MANIFEST_BYTES",
-    "new_file_mode",
     "load_latency_profiles",
     "manifest_file_refs",
 ]
@@ -82,22 +81,6 @@ _READ_RETRIES = 8
 def _fault(step: str) -> None:
     """Called between the steps of an update; tests replace it to simulate a crash at ``step``."""
 
-
-
-def current_umask() -> int:
-    """The process umask, read without changing it where Linux allows (``/proc/self/status``)."""
-    with contextlib.suppress(OSError, ValueError):
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith("Umask:"):
-                return int(line.split()[1], 8)
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
-
-
-def new_file_mode() -> int:
-    """Mode of a newly created regular file under the current umask (what ``open(path, "w")`` would give)."""
-    return 0o666 & ~current_umask()
 
 FileKind = Literal["manifest", "weights", "onnx", "torch_program", "engine", "timing_cache", "latency"]
 
@@ -137,43 +120,6 @@ def resolve_inside(root: str | Path, rel: str) -> Path:
     if path != base and base not in path.parents:
         raise ArtifactError(f"{rel}: resolves to {path}, outside the artifact {base} (symlink escaping the artifact)")
     return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write ``data`` to a temporary file beside ``path``, fsync it, then rename it over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        try:
-            mode = path.stat().st_mode & 0o777
-        except FileNotFoundError:
-            mode = new_file_mode()
-        os.chmod(tmp, mode)
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-    _fsync_dir(path.parent)
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """UTF-8 text version of :func:`atomic_write_bytes`."""
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def _fsync_dir(d: Path) -> None:
-    with contextlib.suppress(OSError, AttributeError):
-        fd = os.open(d, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
 
 
 @contextlib.contextmanager

@@ -179,9 +179,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from slimrt import SlimRuntime
-    from slimrt.bench import plot_bench, run_bench
+    from slimrt.bench import load_device_profile, run_bench
     from slimrt.exporters.artifact_writer import ExportOptions, export_artifact
-    from slimrt.profiles_io import load_profile
+    from slimrt.plot import plot_bench
     from slimrt.train.config import SearchConfig
     from slimrt.train.data import load_dataset
     from slimrt.train.trainer import run_training
@@ -251,7 +251,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     # ------------------------------------------------------------------ 3. bench
     step(3, "bench", "Measure every sub-net's latency on this CPU (profiles/cpu.toml), store the profile in the "
          "artifact, plot accuracy vs latency.")
-    bench = run_bench(artifact, load_profile("cpu"), progress=True)
+    bench = run_bench(artifact, load_device_profile("cpu"), progress=True)
     plot = plot_bench(bench, out / "accuracy-vs-latency.png")
     t = Table(title=f"Latency on this CPU ({bench.fingerprint.cpu_model}, batch {bench.batch_size})")
     for col in ("sub-net", "MACs", "test acc", "p50 ms", "p95 ms", "p99 ms", "speed-up"):

@@ -1,15 +1,22 @@
-"""Accuracy-latency and accuracy-MACs plots (matplotlib, headless Agg backend, imported lazily)."""
+"""Accuracy-latency, accuracy-MACs and bench plots (matplotlib, headless Agg backend, imported lazily)."""
 
 from __future__ import annotations
 
+import logging
 import math
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["pareto_front", "plot_accuracy_vs_latency", "plot_accuracy_vs_macs"]
+from slimrt.errors import SlimrtError
+from slimrt.io import atomic_write
+
+if TYPE_CHECKING:
+    from slimrt.bench import BenchResult
+
+__all__ = ["pareto_front", "plot_accuracy_vs_latency", "plot_accuracy_vs_macs", "plot_bench"]
+
+log = logging.getLogger(__name__)
 
 
 def pareto_front(latency: Sequence[float], accuracy: Sequence[float]) -> list[int]:
@@ -44,20 +51,10 @@ def _pyplot() -> Any:
 
 
 def _save(fig: Any, out: str | Path) -> Path:
-    """Save ``fig`` to ``out`` through a temporary file in the same folder, then rename."""
+    """Save ``fig`` to ``out`` atomically (parent folders created)."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{out.stem}.", suffix=out.suffix or ".png", dir=out.parent)
-    os.close(fd)
-    try:
-        from slimrt.artifact import new_file_mode
-
-        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600; a plot is an ordinary file
-        fig.savefig(tmp, dpi=150, bbox_inches="tight")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    with atomic_write(out) as tmp:
+        fig.savefig(tmp, format=out.suffix[1:] or "png", dpi=150, bbox_inches="tight")
     return out
 
 
@@ -149,3 +146,24 @@ def plot_accuracy_vs_macs(methods: Mapping[str, Sequence[Mapping[str, Any]]], ou
         return _save(fig, out)
     finally:
         plt.close(fig)
+
+
+def plot_bench(result: BenchResult, out: str | Path) -> Path:
+    """Accuracy (test, else validation) vs p95 latency of the benched sub-nets, Pareto front highlighted.
+
+    Raises:
+        SlimrtError: no sub-net has an accuracy in the manifest.
+    """
+    pts = [(s.name, s.p95_ms, s.test_accuracy if s.test_accuracy is not None else s.val_accuracy)
+           for s in result.subnets]
+    have = [(n, lat, acc) for n, lat, acc in pts if acc is not None]
+    if not have:
+        raise SlimrtError("cannot plot accuracy vs latency: no sub-net of the artifact has an accuracy in its manifest")
+    if len(have) < len(pts):
+        log.warning("plot leaves out sub-nets without accuracy: %s", [n for n, _, a in pts if a is None])
+    fp = result.fingerprint
+    where = fp.gpu_name or fp.cpu_model
+    title = (f"{Path(result.artifact).name}: accuracy vs p95 latency "
+             f"({result.backend}, {where}, batch {result.batch_size})")
+    return plot_accuracy_vs_latency([n for n, _, _ in have], [lat for _, lat, _ in have],
+                                    [float(a) for _, _, a in have], out, title=title)

@@ -7,16 +7,19 @@ import shutil
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
-_SYNTH = Path(__file__).parent / "runtime" / "synth_artifact.py"
+import slimrt.testing
+
+_TORCH_PROGRAMS = Path(__file__).parent / "runtime" / "torch_programs.py"
 
 
-def _load_synth():
-    mod = sys.modules.get("slimrt_tests_synth_artifact")
+def _load_torch_programs():
+    mod = sys.modules.get("slimrt_tests_torch_programs")
     if mod is None:
-        spec = importlib.util.spec_from_file_location("slimrt_tests_synth_artifact", _SYNTH)
+        spec = importlib.util.spec_from_file_location("slimrt_tests_torch_programs", _TORCH_PROGRAMS)
         assert spec and spec.loader
         mod = importlib.util.module_from_spec(spec)
         sys.modules[spec.name] = mod
@@ -25,15 +28,17 @@ def _load_synth():
 
 
 @pytest.fixture(scope="session")
-def synth():
-    """The tests/runtime/synth_artifact.py module (builder, numpy reference forward)."""
-    return _load_synth()
+def synth() -> SimpleNamespace:
+    """:mod:`slimrt.testing` (builder, numpy reference forward) plus tests/runtime/torch_programs.py (needs torch)."""
+    tp = _load_torch_programs()
+    names = {n: getattr(slimrt.testing, n) for n in slimrt.testing.__all__}
+    return SimpleNamespace(**names, **{n: getattr(tp, n) for n in tp.__all__})
 
 
 @pytest.fixture(scope="session")
 def build_artifact() -> Callable[..., Path]:
-    """Factory: ``build_artifact(root, **kwargs)`` writes a synthetic artifact (see tests/runtime/synth_artifact.py)."""
-    return _load_synth().build_synthetic_artifact
+    """Factory: ``build_artifact(root, **kwargs)``, i.e. :func:`slimrt.testing.build_synthetic_artifact`."""
+    return slimrt.testing.build_synthetic_artifact
 
 
 @pytest.fixture(scope="session")

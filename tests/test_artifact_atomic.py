@@ -71,7 +71,7 @@ def test_profile_save_killed_at_each_step_leaves_a_valid_artifact(synthetic_arti
     (prof,) = load_latency_profiles(root, load_manifest(root))
     assert prof.subnets[0].p50_ms in (1.0, 5.0)  # the old or the new profile, whole
     with SlimRuntime(root, budget_ms=1e3, threads=1, measure_runs=5, measure_seconds=0.5) as rt:
-        assert rt.profile.subnets
+        assert rt.latency_profile.subnets
     # the next save finishes the interrupted one: one sha256 in the sidecar, no stray files
     (root / "latency" / ".stale.json.tmp").write_bytes(b"half")
     assert _run(root, p50=7.0).returncode == 0

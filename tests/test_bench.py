@@ -13,11 +13,10 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from slimrt.artifact import load_latency_profiles, load_manifest, verify_artifact
-from slimrt.bench import bench_input, clocks_locked, plot_bench, run_bench, run_device_checks
+from slimrt.bench import bench_input, clocks_locked, cuda_devices, load_device_profile, run_bench, run_device_checks
 from slimrt.errors import BackendUnavailableError, InputError, ProfileError, SlimrtError
 from slimrt.fingerprint import gpu_info
-from slimrt.plot import pareto_front, plot_accuracy_vs_latency, plot_accuracy_vs_macs
-from slimrt.profiles_io import load_profile
+from slimrt.plot import pareto_front, plot_accuracy_vs_latency, plot_accuracy_vs_macs, plot_bench
 from slimrt.runtime.measure import measure_latency, summarize
 from slimrt.schema import DeviceProfile, SubnetLatency
 
@@ -26,7 +25,7 @@ HAS_GPU = gpu_info()[0] is not None
 
 def _fast_cpu(**update: object) -> DeviceProfile:
     """The shipped cpu profile with a short warm-up (tests check behaviour, not timing)."""
-    return load_profile("cpu").model_copy(update={"warmup": 2, **update})
+    return load_device_profile("cpu").model_copy(update={"warmup": 2, **update})
 
 
 # ----------------------------------------------------------------------------------------- quantile math
@@ -112,7 +111,7 @@ def test_run_bench_stores_a_profile_the_runtime_reuses(synthetic_artifact: Path)
     with SlimRuntime(synthetic_artifact, budget_ms=5.0, device="cpu", measure_if_missing=False) as rt:
         assert rt.latency_source == "stored"
         assert rt.fingerprint.id() == res.fingerprint_id
-        assert rt.profile.latency("w8") == res.latency_profile.latency("w8")
+        assert rt.latency_profile.latency("w8") == res.latency_profile.latency("w8")
     # A different thread count or batch size is another fingerprint: the stored profile is not used.
     with pytest.raises(ProfileError, match="no stored latency profile"):
         SlimRuntime(synthetic_artifact, device="cpu", threads=1, measure_if_missing=False)
@@ -175,7 +174,15 @@ def test_tampered_artifact_is_refused(synthetic_artifact: Path) -> None:
 @pytest.mark.skipif(HAS_GPU, reason="checks the no-GPU error; this machine has a GPU")
 def test_cuda_profile_without_gpu_says_so(synthetic_artifact: Path) -> None:
     with pytest.raises(BackendUnavailableError, match="needs a CUDA GPU"):
-        run_bench(synthetic_artifact, load_profile("cuda"), runs=5, progress=False)
+        run_bench(synthetic_artifact, load_device_profile("cuda"), runs=5, progress=False)
+
+
+def test_cuda_probe_agrees_with_nvidia_smi() -> None:
+    devices = cuda_devices()  # the CUDA driver through ctypes: None without a driver library
+    assert devices is None or all(isinstance(d, str) and d for d in devices)
+    name, _ = gpu_info()
+    if name and devices is not None:
+        assert name in devices
 
 
 def _write(path: Path, text: str) -> None:

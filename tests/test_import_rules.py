@@ -1,5 +1,6 @@
-"""Import rules (GUIDE.md): schema, artifact, runtime and backends never import torch; `slimrt --help` stays light;
-train never imports exporters. Checked in fresh interpreters with torch made unimportable."""
+"""Import rules (GUIDE.md): schema, artifact, runtime, backends, bench, io and testing never import torch;
+`slimrt --help` stays light; train never imports exporters. Checked in fresh interpreters with torch made
+unimportable."""
 
 from __future__ import annotations
 
@@ -36,10 +37,13 @@ def test_core_imports_without_torch() -> None:
     r = run_blocked(
         """
         import slimrt, slimrt.runtime, slimrt.schema, slimrt.artifact, slimrt.backends, slimrt.fingerprint
-        import slimrt.runtime.measure, slimrt.errors
+        import slimrt.runtime.measure, slimrt.errors, slimrt.io, slimrt.bench, slimrt.testing, slimrt.plot
         from slimrt import SlimRuntime
         from slimrt.backends import available_backends
+        from slimrt.bench import cuda_devices, load_device_profile, run_device_checks
         available_backends("cpu")
+        cuda_devices()  # the bench's GPU probe needs no torch
+        run_device_checks(load_device_profile("cpu"))
         heavy = sorted(m for m in sys.modules if m.split(".")[0] in ("torch", "tensorrt", "matplotlib"))
         assert not heavy, heavy
         print("ok", SlimRuntime.__name__)

@@ -25,6 +25,7 @@ def test_wheel_contains_exporters_and_profiles(tmp_path):
     for profile in ("cpu", "cuda", "jetson"):
         assert f"slimrt/profiles/{profile}.toml" in names
     assert "slimrt/runtime/__init__.py" in names and "slimrt/schema.py" in names
+    assert {"slimrt/bench/__init__.py", "slimrt/bench/measure.py", "slimrt/testing.py", "slimrt/io.py"} <= names
     assert not any(n.startswith(("exporters/", "profiles/", "tests/")) for n in names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "slimrt = slimrt.cli.app:main" in zipfile.ZipFile(wheel).read(entry).decode()

@@ -12,8 +12,8 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from slimrt.bench import list_device_profiles, load_device_profile
 from slimrt.errors import ProfileError
-from slimrt.profiles_io import list_profiles, load_profile
 from slimrt.schema import DeviceProfile
 
 SHIPPED = ("cpu", "cuda", "jetson")
@@ -24,12 +24,12 @@ def _shipped_text(name: str) -> str:
 
 
 def test_shipped_profiles_are_listed_from_package_data() -> None:
-    assert set(SHIPPED) <= set(list_profiles())
+    assert set(SHIPPED) <= set(list_device_profiles())
 
 
-@pytest.mark.parametrize("name", list_profiles())
+@pytest.mark.parametrize("name", list_device_profiles())
 def test_every_shipped_profile_validates(name: str) -> None:
-    prof = load_profile(name)
+    prof = load_device_profile(name)
     assert isinstance(prof, DeviceProfile)
     assert prof.name == name
     # Every key written in the TOML is a DeviceProfile field (extra=forbid would have raised otherwise) and
@@ -41,7 +41,7 @@ def test_every_shipped_profile_validates(name: str) -> None:
 
 
 def test_shipped_profiles_say_what_the_issue_asks() -> None:
-    cpu, cuda, jetson = (load_profile(n) for n in SHIPPED)
+    cpu, cuda, jetson = (load_device_profile(n) for n in SHIPPED)
     assert (cpu.device, cpu.backend, cpu.providers, cpu.precision) == (
         "cpu", "onnxruntime", ["CPUExecutionProvider"], "fp32")
     assert cpu.threads is None  # the backend chooses
@@ -57,9 +57,9 @@ def test_shipped_profiles_say_what_the_issue_asks() -> None:
 def test_profile_loaded_from_a_path(tmp_path: Path) -> None:
     f = tmp_path / "mine.toml"
     f.write_text(_shipped_text("cpu").replace("# threads = 2", "threads = 2"), encoding="utf-8")
-    prof = load_profile(f)
+    prof = load_device_profile(f)
     assert prof.threads == 2
-    assert load_profile(str(f)).threads == 2
+    assert load_device_profile(str(f)).threads == 2
 
 
 @pytest.mark.parametrize(
@@ -79,7 +79,7 @@ def test_bad_profile_names_file_and_field(tmp_path: Path, edit: str, field: str)
     f = tmp_path / "broken-profile.toml"
     f.write_text("\n".join(lines) + "\n" + edit, encoding="utf-8")
     with pytest.raises(ProfileError) as exc:
-        load_profile(f)
+        load_device_profile(f)
     msg = str(exc.value)
     assert "broken-profile.toml" in msg
     assert field in msg
@@ -99,17 +99,17 @@ def test_invalid_toml_syntax_names_the_file(tmp_path: Path) -> None:
     f = tmp_path / "syntax.toml"
     f.write_text('name = "x"\ndevice = \n', encoding="utf-8")
     with pytest.raises(ProfileError, match="syntax.toml.*not valid TOML"):
-        load_profile(f)
+        load_device_profile(f)
 
 
 def test_missing_required_field_is_named(tmp_path: Path) -> None:
     f = tmp_path / "nodevice.toml"
     f.write_text('name = "x"\n', encoding="utf-8")
     with pytest.raises(ProfileError, match=r"nodevice\.toml.*'device'"):
-        load_profile(f)
+        load_device_profile(f)
 
 
 def test_unknown_profile_name_lists_the_shipped_ones() -> None:
     with pytest.raises(ProfileError) as exc:
-        load_profile("no-such-device")
+        load_device_profile("no-such-device")
     assert all(n in str(exc.value) for n in SHIPPED)

@@ -30,7 +30,7 @@ import numpy as np
 from slimrt.backends.base import BackendInfo, Runner, RunnerOptions, register_backend
 from slimrt.errors import BackendUnavailableError, ConfigError
 
-__all__ = ["OnnxRuntimeRunner", "ThreadingMode", "DEFAULT_THREADING", "providers_for", "probe"]
+__all__ = ["OnnxRuntimeRunner", "ThreadingMode", "DEFAULT_THREADING", "providers_for", "probe", "session_options"]
 
 log = logging.getLogger(__name__)
 

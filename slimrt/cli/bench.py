@@ -82,7 +82,7 @@ def _check_outputs(artifact: Path, json_out: Path | None, plot: Path | None, sav
     from slimrt.errors import ConfigError
 
     if json_out is not None:
-        _check_output_file("--json", json_out)
+        _check_output_file("--out", json_out)
     if plot is not None:
         _check_output_file("--plot", plot)
         if importlib.util.find_spec("matplotlib") is None:
@@ -98,38 +98,42 @@ def bench(
     device: Annotated[DeviceName, typer.Option(help="Device profile shipped with slimrt (profiles/NAME.toml).")] = (
         DeviceName.cpu
     ),
-    profile: Annotated[
-        Path | None, typer.Option(help="Your own device profile TOML (overrides --device).", dir_okay=False)
+    device_profile: Annotated[
+        Path | None,
+        typer.Option("--device-profile", "--profile", help="Your own device profile TOML (overrides --device).",
+                     dir_okay=False),
     ] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Batch size (default: profile's first).")] = None,
     runs: Annotated[int | None, typer.Option(min=1, help="Timed rounds per sub-net (default: profile's).")] = None,
     threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads (default: profile's / backend's).")] = (
         None
     ),
-    json_out: Annotated[Path | None, typer.Option("--json", help="Write the result as JSON to this file.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (no table, no progress).")] = False,
+    out: Annotated[Path | None, typer.Option("--out", help="Write the result as JSON to this file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write an accuracy vs p95 latency plot (PNG) here.")] = None,
     no_save: Annotated[bool, typer.Option("--no-save", help="Do not store the profile in the artifact.")] = False,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="No progress bar and no table.")] = False,
 ) -> None:
     """Measure every sub-net's latency on this device and store the profile in the artifact for SlimRuntime."""
-    from slimrt.bench import run_bench
-    from slimrt.profiles_io import load_profile
+    from slimrt.bench import load_device_profile, run_bench
 
-    prof = load_profile(profile if profile is not None else device.value)
-    _check_outputs(artifact, json_out, plot, save=not no_save)  # before measuring, not after
+    prof = load_device_profile(device_profile if device_profile is not None else device.value)
+    _check_outputs(artifact, out, plot, save=not no_save)  # before measuring, not after
     result = run_bench(artifact, prof, batch_size=batch_size, runs=runs, threads=threads, save=not no_save,
-                       progress=not quiet)
-    if json_out is not None:
-        from slimrt.artifact import atomic_write_text
+                       progress=not (quiet or as_json))
+    text = json.dumps(result.to_json_dict(), indent=2) + "\n"
+    if out is not None:
+        from slimrt.io import atomic_write_text
 
-        atomic_write_text(json_out, json.dumps(result.to_json_dict(), indent=2) + "\n")
+        atomic_write_text(out, text)
     if plot is not None:
-        from slimrt.bench import plot_bench
+        from slimrt.plot import plot_bench
 
         plot_bench(result, plot)
-    if not quiet:
+    if as_json:
+        typer.echo(text, nl=False)
+    elif not quiet:
         render_bench(result)
-        if json_out is not None:
-            typer.echo(f"wrote {json_out}")
-        if plot is not None:
-            typer.echo(f"wrote {plot}")
+        for written in (out, plot):
+            if written is not None:
+                typer.echo(f"wrote {written}")

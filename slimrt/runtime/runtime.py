@@ -22,23 +22,19 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
-from slimrt.artifact import add_latency_profile, load_latency_profiles, resolve_inside, verify_artifact
-from slimrt.backends.base import DEVICES, Runner, RunnerOptions, available_backends, backend_info
-from slimrt.errors import ArtifactError, BackendUnavailableError, ConfigError, InputError, ProfileError, SlimrtError
-from slimrt.fingerprint import device_fingerprint, gpu_info, package_version
+from slimrt.artifact import add_latency_profile, load_latency_profiles, verify_artifact
+from slimrt.backends.artifact import matching_engines, open_runners, resolve_backend
+from slimrt.backends.base import Runner
+from slimrt.errors import ArtifactError, ConfigError, InputError, ProfileError, SlimrtError
+from slimrt.fingerprint import device_fingerprint
 from slimrt.runtime.adapt import AdaptConfig, Controller
 from slimrt.runtime.measure import measure_latency
 from slimrt.runtime.selector import Candidate, Selector, check_budget
-from slimrt.schema import DeviceFingerprint, EngineSet, LatencyProfile, Manifest, SubnetEntry, SubnetLatency
+from slimrt.schema import DeviceFingerprint, LatencyProfile, SubnetEntry, SubnetLatency
 
-__all__ = [
-    "SlimRuntime",
-    "SubnetInfo",
-    "RuntimeStats",
-    "BudgetInfeasibleWarning",
-    "resolve_backend",
-    "matching_engines",
-]
+# resolve_backend and matching_engines live in slimrt.backends; re-exported here for existing imports
+__all__ = ["SlimRuntime", "SubnetInfo", "RuntimeStats", "BudgetInfeasibleWarning", "resolve_backend",
+           "matching_engines"]
 
 log = logging.getLogger(__name__)
 
@@ -75,52 +71,6 @@ class RuntimeStats(BaseModel):
     latency_source: Literal["stored", "measured"]
     backend: str
     device: str
-
-
-def matching_engines(manifest: Manifest) -> EngineSet | None:
-    """The artifact's engine set built for this GPU and installed TensorRT, with an engine for every sub-net."""
-    gpu, _ = gpu_info()
-    trt = package_version("tensorrt", "tensorrt-cu12", "tensorrt-cu11")
-    names = {s.name for s in manifest.subnets}
-    for es in manifest.engines:
-        if gpu and es.gpu_name == gpu and (trt is None or es.tensorrt_version == trt):
-            if names <= {e.subnet for e in es.engines}:
-                return es
-    return None
-
-
-_matching_engines = matching_engines  # old private name, used by slimrt.bench
-
-
-def resolve_backend(manifest: Manifest, device: str, backend: str = "auto") -> str:
-    """The backend that will run ``manifest`` on ``device``; BackendUnavailableError saying what to install."""
-    if device not in DEVICES:
-        raise ConfigError(f"unknown device {device!r}; expected one of {list(DEVICES)}")
-    has_torch = all(s.torch_program is not None for s in manifest.subnets)
-    if backend != "auto":
-        reason = backend_info(backend).probe(device)
-        if reason:
-            raise BackendUnavailableError(reason)
-        if backend == "torch" and not has_torch:
-            raise ArtifactError("the artifact has no torch.export programs; re-export it with `slimrt export --torch`")
-        if backend == "tensorrt" and matching_engines(manifest) is None:
-            raise ArtifactError("the artifact has no TensorRT engines for this GPU and TensorRT version; build them "
-                                "here with `slimrt export --engines-only ARTIFACT --tensorrt`")
-        return backend
-    avail = available_backends(device)
-    if device == "cpu":
-        if avail["onnxruntime"]:
-            raise BackendUnavailableError(avail["onnxruntime"])
-        return "onnxruntime"
-    order = ["tensorrt", "onnxruntime", "torch"] if device == "jetson" else ["onnxruntime", "tensorrt", "torch"]
-    for name in order:
-        if avail.get(name) is None:
-            if name == "tensorrt" and matching_engines(manifest) is None:
-                continue
-            if name == "torch" and not has_torch:
-                continue
-            return name
-    raise BackendUnavailableError(avail["onnxruntime"] or f"no backend can run this artifact on {device}")
 
 
 def _is_int(v: object) -> bool:
@@ -203,7 +153,7 @@ class SlimRuntime:
             self._open_runners(backend_options or {})
             self._warm_up()
             self.fingerprint = self._fingerprint()
-            self.profile, self.latency_source = self._latency(measure_if_missing, save_profile, measure_runs,
+            self.latency_profile, self.latency_source = self._latency(measure_if_missing, save_profile, measure_runs,
                                                               measure_seconds)
         except BaseException:
             self.close()
@@ -219,7 +169,7 @@ class SlimRuntime:
         else:
             score = [float(a) for a in accs]  # type: ignore[arg-type]
         self._accuracy = [a if a is None else float(a) for a in accs]
-        cands = [Candidate(s.name, score[i], self.profile.latency(s.name)) for i, s in enumerate(self._entries)]
+        cands = [Candidate(s.name, score[i], self.latency_profile.latency(s.name)) for i, s in enumerate(self._entries)]
         self._selector = Selector(cands, quantile)
         self._ctl = Controller(self._selector, self._budget, adapt_config, adapt=adapt)
         self.reset_stats()
@@ -246,27 +196,9 @@ class SlimRuntime:
         self.batch_size = batch_size
 
     def _open_runners(self, extra: dict[str, Any]) -> None:
-        info = backend_info(self.backend)
-        engines = matching_engines(self.manifest) if self.backend == "tensorrt" else None
-        precision = engines.precision if engines is not None else "fp32"
-        self.precision = precision
-        for s in self.manifest.subnets:
-            onnx_path = resolve_inside(self.root, s.onnx.path)
-            opts_extra = dict(extra)
-            if info.model_kind == "onnx":
-                path = onnx_path
-            elif info.model_kind == "torch_program":
-                assert s.torch_program is not None
-                path = resolve_inside(self.root, s.torch_program.path)
-            else:
-                assert engines is not None
-                ref = next(e for e in engines.engines if e.subnet == s.name)
-                path = resolve_inside(self.root, ref.path)
-                opts_extra["weight_stripped"] = ref.weight_stripped
-            opts = RunnerOptions(device=self.device, threads=self.threads, input_name=self.manifest.input.name,
-                                 output_name=self.manifest.output.name, onnx_path=onnx_path, precision=precision,
-                                 extra=opts_extra)
-            self._runners.append(info.factory(path, opts).load())
+        opened = open_runners(self.root, self.manifest, self.device, self.backend, threads=self.threads, extra=extra)
+        self._runners = list(opened.runners.values())
+        self.precision = opened.precision
 
     def _warm_up(self, runs: int = 3) -> None:
         # A session's first runs are slow (allocations, kernel selection): keep them out of the slowdown estimate.
@@ -412,6 +344,13 @@ class SlimRuntime:
     def slowdown(self) -> float:
         """Current estimate of how much slower than profiled the device runs."""
         return self._ctl.slowdown
+
+    @property
+    def profile(self) -> LatencyProfile:
+        """Deprecated alias of :attr:`latency_profile` (a device profile is a different thing)."""
+        warnings.warn("SlimRuntime.profile is deprecated; use SlimRuntime.latency_profile", DeprecationWarning,
+                      stacklevel=2)
+        return self.latency_profile
 
     def runner(self, name: str) -> Runner:
         """The runner of sub-net ``name`` (e.g. to compare outputs)."""

@@ -16,14 +16,12 @@ the user passes it again explicitly (``arch_override`` / ``--arch``).
 
 from __future__ import annotations
 
-import contextlib
 import datetime as _dt
 import logging
 import math
 import os
 import pickle
 import re
-import tempfile
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +32,7 @@ import torch
 from pydantic import ValidationError
 
 from slimrt.errors import CheckpointError, SlimrtError
+from slimrt.io import atomic_write
 from slimrt.schema import SubnetSpec
 
 if TYPE_CHECKING:
@@ -85,21 +84,8 @@ def _plain(value: Any, where: str, tensors: bool = False) -> Any:
 
 
 def _atomic_torch_save(obj: Any, path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    from slimrt.artifact import new_file_mode
-
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        os.chmod(tmp, new_file_mode())  # mkstemp creates 0600; a checkpoint is an ordinary file
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path) as tmp:
+        torch.save(obj, tmp)
 
 
 def save_checkpoint(

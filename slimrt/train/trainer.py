@@ -22,8 +22,8 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rich.progress import Progress
 
-from slimrt.artifact import atomic_write_bytes
 from slimrt.errors import CheckpointError, ConfigError
+from slimrt.io import atomic_write_bytes
 from slimrt.schema import SubnetSpec
 from slimrt.train import distributed
 from slimrt.train.config import SearchConfig

@@ -24,7 +24,7 @@ def _fast_profile(tmp_path: Path) -> Path:
 
 def test_bench_writes_json_plot_and_stored_profile(synthetic_artifact: Path, tmp_path: Path) -> None:
     out_json, out_png = tmp_path / "bench.json", tmp_path / "pareto.png"
-    res = runner.invoke(app, ["bench", str(synthetic_artifact), "--device", "cpu", "--runs", "12", "--json",
+    res = runner.invoke(app, ["bench", str(synthetic_artifact), "--device", "cpu", "--runs", "12", "--out",
                               str(out_json), "--plot", str(out_png)], env={"COLUMNS": "200"})
     assert res.exit_code == 0, res.output
     assert "w64" in res.output and "speed-up" in res.output  # the table
@@ -53,14 +53,25 @@ def test_bench_writes_json_plot_and_stored_profile(synthetic_artifact: Path, tmp
 
 
 def test_bench_no_save_and_custom_profile(synthetic_artifact: Path, tmp_path: Path) -> None:
-    res = runner.invoke(app, ["bench", str(synthetic_artifact), "--profile", str(_fast_profile(tmp_path)),
-                              "--threads", "1", "--no-save", "-q", "--json", str(tmp_path / "b.json")])
+    res = runner.invoke(app, ["bench", str(synthetic_artifact), "--device-profile",
+                              str(_fast_profile(tmp_path)), "--threads", "1", "--no-save", "-q", "--out",
+                              str(tmp_path / "b.json")])
     assert res.exit_code == 0, res.output
     assert res.output == ""  # quiet
     data = json.loads((tmp_path / "b.json").read_text())
-    assert data["profile"] == "fast-cpu" and data["threads"] == 1 and data["saved_to"] is None
+    assert data["device_profile"] == "fast-cpu" and data["threads"] == 1 and data["saved_to"] is None
     assert all(s["runs"] == 10 for s in data["subnets"])
     assert load_manifest(synthetic_artifact).latency == []
+
+
+def test_bench_json_prints_the_result_and_nothing_else(synthetic_artifact: Path, tmp_path: Path) -> None:
+    out = tmp_path / "b.json"
+    res = runner.invoke(app, ["bench", str(synthetic_artifact), "--device-profile", str(_fast_profile(tmp_path)),
+                              "--no-save", "--json", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    printed = json.loads(res.output)  # stdout is exactly one JSON document: no table, no progress, no "wrote"
+    assert printed == json.loads(out.read_text())
+    assert printed["device_profile"] == "fast-cpu" and [s["name"] for s in printed["subnets"]] == ["w64", "w24", "w8"]
 
 
 def test_bench_bad_profile_names_the_file(synthetic_artifact: Path, tmp_path: Path) -> None:
@@ -80,7 +91,7 @@ def test_info_table_lists_subnets_and_profiles(synthetic_artifact: Path, tmp_pat
         assert name in empty.output
 
     res = runner.invoke(app, ["bench", str(synthetic_artifact), "--profile", str(_fast_profile(tmp_path)), "-q",
-                              "--json", str(tmp_path / "b.json")])
+                              "--out", str(tmp_path / "b.json")])
     assert res.exit_code == 0, res.output
     fid = json.loads((tmp_path / "b.json").read_text())["fingerprint_id"]
     info = runner.invoke(app, ["info", str(synthetic_artifact)], env={"COLUMNS": "200"})

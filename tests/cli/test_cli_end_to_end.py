@@ -58,7 +58,7 @@ def test_train_export_bench_run(tmp_path):
 
     bench_json = tmp_path / "bench.json"
     plot = tmp_path / "plot.png"
-    res = runner.invoke(app, ["bench", str(art), "--device", "cpu", "--runs", "30", "--json", str(bench_json),
+    res = runner.invoke(app, ["bench", str(art), "--device", "cpu", "--runs", "30", "--out", str(bench_json),
                               "--plot", str(plot)])  # fmt: skip
     assert res.exit_code == 0, res.output
     bench = json.loads(bench_json.read_text())

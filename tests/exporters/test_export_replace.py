@@ -8,7 +8,7 @@ import textwrap
 from pathlib import Path
 
 from slimrt.artifact import verify_artifact
-from slimrt.exporters.artifact_writer import _move_into_place, _rename_exchange, _staging, clean_stale
+from slimrt.io import _rename_exchange, clean_stale, replace_dir, staged_dir
 
 
 def _two_artifacts(tmp_path: Path, build_artifact) -> tuple[Path, Path]:
@@ -21,7 +21,7 @@ def test_force_replacement_swaps_in_one_step(tmp_path: Path, build_artifact) -> 
     target, staged = _two_artifacts(tmp_path, build_artifact)
     assert _rename_exchange(staged, target)  # this Linux supports RENAME_EXCHANGE: the target never disappears
     _rename_exchange(staged, target)  # swap back for the real call
-    _move_into_place(staged, target, force=True)
+    replace_dir(staged, target, replace=True)
     assert [s.name for s in verify_artifact(target).subnets] == ["w32", "w8"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a.slim"]
 
@@ -31,10 +31,10 @@ def test_fallback_killed_between_renames_is_restored_by_the_next_export(tmp_path
     code = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        import slimrt.exporters.artifact_writer as aw
-        aw._rename_exchange = lambda a, b: False  # a file system without RENAME_EXCHANGE
-        aw._between_renames = lambda: os._exit(9)
-        aw._move_into_place(Path({str(staged)!r}), Path({str(target)!r}), True)
+        import slimrt.io as sio
+        sio._rename_exchange = lambda a, b: False  # a file system without RENAME_EXCHANGE
+        sio._between_renames = lambda: os._exit(9)
+        sio.replace_dir(Path({str(staged)!r}), Path({str(target)!r}), True)
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert proc.returncode == 9, proc.stderr
@@ -49,13 +49,13 @@ def test_stale_staging_of_a_killed_export_is_removed_live_one_kept(tmp_path: Pat
     code = textwrap.dedent(f"""
         import os
         from pathlib import Path
-        from slimrt.exporters.artifact_writer import _staging
-        with _staging(Path({str(target)!r})) as tmp:
+        from slimrt.io import staged_dir
+        with staged_dir(Path({str(target)!r})) as tmp:
             (tmp / "half.onnx").write_bytes(b"x")
             os._exit(9)
     """)
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 9
     (killed,) = tmp_path.glob(".a.slim.tmp-*")
-    with _staging(target) as live:  # the next export: cleans the killed one's folder, not its own
+    with staged_dir(target) as live:  # the next export: cleans the killed one's folder, not its own
         assert not killed.exists() and live.is_dir()
         assert clean_stale(target) == [] and live.is_dir()  # a concurrent export's folder is left alone

@@ -20,7 +20,7 @@ from slimrt.artifact import load_manifest, verify_artifact
 from slimrt.errors import ArtifactError, ConfigError, ExportError, ValidationMismatchError
 from slimrt.exporters import ExportOptions, export_artifact
 from slimrt.exporters.onnx import export_module, graph_opset
-from slimrt.exporters.validate import ort_session, run_ort
+from slimrt.exporters.validate import onnx_runner, run_batched
 from slimrt.schema import SCHEMA_VERSION
 from slimrt.train import load_checkpoint
 from slimrt.train.data import load_dataset
@@ -59,7 +59,7 @@ def test_every_subnet_reproduces_pytorch(exported_artifact, trained_model):
     for entry in m.subnets:
         with torch.no_grad(), net.use(entry.spec()):
             ref = net(x).numpy()
-        out = run_ort(ort_session(root / entry.onnx.path), x.numpy())
+        out = run_batched(onnx_runner(root / entry.onnx.path), x.numpy())
         assert np.abs(out - ref).max() <= 1e-4, entry.name
 
 
@@ -71,7 +71,7 @@ def test_onnxruntime_accuracy_equals_manifest(exported_artifact, trained_model):
     y = ds.y_test[: trained_model.test_slice].numpy()
     accs = {}
     for entry in m.subnets:
-        pred = run_ort(ort_session(root / entry.onnx.path), x).argmax(1)
+        pred = run_batched(onnx_runner(root / entry.onnx.path), x).argmax(1)
         accs[entry.name] = 100.0 * float(np.mean(pred == y))
         assert entry.test_accuracy is not None
         assert accs[entry.name] == pytest.approx(entry.test_accuracy, abs=1e-4), entry.name
@@ -116,8 +116,8 @@ def test_dynamic_batch_and_torch_programs(trained_model, tmp_path):
     x = torch.randn(32, *net.input_shape)
     with torch.no_grad(), net.use(entry.spec()):
         ref = net(x)
-    sess = ort_session(out / entry.onnx.path)
-    assert np.abs(sess.run(None, {"input": x.numpy()})[0] - ref.numpy()).max() <= 1e-4
+    runner = onnx_runner(out / entry.onnx.path)
+    assert np.abs(runner.infer(x.numpy()) - ref.numpy()).max() <= 1e-4
     with torch.no_grad():
         assert (load_program(out / entry.torch_program.path)(x) - ref).abs().max().item() <= 1e-5
 

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from slimrt.exporters.onnx import export_module
-from slimrt.exporters.validate import ort_session
+from slimrt.exporters.validate import onnx_runner
 from slimrt.exporters.weights import ALIGNMENT, WeightStore, is_contiguous_prefix
 
 
@@ -112,7 +112,7 @@ def test_shared_subnets_match_torch_and_standalone(tmp_path):
         path = tmp_path / "subnets" / f"{name}.onnx"
         path.write_bytes(model.SerializeToString())
         sizes[name] = path.stat().st_size
-        y = ort_session(path).run(None, {"input": x.numpy()})[0]
+        y = onnx_runner(path).infer(x.numpy())
         with torch.no_grad():
             ref = module(x).numpy()
         assert np.abs(y - ref).max() <= 1e-5
@@ -136,7 +136,7 @@ def test_non_prefix_tensor_stays_inline_and_correct(tmp_path):
     x = torch.randn(1, 1, 12, 12)
     with torch.no_grad():
         ref = sub(x).numpy()
-    assert np.abs(ort_session(path).run(None, {"input": x.numpy()})[0] - ref).max() <= 1e-5
+    assert np.abs(onnx_runner(path).infer(x.numpy()) - ref).max() <= 1e-5
 
 
 def test_share_refuses_name_collision():

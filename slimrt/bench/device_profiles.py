@@ -16,7 +16,7 @@ try:  # Python >= 3.11
 except ModuleNotFoundError:  # pragma: no cover - Python 3.10
     import tomli as _toml  # type: ignore[no-redef]
 
-__all__ = ["load_profile", "list_profiles", "parse_profile"]
+__all__ = ["load_device_profile", "list_device_profiles", "parse_device_profile"]
 
 _PACKAGE = "slimrt.profiles"
 
@@ -27,7 +27,7 @@ def _shipped() -> dict[str, Any]:
     return {p.name[: -len(".toml")]: p for p in root.iterdir() if p.name.endswith(".toml") and p.is_file()}
 
 
-def list_profiles() -> list[str]:
+def list_device_profiles() -> list[str]:
     """Names of the device profiles shipped with slimrt, sorted."""
     return sorted(_shipped())
 
@@ -43,7 +43,7 @@ def _describe(err: ValidationError) -> str:
     return "; ".join(parts)
 
 
-def parse_profile(text: str, source: str) -> DeviceProfile:
+def parse_device_profile(text: str, source: str) -> DeviceProfile:
     """Parse and validate the TOML ``text`` of a device profile; ``source`` names it in errors.
 
     Raises:
@@ -59,7 +59,7 @@ def parse_profile(text: str, source: str) -> DeviceProfile:
         raise ProfileError(f"device profile {source} is invalid: {_describe(e)}") from e
 
 
-def load_profile(name_or_path: str | Path) -> DeviceProfile:
+def load_device_profile(name_or_path: str | Path) -> DeviceProfile:
     """Load a shipped profile by name (``"cpu"``, ``"cuda"``, ``"jetson"``) or a TOML file by path.
 
     Raises:
@@ -69,14 +69,14 @@ def load_profile(name_or_path: str | Path) -> DeviceProfile:
     shipped = _shipped()
     if isinstance(name_or_path, str) and s in shipped:
         res = shipped[s]
-        return parse_profile(res.read_text(encoding="utf-8"), f"{s!r} ({_PACKAGE}/{res.name})")
+        return parse_device_profile(res.read_text(encoding="utf-8"), f"{s!r} ({_PACKAGE}/{res.name})")
     path = Path(s).expanduser()
     if path.is_file():
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as e:
             raise ProfileError(f"cannot read device profile {path}: {e}") from e
-        return parse_profile(text, str(path))
+        return parse_device_profile(text, str(path))
     raise ProfileError(
-        f"no device profile {s!r}: expected one of {list_profiles()} or the path of a TOML file"
+        f"no device profile {s!r}: expected one of {list_device_profiles()} or the path of a TOML file"
     )
