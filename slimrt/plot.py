@@ -9,29 +9,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from slimrt.selection import pareto_front
+
 __all__ = ["pareto_front", "plot_accuracy_vs_latency", "plot_accuracy_vs_macs"]
-
-
-def pareto_front(latency: Sequence[float], accuracy: Sequence[float]) -> list[int]:
-    """Indices of the Pareto-optimal points (lower latency, higher accuracy), sorted by latency.
-
-    A point is on the front when no other point is at least as fast and at least as accurate while being
-    strictly better in one of the two. Exact duplicates are all kept.
-    """
-    if len(latency) != len(accuracy):
-        raise ValueError(f"latency and accuracy must have the same length, got {len(latency)} and {len(accuracy)}")
-    order = sorted(range(len(latency)), key=lambda i: (latency[i], -accuracy[i]))
-    front: list[int] = []
-    best = -math.inf
-    best_lat = math.nan
-    for i in order:
-        if accuracy[i] > best:
-            front.append(i)
-            best = accuracy[i]
-            best_lat = latency[i]
-        elif accuracy[i] == best and latency[i] == best_lat:
-            front.append(i)
-    return front
 
 
 def _pyplot() -> Any:

@@ -19,7 +19,8 @@ __all__ = ["BasicBlock", "ResNet", "resnet18"]
 
 
 class BasicBlock(nn.Module):
-    """torchvision's ResNet basic block (two 3x3 conv-BN, identity or 1x1 conv-BN ``downsample``)."""
+    """torchvision's ResNet basic block (two 3x3 conv-BN, identity or 1x1 conv-BN ``downsample``); the CIFAR
+    ResNets (:mod:`slimrt.models.resnet_cifar`) use it too."""
 
     expansion = 1
 
