@@ -46,7 +46,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 def _joint_steps(rank: int, info: DistInfo, out_dir: str) -> None:
     from slimrt.train.loops import train_epochs
-    from slimrt.train.usnet import usnet_sampler
+    from slimrt.train.methods.usnet import usnet_sampler
 
     net, data, cfg = _setup()
     if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
@@ -70,7 +70,7 @@ def _joint_steps(rank: int, info: DistInfo, out_dir: str) -> None:
 def _reference():
     """One process over the same global batches: each rank's slice handled in turn, gradients averaged."""
     from slimrt.train.loops import cosine_lr, make_generator, make_optimizer, set_lr, soft_cross_entropy
-    from slimrt.train.usnet import usnet_sampler
+    from slimrt.train.methods.usnet import usnet_sampler
 
     net, data, cfg = _setup()
     sampler = usnet_sampler(net, cfg.seed)

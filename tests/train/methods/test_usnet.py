@@ -20,14 +20,8 @@ from slimrt.train.loops import (
     fixed_sampler,
     train_epochs,
 )
-from slimrt.train.usnet import (
-    USNET_WIDTH_RANGE,
-    match_macs,
-    steps_for_budget,
-    train_usnet,
-    usnet_ratios,
-    usnet_sampler,
-)
+from slimrt.train.methods.base import match_macs
+from slimrt.train.methods.usnet import USNET_WIDTH_RANGE, steps_for_budget, train_usnet, usnet_ratios, usnet_sampler
 
 
 def _cfg(**kw) -> SearchConfig:
