@@ -14,14 +14,6 @@ from slimrt.train.loops import ComputeMeter
 from slimrt.train.methods.independent import fresh_subnet, independent_steps, train_independent
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
-
-
 def _net() -> DynamicNet:
     torch.manual_seed(0)
     model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16))

@@ -30,13 +30,6 @@ def _cfg(**kw) -> SearchConfig:
     return SearchConfig.build(base, kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny nets: one intra-op thread avoids oversubscription when other tests share the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
