@@ -24,6 +24,8 @@ from slimrt.train.loops import (
     train_steps,
 )
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
 
 @pytest.fixture(scope="module")
 def data():

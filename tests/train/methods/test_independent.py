@@ -13,6 +13,8 @@ from slimrt.train.data import load_dataset
 from slimrt.train.loops import ComputeMeter
 from slimrt.train.methods.independent import fresh_subnet, independent_steps, train_independent
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
 
 def _net() -> DynamicNet:
     torch.manual_seed(0)

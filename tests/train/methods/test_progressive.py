@@ -23,6 +23,8 @@ from slimrt.train.methods.progressive import (
 from slimrt.train.ranking import RankContext, Unit, bn_rank, l1_rank, noise_rank, random_rank, unit_macs
 from slimrt.train.trainer import run_training
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
 TINY = {
     "arch": "resnet20", "arch_kwargs": {"widths": [8, 8, 16]}, "dataset": "synthetic", "limit_train": 256,
     "val_size": 200, "batch_size": 64, "pretrain_epochs": 2, "epochs": 1, "lr": 0.1, "augment": False,

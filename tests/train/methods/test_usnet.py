@@ -23,6 +23,8 @@ from slimrt.train.loops import (
 from slimrt.train.methods.base import match_macs
 from slimrt.train.methods.usnet import USNET_WIDTH_RANGE, steps_for_budget, train_usnet, usnet_ratios, usnet_sampler
 
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
 
 def _cfg(**kw) -> SearchConfig:
     base = {"batch_size": 32, "lr": 0.1, "finetune_lr": 0.05, "seed": 0, "augment": False, "epochs": 2,
