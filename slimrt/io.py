@@ -113,7 +113,9 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-_STAGING_LOCK = ".slimrt.lock"  # the artifact's own lock file name: harmless once the directory is the target
+def _lock_of(staging: Path) -> Path:
+    """The lock file of a staging directory: a sibling, so nothing extra lands in the target."""
+    return staging.with_name(staging.name + ".lock")
 
 
 def _try_lock(path: Path) -> Any:
@@ -151,13 +153,15 @@ def clean_stale(target: str | Path) -> list[str]:
                 shutil.rmtree(p, ignore_errors=True)
             done.append(p.name)
     for p in sorted(target.parent.glob(f".{target.name}.tmp-*")):
-        if not p.is_dir() or p.is_symlink():
+        if p.is_symlink() or p.suffix == ".lock":
             continue
-        lock = p / _STAGING_LOCK
+        lock = _lock_of(p)
         held = _try_lock(lock) if lock.exists() else None
         if lock.exists() and held is None:
             continue  # a live run is using it
         shutil.rmtree(p, ignore_errors=True)
+        with contextlib.suppress(OSError):
+            lock.unlink()
         if held is not None:
             held.close()
         done.append(p.name)
@@ -182,17 +186,18 @@ def staged_dir(target: str | Path, *, replace: bool = False) -> Iterator[Path]:
     target = Path(target)
     target.parent.mkdir(parents=True, exist_ok=True)
     clean_stale(target)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.tmp-", dir=target.parent))
-    lock = None
+    tmp = target.parent / f".{target.name}.tmp-{secrets.token_hex(6)}"
+    lock = _try_lock(_lock_of(tmp))  # taken before the directory exists: never mistaken for a killed run's
     try:
-        os.chmod(tmp, 0o777 & ~current_umask())  # mkdtemp makes it 0700
-        lock = _try_lock(tmp / _STAGING_LOCK)
+        tmp.mkdir(mode=0o777 & ~current_umask())
         yield tmp
         replace_dir(tmp, target, replace)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
     finally:
+        with contextlib.suppress(OSError):
+            _lock_of(tmp).unlink()
         if lock is not None:
             lock.close()
     fsync_dir(target.parent)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from slimrt.errors import SlimrtError
 from slimrt.io import atomic_write
+from slimrt.selection import pareto_front
 
 if TYPE_CHECKING:
     from slimrt.bench import BenchResult
@@ -17,28 +17,6 @@ if TYPE_CHECKING:
 __all__ = ["pareto_front", "plot_accuracy_vs_latency", "plot_accuracy_vs_macs", "plot_bench"]
 
 log = logging.getLogger(__name__)
-
-
-def pareto_front(latency: Sequence[float], accuracy: Sequence[float]) -> list[int]:
-    """Indices of the Pareto-optimal points (lower latency, higher accuracy), sorted by latency.
-
-    A point is on the front when no other point is at least as fast and at least as accurate while being
-    strictly better in one of the two. Exact duplicates are all kept.
-    """
-    if len(latency) != len(accuracy):
-        raise ValueError(f"latency and accuracy must have the same length, got {len(latency)} and {len(accuracy)}")
-    order = sorted(range(len(latency)), key=lambda i: (latency[i], -accuracy[i]))
-    front: list[int] = []
-    best = -math.inf
-    best_lat = math.nan
-    for i in order:
-        if accuracy[i] > best:
-            front.append(i)
-            best = accuracy[i]
-            best_lat = latency[i]
-        elif accuracy[i] == best and latency[i] == best_lat:
-            front.append(i)
-    return front
 
 
 def _pyplot() -> Any:

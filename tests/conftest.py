@@ -52,3 +52,14 @@ def synthetic_artifact(tmp_path: Path, _pristine_artifact: Path) -> Path:
     dst = tmp_path / "synthetic.slim"
     shutil.copytree(_pristine_artifact, dst)
     return dst
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread():
+    """Run torch on one intra-op thread for a module: on a shared 2-core machine tiny nets are faster that way."""
+    import torch
+
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)

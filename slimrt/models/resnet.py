@@ -15,11 +15,12 @@ from torch import nn
 
 from slimrt.models.registry import init_weights, register_model
 
-__all__ = ["BasicBlock", "ResNet", "resnet18"]
+__all__ = ["BasicBlock", "basic_stage", "zero_init_residual_bn", "ResNet", "resnet18"]
 
 
 class BasicBlock(nn.Module):
-    """torchvision's ResNet basic block (two 3x3 conv-BN, identity or 1x1 conv-BN ``downsample``)."""
+    """torchvision's ResNet basic block (two 3x3 conv-BN, identity or 1x1 conv-BN ``downsample``); the CIFAR
+    ResNets (:mod:`slimrt.models.resnet_cifar`) use it too."""
 
     expansion = 1
 
@@ -42,6 +43,20 @@ class BasicBlock(nn.Module):
         out = self.relu(self.bn1(self.conv1(x)))
         out = self.bn2(self.conv2(out))
         return self.relu(out + identity)
+
+
+def basic_stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
+    """``blocks`` basic blocks; the first one changes width and stride."""
+    layers = [BasicBlock(inplanes, planes, stride)]
+    layers += [BasicBlock(planes, planes, 1) for _ in range(blocks - 1)]
+    return nn.Sequential(*layers)
+
+
+def zero_init_residual_bn(model: nn.Module) -> None:
+    """Start every basic block's last BN gamma at 0 (each block begins as the identity)."""
+    for m in model.modules():
+        if isinstance(m, BasicBlock):
+            nn.init.zeros_(m.bn2.weight)
 
 
 class ResNet(nn.Module):
@@ -77,25 +92,17 @@ class ResNet(nn.Module):
         self.bn1 = nn.BatchNorm2d(w[0])
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(kernel_size=3, stride=2, padding=1)
-        self.layer1 = self._stage(w[0], w[0], layers[0], stride=1)
-        self.layer2 = self._stage(w[0], w[1], layers[1], stride=2)
-        self.layer3 = self._stage(w[1], w[2], layers[2], stride=2)
-        self.layer4 = self._stage(w[2], w[3], layers[3], stride=2)
+        self.layer1 = basic_stage(w[0], w[0], layers[0], stride=1)
+        self.layer2 = basic_stage(w[0], w[1], layers[1], stride=2)
+        self.layer3 = basic_stage(w[1], w[2], layers[2], stride=2)
+        self.layer4 = basic_stage(w[2], w[3], layers[3], stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w[3], num_classes)
         init_weights(self)
         # torchvision keeps nn.Linear's default init for fc; do the same so fine-tuning behaves alike.
         self.fc.reset_parameters()
         if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
-
-    @staticmethod
-    def _stage(inplanes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = [BasicBlock(inplanes, planes, stride)]
-        layers += [BasicBlock(planes, planes, 1) for _ in range(blocks - 1)]
-        return nn.Sequential(*layers)
+            zero_init_residual_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

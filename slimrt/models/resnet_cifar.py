@@ -14,32 +14,9 @@ import torch
 from torch import nn
 
 from slimrt.models.registry import init_weights, register_model
+from slimrt.models.resnet import basic_stage, zero_init_residual_bn
 
-__all__ = ["BasicBlock", "ResNetCifar", "resnet20", "resnet56"]
-
-
-class BasicBlock(nn.Module):
-    """Two 3x3 conv-BN layers with an identity (or 1x1 conv-BN) shortcut."""
-
-    def __init__(self, in_planes: int, planes: int, stride: int = 1) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(in_planes, planes, 3, stride=stride, padding=1, bias=False)
-        self.bn1 = nn.BatchNorm2d(planes)
-        self.relu = nn.ReLU(inplace=True)
-        self.conv2 = nn.Conv2d(planes, planes, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(planes)
-        self.downsample: nn.Module | None = None
-        if stride != 1 or in_planes != planes:
-            self.downsample = nn.Sequential(
-                nn.Conv2d(in_planes, planes, 1, stride=stride, bias=False),
-                nn.BatchNorm2d(planes),
-            )
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        identity = x if self.downsample is None else self.downsample(x)
-        out = self.relu(self.bn1(self.conv1(x)))
-        out = self.bn2(self.conv2(out))
-        return self.relu(out + identity)
+__all__ = ["ResNetCifar", "resnet20", "resnet56"]
 
 
 class ResNetCifar(nn.Module):
@@ -71,22 +48,14 @@ class ResNetCifar(nn.Module):
         self.conv1 = nn.Conv2d(in_channels, w1, 3, stride=1, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(w1)
         self.relu = nn.ReLU(inplace=True)
-        self.layer1 = self._stage(w1, w1, n, stride=1)
-        self.layer2 = self._stage(w1, w2, n, stride=2)
-        self.layer3 = self._stage(w2, w3, n, stride=2)
+        self.layer1 = basic_stage(w1, w1, n, stride=1)
+        self.layer2 = basic_stage(w1, w2, n, stride=2)
+        self.layer3 = basic_stage(w2, w3, n, stride=2)
         self.avgpool = nn.AdaptiveAvgPool2d(1)
         self.fc = nn.Linear(w3, num_classes)
         init_weights(self)
         if zero_init_residual:
-            for m in self.modules():
-                if isinstance(m, BasicBlock):
-                    nn.init.zeros_(m.bn2.weight)
-
-    @staticmethod
-    def _stage(in_planes: int, planes: int, blocks: int, stride: int) -> nn.Sequential:
-        layers = [BasicBlock(in_planes, planes, stride)]
-        layers += [BasicBlock(planes, planes, 1) for _ in range(blocks - 1)]
-        return nn.Sequential(*layers)
+            zero_init_residual_bn(self)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))

@@ -21,16 +21,13 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import torch.nn.functional as F
-from rich.progress import (
-    BarColumn,
-    MofNCompleteColumn,
-    Progress,
-    TextColumn,
-    TimeElapsedColumn,
-    TimeRemainingColumn,
-)
+from rich.progress import Progress
 from torch import nn
 
+from slimrt.progress import add_task as _add_task
+from slimrt.progress import advance as _advance
+from slimrt.progress import finish as _finish
+from slimrt.progress import make_progress
 from slimrt.schema import SubnetSpec
 
 if TYPE_CHECKING:
@@ -86,41 +83,6 @@ def derive_seed(seed: int, *keys: int | str) -> int:
 def make_generator(seed: int, *keys: int | str) -> torch.Generator:
     """A CPU generator seeded from ``(seed, *keys)``, e.g. ``make_generator(0, "pretrain", epoch)``."""
     return torch.Generator().manual_seed(derive_seed(seed, *keys))
-
-
-def make_progress(disable: bool = False, console: Any = None) -> Progress:
-    """A rich progress display with bar, count, elapsed time, ETA and a free ``info`` field per task."""
-    return Progress(
-        TextColumn("[bold]{task.description}"),
-        BarColumn(),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("ETA"),
-        TimeRemainingColumn(),
-        TextColumn("{task.fields[info]}"),
-        disable=disable,
-        console=console,
-    )
-
-
-def _add_task(progress: Progress | None, description: str, total: int | None, completed: int = 0) -> Any:
-    if progress is None:
-        return None
-    return progress.add_task(description, total=total, completed=completed, info="")
-
-
-def _advance(progress: Progress | None, task: Any, info: str | None = None, advance: int = 1) -> None:
-    if progress is None or task is None:
-        return
-    if info is None:
-        progress.advance(task, advance)
-    else:
-        progress.update(task, advance=advance, info=info)
-
-
-def _finish(progress: Progress | None, task: Any) -> None:
-    if progress is not None and task is not None:
-        progress.stop_task(task)
 
 
 # --------------------------------------------------------------------------------------------------- compute meter
@@ -359,6 +321,38 @@ def steps_per_epoch(data: Dataset, batch_size: int) -> int:
     return max(1, len(data.y_train) // batch_size)
 
 
+def _step_loop(
+    net: DynamicNet,
+    opt: torch.optim.Optimizer,
+    stream: Iterable[tuple[int, torch.Tensor, torch.Tensor]],
+    sampler: Sampler,
+    lr_at: Callable[[int], float],
+    stats: TrainStats,
+    *,
+    distill: bool,
+    forward: nn.Module | None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None,
+    meter: ComputeMeter | None,
+    phase: str,
+    show: Callable[[float], None],
+) -> None:
+    """The one training step loop: for each ``(step, x, y)`` of ``stream`` set the learning rate, shard and move the
+    batch, take a joint step over ``sampler(step)``, stop on a non-finite loss, count it in ``stats``."""
+    dev, cl = _device(net), wants_channels_last(net)
+    for step, xb, yb in stream:
+        set_lr(opt, lr_at(step))
+        if batch_transform is not None:
+            xb, yb = batch_transform(xb, yb)
+        xb, yb = prepare_input(xb, dev, cl), yb.to(dev)
+        loss = joint_step(net, opt, xb, yb, sampler(step), distill, forward=forward, meter=meter, phase=phase)
+        if not math.isfinite(loss):
+            raise FloatingPointError(f"{phase}: loss became {loss} at step {step}; lower the learning rate")
+        stats.steps += 1
+        stats.images += len(yb)
+        stats.last_loss = loss
+        show(loss)
+
+
 def train_epochs(
     net: DynamicNet,
     data: Dataset,
@@ -392,24 +386,15 @@ def train_epochs(
     total, warmup = epochs * spe, int(round(warmup_epochs * spe))
     opt = optimizer or make_optimizer(net, base_lr, cfg.momentum, cfg.weight_decay)
     stats = TrainStats()
-    dev, cl = _device(net), wants_channels_last(net)
     task = _add_task(progress, phase, total, completed=start_epoch * spe)
     t0 = time.perf_counter()
     net.train()
     for epoch in range(start_epoch, epochs):
-        for i, (xb, yb) in enumerate(_train_batches(data, cfg, phase, epoch)):
-            step = epoch * spe + i
-            set_lr(opt, cosine_lr(step, total, base_lr, warmup))
-            if batch_transform is not None:
-                xb, yb = batch_transform(xb, yb)
-            xb, yb = prepare_input(xb, dev, cl), yb.to(dev)
-            loss = joint_step(net, opt, xb, yb, sampler(step), distill, forward=forward, meter=meter, phase=phase)
-            if not math.isfinite(loss):
-                raise FloatingPointError(f"{phase}: loss became {loss} at step {step}; lower the learning rate")
-            stats.steps += 1
-            stats.images += len(yb)
-            stats.last_loss = loss
-            _advance(progress, task, f"epoch {epoch + 1}/{epochs} loss {loss:.3f}")
+        stream = ((epoch * spe + i, xb, yb) for i, (xb, yb) in enumerate(_train_batches(data, cfg, phase, epoch)))
+        label = f"epoch {epoch + 1}/{epochs}"
+        _step_loop(net, opt, stream, sampler, lambda step: cosine_lr(step, total, base_lr, warmup), stats,
+                   distill=distill, forward=forward, batch_transform=batch_transform, meter=meter, phase=phase,
+                   show=lambda loss, label=label: _advance(progress, task, f"{label} loss {loss:.3f}"))  # fmt: skip
         stats.epochs += 1
         if on_epoch_end is not None:
             on_epoch_end(epoch, opt)
@@ -440,26 +425,23 @@ def train_steps(
     distill = cfg.distill if distill is None else distill
     opt = make_optimizer(net, lr, cfg.momentum, cfg.weight_decay)
     stats = TrainStats()
-    dev, cl = _device(net), wants_channels_last(net)
     task = _add_task(progress, phase, steps)
     t0 = time.perf_counter()
     net.train()
-    step, cycle = 0, 0
-    while step < steps:
-        for xb, yb in _train_batches(data, cfg, phase, cycle):
-            if step >= steps:
-                break
-            set_lr(opt, cosine_lr(step, steps, lr))
-            if batch_transform is not None:
-                xb, yb = batch_transform(xb, yb)
-            xb, yb = prepare_input(xb, dev, cl), yb.to(dev)
-            loss = joint_step(net, opt, xb, yb, sampler(step), distill, forward=forward, meter=meter, phase=phase)
-            stats.steps += 1
-            stats.images += len(yb)
-            stats.last_loss = loss
-            step += 1
-            _advance(progress, task, f"loss {loss:.3f}")
-        cycle += 1
+
+    def stream() -> Iterator[tuple[int, torch.Tensor, torch.Tensor]]:
+        step, cycle = 0, 0
+        while step < steps:  # as many passes over the data as the steps need, each seeded by its index
+            for xb, yb in _train_batches(data, cfg, phase, cycle):
+                if step >= steps:
+                    return
+                yield step, xb, yb
+                step += 1
+            cycle += 1
+
+    _step_loop(net, opt, stream(), sampler, lambda step: cosine_lr(step, steps, lr), stats, distill=distill,
+               forward=forward, batch_transform=batch_transform, meter=meter, phase=phase,
+               show=lambda loss: _advance(progress, task, f"loss {loss:.3f}"))  # fmt: skip
     _finish(progress, task)
     if progress is not None and task is not None:
         progress.remove_task(task)

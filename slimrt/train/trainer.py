@@ -30,6 +30,7 @@ from slimrt.train.config import SearchConfig
 from slimrt.train.data import Dataset, load_dataset
 from slimrt.train.dynamic import DynamicNet
 from slimrt.train.loops import ComputeMeter, fixed_sampler, make_optimizer, seed_everything, train_epochs
+from slimrt.train.methods import DDPArgs, MethodContext, get_method
 
 __all__ = ["TrainResult", "build_net", "load_init", "run_training", "RESUME_FORMAT", "RUN_ONLY_FIELDS"]
 
@@ -161,41 +162,6 @@ def _restore(net: DynamicNet, meter: ComputeMeter, obj: dict[str, Any]) -> None:
 # ----------------------------------------------------------------------------------------------------- training
 
 
-def _dispatch(cfg: SearchConfig, data: Dataset, net: DynamicNet, progress: Progress | None, meter: ComputeMeter,
-              resume: dict[str, Any] | None, save: Callable[..., None],
-              ddp: dict[str, Any]) -> tuple[list[SubnetSpec], Any]:  # fmt: skip
-    if cfg.method == "progressive":
-        from slimrt.train.search import SearchState, progressive_search
-
-        state = SearchState.from_dict(resume["search"]) if resume and resume.get("search") else None
-        opt_state = resume.get("optimizer") if resume and resume["phase"] == "search" else None
-
-        def checkpoint(st: SearchState, opt: torch.optim.Optimizer | None) -> None:
-            event = f"search-{len(st.candidates)}" if st.stage == "candidates" else f"{st.stage}-{st.finetune_epoch}"
-            save("search", {"search": st.to_dict(), "optimizer": opt.state_dict() if opt is not None else None}, event)
-
-        return progressive_search(net, data, cfg, progress, meter, state=state, optimizer_state=opt_state,
-                                  checkpoint=checkpoint, **ddp)  # fmt: skip
-    try:
-        if cfg.method == "usnet":
-            from slimrt.train.usnet import train_usnet
-
-            resumed = resume is not None and resume["phase"] == "usnet"
-
-            def epoch_done(epoch: int, opt: torch.optim.Optimizer) -> None:
-                save("usnet", {"epoch": epoch + 1, "optimizer": opt.state_dict()}, f"usnet-epoch-{epoch + 1}")
-
-            return train_usnet(cfg, data, net, progress, meter, on_epoch_end=epoch_done,
-                               optimizer_state=resume["optimizer"] if resumed else None,
-                               start_epoch=int(resume["epoch"]) if resumed else 0, **ddp)  # fmt: skip
-        from slimrt.train.independent import train_independent
-        from slimrt.train.usnet import default_targets, match_macs
-    except ImportError as e:
-        raise ConfigError(f"--method {cfg.method} is not available in this slimrt ({e})") from e
-    specs = [match_macs(net, t, name=f"indep{i}")[0] for i, t in enumerate(default_targets(net, cfg))]
-    return train_independent(cfg, data, net, specs, progress, meter)
-
-
 def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook | None = None) -> TrainResult:
     """Run ``slimrt train`` with ``cfg``: returns the sub-nets written to ``cfg.out``.
 
@@ -226,10 +192,11 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
         log.warning("--resume: no %s yet, starting from the beginning", resume_path)
     timings: dict[str, float] = dict(resume.get("timings", {})) if resume else {}
     # Under torchrun: DDP wrapper for training forwards, each rank keeps its slice of every global batch.
-    ddp: dict[str, Any] = {}
+    ddp = DDPArgs()
     if info.enabled:
-        ddp = {"forward": distributed.wrap(net, info),
-               "batch_transform": lambda x, y: distributed.shard(x, y, info=info)}  # fmt: skip
+        ddp = DDPArgs(forward=distributed.wrap(net, info), wrap=lambda m: distributed.wrap(m, info),
+                      batch_transform=lambda x, y: distributed.shard(x, y, info=info))  # fmt: skip
+    method = get_method(cfg.method)
 
     resumed = resume is not None
 
@@ -244,7 +211,7 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     if phase == "pretrain":
         if cfg.init:
             load_init(net, cfg.init)
-        elif cfg.pretrain_epochs > 0 and cfg.method != "independent":
+        elif cfg.pretrain_epochs > 0 and method.pretrain:
             start = int(resume.get("epoch", 0)) if resume else 0
             opt = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
             if resume and resume.get("optimizer") is not None:
@@ -260,15 +227,18 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
             if start < cfg.pretrain_epochs:
                 train_epochs(net, data, fixed_sampler([net.full_spec()]), cfg.pretrain_epochs, cfg, progress, meter,
                              lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, phase="pretrain", optimizer=opt,
-                             start_epoch=start, on_epoch_end=epoch_done, **ddp)  # fmt: skip
+                             start_epoch=start, on_epoch_end=epoch_done, forward=ddp.forward,
+                             batch_transform=ddp.batch_transform)  # fmt: skip
         resume = None if phase == "pretrain" else resume
         save("search", {"search": None, "optimizer": None}, "pretrained")
 
     # ---- the method
     t_method = time.perf_counter()
-    specs, report = _dispatch(cfg, data, net, progress, meter, resume, save, ddp)
+    ctx = MethodContext(cfg=cfg, data=data, net=net, progress=progress, meter=meter, resume=resume, ddp=ddp,
+                        save=lambda state, event: save("search", state, event))  # fmt: skip
+    specs, report = method.run(ctx)
     timings["method"] = timings.get("method", 0.0) + time.perf_counter() - t_method
-    report_dict = report.model_dump() if hasattr(report, "model_dump") else dict(report)
+    report_dict = report.model_dump()
     kwargs = dict(_arch_kwargs(cfg, data))
     if info.is_main:  # only rank 0 writes files
         save_checkpoint(

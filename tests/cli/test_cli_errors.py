@@ -45,7 +45,7 @@ def test_train_device_and_out_checked_before_any_work(capsys, tmp_path: Path) ->
     assert "does not exist" in _fail(capsys, ["train", "--data", missing, "--out", str(out), "--force"])
 
 
-@pytest.mark.parametrize("flag", ["--json", "--plot"])
+@pytest.mark.parametrize("flag", ["--out", "--plot"])
 def test_bench_output_checked_before_measuring(capsys, synthetic_artifact: Path, tmp_path: Path, flag: str) -> None:
     line = _fail(capsys, ["bench", str(synthetic_artifact), flag, str(tmp_path), "--runs", "5", "-q"])
     assert f"{flag} {tmp_path} is a directory" in line

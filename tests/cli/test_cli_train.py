@@ -3,7 +3,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 from typer.testing import CliRunner
 
 from slimrt.cli.app import app
@@ -23,13 +22,7 @@ calib_batches = 2
 macs_step = 0.2
 """
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_train_writes_a_checkpoint_with_nested_subnets_and_accuracies(tmp_path):

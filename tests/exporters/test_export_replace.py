@@ -55,7 +55,8 @@ def test_stale_staging_of_a_killed_export_is_removed_live_one_kept(tmp_path: Pat
             os._exit(9)
     """)
     assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 9
-    (killed,) = tmp_path.glob(".a.slim.tmp-*")
+    (killed,) = [p for p in tmp_path.glob(".a.slim.tmp-*") if p.suffix != ".lock"]
+    assert killed.with_name(killed.name + ".lock").exists()  # its lock file, no longer held by anyone
     with staged_dir(target) as live:  # the next export: cleans the killed one's folder, not its own
-        assert not killed.exists() and live.is_dir()
+        assert not killed.exists() and not killed.with_name(killed.name + ".lock").exists() and live.is_dir()
         assert clean_stale(target) == [] and live.is_dir()  # a concurrent export's folder is left alone

@@ -53,7 +53,7 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
 
 def _joint_steps(rank: int, info: DistInfo, out_dir: str) -> None:
     from slimrt.train.loops import train_epochs
-    from slimrt.train.usnet import usnet_sampler
+    from slimrt.train.methods.usnet import usnet_sampler
 
     net, data, cfg = _setup(torch.float64)  # float64: see test_two_process_ddp_matches_single_process
     if rank == 1:  # a different start on rank 1: DDP must broadcast rank 0's weights
@@ -80,7 +80,7 @@ def _reference(grad_scale: float = 1.0 / WORLD):
     ``grad_scale`` multiplies each slice's loss: ``1 / WORLD`` is DDP's averaging; anything else is a wrong one.
     """
     from slimrt.train.loops import cosine_lr, make_generator, make_optimizer, set_lr, soft_cross_entropy
-    from slimrt.train.usnet import usnet_sampler
+    from slimrt.train.methods.usnet import usnet_sampler
 
     net, data, cfg = _setup(torch.float64)
     sampler = usnet_sampler(net, cfg.seed)

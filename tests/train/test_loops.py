@@ -21,16 +21,10 @@ from slimrt.train.loops import (
     make_optimizer,
     sandwich_sampler,
     train_epochs,
+    train_steps,
 )
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against other processes; one thread is faster here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -181,3 +175,17 @@ def test_generators_are_derived_per_key():
     assert torch.equal(a, torch.rand(3, generator=make_generator(0, "x", 1)))
     assert not torch.equal(a, torch.rand(3, generator=make_generator(0, "x", 2)))
     assert not torch.equal(a, torch.rand(3, generator=make_generator(1, "x", 1)))
+
+
+@pytest.mark.parametrize("loop", ["epochs", "steps"])
+def test_both_training_loops_stop_on_a_non_finite_loss(data, loop):
+    net = _net()
+    with torch.no_grad():
+        net.model.fc.weight.fill_(float("nan"))
+    cfg = _cfg()
+    sampler = fixed_sampler([net.full_spec()])
+    with pytest.raises(FloatingPointError, match="loss became nan at step 0"):
+        if loop == "epochs":
+            train_epochs(net, data, sampler, 1, cfg, phase="p")
+        else:
+            train_steps(net, data, sampler, 3, cfg, lr=0.1, phase="p")

@@ -11,20 +11,19 @@ from slimrt.train import DynamicNet, load_checkpoint
 from slimrt.train.config import SearchConfig
 from slimrt.train.data import load_dataset
 from slimrt.train.loops import calibrate, calibration_batches, evaluate, fixed_sampler, train_epochs
-from slimrt.train.ranking import RankContext, Unit, bn_rank, l1_rank, noise_rank, random_rank, unit_macs
-from slimrt.train.search import (
+from slimrt.train.methods.progressive import (
     group_units,
     min_keep,
     needs_finetune,
     next_candidate,
-    pareto_front,
     progressive_search,
-    reselect,
     step_target,
-    subnet_names,
     unit_size,
 )
+from slimrt.train.ranking import RankContext, Unit, bn_rank, l1_rank, noise_rank, random_rank, unit_macs
 from slimrt.train.trainer import run_training
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 TINY = {
     "arch": "resnet20", "arch_kwargs": {"widths": [8, 8, 16]}, "dataset": "synthetic", "limit_train": 256,
@@ -34,13 +33,6 @@ TINY = {
 }  # fmt: skip
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    # Two OpenMP threads on a shared 2-core machine spin against other processes; one thread is faster here.
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")
@@ -194,28 +186,6 @@ def test_needs_finetune_decision():
     assert not needs_finetune(90.0, 10.0, math.inf)
     assert needs_finetune(90.0, 95.0, 1.0, always=True)
     assert not needs_finetune(90.0, 10.0, 1.0, always=True, steps=0)
-
-
-def test_pareto_front_and_reselection():
-    macs = [100, 90, 80, 70, 60, 50, 40, 30, 20, 10]
-    accs = [95.0, 95.5, 94.0, 94.5, 93.0, 92.0, 92.5, 90.0, 85.0, 80.0]
-    front = pareto_front(macs, accs)
-    assert front == [1, 3, 4, 6, 7, 8, 9]  # 0 (beaten by 1), 2 (by 3) and 5 (by 6) are dominated
-    picks = reselect(macs, accs, 4)
-    assert all(p in front for p in picks)
-    # Spread: the front's ends plus the points nearest the evenly spaced levels 63.3 and 36.7.
-    assert picks == [1, 4, 6, 9]
-    assert reselect(macs, accs, 4, pareto=False) == [0, 3, 6, 9]
-    assert reselect(macs, accs, 1) == [1]
-    # Targets: the most accurate candidate within each budget.
-    assert reselect(macs, accs, 3, targets=[1.0, 0.55, 0.05], full_macs=100) == [1, 6, 9]
-    assert reselect(macs, accs, 2, targets=[0.45, 0.41], full_macs=100) == [6, 7]
-    # A short front is filled up with other candidates.
-    flat = reselect([100, 50, 10], [90.0, 95.0, 96.0], 3)
-    assert flat == [0, 1, 2]
-    with pytest.raises(ConfigError, match="fewer than"):
-        reselect(macs[:2], accs[:2], 3)
-    assert subnet_names([100, 55, 55, 10], 100) == ["m100", "m55", "m55b", "m10"]
 
 
 # --------------------------------------------------------------------------------------------------- real search

@@ -5,20 +5,15 @@ from __future__ import annotations
 import pytest
 import torch
 
+from slimrt.errors import ConfigError
 from slimrt.models import create_model
 from slimrt.train import DynamicNet
 from slimrt.train.config import SearchConfig
 from slimrt.train.data import load_dataset
-from slimrt.train.independent import fresh_subnet, independent_steps, train_independent
 from slimrt.train.loops import ComputeMeter
+from slimrt.train.methods.independent import fresh_subnet, independent_steps, train_independent
 
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def _net() -> DynamicNet:
@@ -81,3 +76,25 @@ def test_independent_epochs_mode():
     assert report.steps == 2 * (128 // 32)
     assert report.train_macs == 3 * 32 * report.steps * out[0].macs
     assert "2 epochs" in report.notes[0]
+
+
+def test_independent_gets_the_data_parallel_arguments():
+    data = load_dataset("synthetic", val_size=100, limit_train=64, seed=0)
+    net = _net()
+    wrapped, shards = [], []
+
+    def wrap(m):
+        wrapped.append(m)
+        return m
+
+    def shard(x, y):
+        shards.append(len(y))
+        return x[: len(y) // 2], y[: len(y) // 2]
+
+    tiny = net.uniform_spec(0.25, "tiny")
+    _, report = train_independent(_cfg(pretrain_epochs=1), data, net, [tiny], wrap=wrap, batch_transform=shard)
+    assert len(wrapped) == 1 and wrapped[0].macs() == tiny.macs
+    assert shards == [32, 32] and report.steps == 2
+    assert report.train_macs == 3 * 16 * 2 * tiny.macs  # every step trained on the half batch the shard kept
+    with pytest.raises(ConfigError, match="single-process"):
+        train_independent(_cfg(), data, net, [tiny], budget_macs=10**9, wrap=wrap)

@@ -20,14 +20,10 @@ from slimrt.train.loops import (
     fixed_sampler,
     train_epochs,
 )
-from slimrt.train.usnet import (
-    USNET_WIDTH_RANGE,
-    match_macs,
-    steps_for_budget,
-    train_usnet,
-    usnet_ratios,
-    usnet_sampler,
-)
+from slimrt.train.methods.base import match_macs
+from slimrt.train.methods.usnet import USNET_WIDTH_RANGE, steps_for_budget, train_usnet, usnet_ratios, usnet_sampler
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
 def _cfg(**kw) -> SearchConfig:
@@ -36,13 +32,6 @@ def _cfg(**kw) -> SearchConfig:
     return SearchConfig.build(base, kw)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread():
-    """Tiny nets: one intra-op thread avoids oversubscription when other tests share the 2 cores."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
 
 
 @pytest.fixture(scope="module")

@@ -1,0 +1,456 @@
+"""Progressive sub-net search (after Yang, He, Cao, Fan 2020, "A Progressive Sub-Network Searching Framework for
+Dynamic Inference"), on a pre-trained full network.
+
+1. Every prunable channel group is cut into *units* of ``group_size`` channels (:func:`unit_size`; groups narrower
+   than ``min_units * group_size`` get smaller units; when the width is not a multiple, the odd-sized unit is the
+   group's tail and goes first, so kept widths stay multiples of the unit).
+2. The units of the current candidate are ranked (:mod:`slimrt.train.ranking`, trainable noise by default) and
+   **physically reordered within the candidate's kept prefix**, most important first. Positions beyond the prefix
+   are untouched, so every earlier (larger) candidate keeps exactly its channel set and BN statistics.
+3. The lowest-ranked tail units are removed until the MACs drop by ``macs_step`` of the full MACs, or by
+   ``max_cut`` of the current MACs if that is less (:func:`step_target`; the last step stops at ``min_macs``): the
+   next, nested, candidate. Its BN statistics are recalibrated and its validation
+   accuracy measured.
+4. When that accuracy falls more than ``threshold`` points below its predecessor's (:func:`needs_finetune`), the
+   candidates so far are fine-tuned jointly for ``finetune_steps`` steps (full network + newest + sampled others,
+   in-place distillation from the full network).
+5. From all candidates the final K are re-selected (:func:`reselect`: Pareto over MACs and validation accuracy,
+   spread evenly over the MACs range, or at the user's MACs targets), fine-tuned jointly for ``epochs`` epochs,
+   BN-calibrated per sub-net and evaluated on validation and test data.
+
+Because removal always takes a group's tail, every sub-net is a prefix of every group in the final channel order.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from slimrt.errors import ConfigError
+from slimrt.schema import SubnetSpec
+from slimrt.selection import reselect, subnet_names
+from slimrt.train.loops import (
+    ComputeMeter,
+    calibrate,
+    calibration_batches,
+    evaluate,
+    make_optimizer,
+    sandwich_sampler,
+    steps_per_epoch,
+    train_epochs,
+    train_steps,
+)
+from slimrt.train.methods.base import MethodContext, MethodReport, TrainingMethod, evaluate_specs, register_method
+from slimrt.train.ranking import RankContext, Unit, get_ranking
+
+if TYPE_CHECKING:
+    from rich.progress import Progress
+
+    from slimrt.train.config import SearchConfig
+    from slimrt.train.data import Dataset
+    from slimrt.train.dynamic import DynamicNet
+
+__all__ = [
+    "CandidateRecord",
+    "SearchReport",
+    "SearchState",
+    "unit_size",
+    "min_keep",
+    "group_units",
+    "step_target",
+    "needs_finetune",
+    "next_candidate",
+    "progressive_search",
+]
+
+log = logging.getLogger(__name__)
+
+
+# ------------------------------------------------------------------------------------------------------ records
+
+
+class CandidateRecord(BaseModel):
+    """One candidate of the search (accuracies in percent)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    spec: SubnetSpec
+    macs_fraction: float
+    val_accuracy: float = Field(description="right after its creation (BN recalibrated, before any fine-tune)")
+    finetuned: bool = False
+    val_after_finetune: float | None = None
+    final_val_accuracy: float | None = Field(None, description="re-measured with the weights at the end of search")
+    removed_units: int = 0
+    version: int = Field(0, description="fine-tunes done before this candidate's last evaluation")
+
+
+class SearchReport(MethodReport):
+    """What the progressive search did: every candidate, the fine-tunes it needed, compute and time."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    method: str = "progressive"
+    ranking: str
+    full_macs: int
+    threshold: float
+    finetune_always: bool
+    reselect: bool
+    candidates: list[CandidateRecord]
+    finetunes: int
+    selected: list[str] = Field(description="candidate names picked as the final sub-nets, largest first")
+    final_names: list[str]
+    compute: dict[str, Any] = Field(default_factory=dict)
+    timings: dict[str, float] = Field(default_factory=dict)
+
+
+@dataclass
+class SearchState:
+    """Resumable progress of the search (plain values only; the trainer stores it with the weights)."""
+
+    stage: str = "candidates"  # candidates -> finetune -> done
+    candidates: list[CandidateRecord] = field(default_factory=list)
+    finetunes: int = 0
+    version: int = 0
+    selected: list[str] = field(default_factory=list)
+    final_specs: list[SubnetSpec] = field(default_factory=list)
+    finetune_epoch: int = 0
+    final_epochs: int | None = None  # epochs of the final fine-tune when set by a MACs budget
+    timings: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "stage": self.stage,
+            "candidates": [c.model_dump(mode="json") for c in self.candidates],
+            "finetunes": self.finetunes,
+            "version": self.version,
+            "selected": list(self.selected),
+            "final_specs": [s.model_dump(mode="json") for s in self.final_specs],
+            "finetune_epoch": self.finetune_epoch,
+            "final_epochs": self.final_epochs,
+            "timings": dict(self.timings),
+        }
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SearchState:
+        return cls(
+            stage=str(d["stage"]),
+            candidates=[CandidateRecord.model_validate(c) for c in d["candidates"]],
+            finetunes=int(d["finetunes"]),
+            version=int(d["version"]),
+            selected=[str(s) for s in d["selected"]],
+            final_specs=[SubnetSpec.model_validate(s) for s in d["final_specs"]],
+            finetune_epoch=int(d["finetune_epoch"]),
+            final_epochs=None if d.get("final_epochs") is None else int(d["final_epochs"]),
+            timings={str(k): float(v) for k, v in d["timings"].items()},
+        )
+
+    def add_time(self, key: str, seconds: float) -> None:
+        self.timings[key] = self.timings.get(key, 0.0) + seconds
+
+
+# ------------------------------------------------------------------------------------------------- pure helpers
+
+
+def unit_size(channels: int, group_size: int, min_units: int = 4) -> int:
+    """Channels per unit of a group: ``group_size``, smaller for groups narrower than ``min_units * group_size``."""
+    return max(1, min(group_size, channels // max(1, min_units)))
+
+
+def min_keep(channels: int, unit: int, min_width: float = 0.0) -> int:
+    """Fewest channels a group may keep: one unit, or ``min_width`` of the group rounded up to whole units."""
+    k = max(unit, unit * math.ceil(min_width * channels / unit - 1e-9))
+    return min(channels, k)
+
+
+def group_units(net: DynamicNet, spec: SubnetSpec, group_size: int, min_units: int = 4) -> list[Unit]:
+    """The units of every prunable group kept by ``spec``: blocks ``[i*u, (i+1)*u)`` of the kept prefix."""
+    widths = net.widths(spec)
+    units = []
+    for g in net.prunable_groups:
+        u = unit_size(g.channels, group_size, min_units)
+        w = widths[g.name]
+        units.extend(Unit(g.name, s, min(s + u, w)) for s in range(0, w, u))
+    return units
+
+
+def step_target(macs: float, full_macs: float, cfg: SearchConfig) -> float:
+    """MACs of the next candidate: ``macs_step`` of the full MACs less, but never more than ``max_cut`` of the
+    current MACs less (gentle steps among small sub-nets), and never below ``min_macs``."""
+    cut = min(cfg.macs_step * full_macs, cfg.max_cut * macs)
+    return max(macs - cut, cfg.min_macs * full_macs)
+
+
+def needs_finetune(prev_acc: float, acc: float, threshold: float, always: bool = False, steps: int = 1) -> bool:
+    """Fine-tune iff the accuracy fell more than ``threshold`` points (or ``always``); never when ``steps`` is 0."""
+    if steps <= 0:
+        return False
+    if always:
+        return True
+    return prev_acc - acc > threshold
+
+
+# -------------------------------------------------------------------------------------------------- one step
+
+
+def next_candidate(
+    net: DynamicNet,
+    spec: SubnetSpec,
+    units: list[Unit],
+    importance: torch.Tensor,
+    *,
+    target_macs: float,
+    name: str,
+    cfg: SearchConfig,
+) -> tuple[SubnetSpec, int]:
+    """Reorder the ranked units within ``spec``'s prefix (most important first) and remove tail units of lowest
+    importance until the MACs fall to ``target_macs`` or below.
+
+    Returns:
+        The new candidate (nested in ``spec``) and the number of units removed (0: nothing could be removed).
+    """
+    if len(importance) != len(units):
+        raise ValueError(f"{len(importance)} scores for {len(units)} units")
+    widths = dict(net.widths(spec))
+    by_group: dict[str, list[tuple[float, Unit]]] = {}
+    for u, s in zip(units, importance.tolist(), strict=True):
+        by_group.setdefault(u.group, []).append((float(s), u))
+    order: dict[str, list[int]] = {}
+    queues: dict[str, list[tuple[float, int]]] = {}  # tail first: (importance, size)
+    for g, items in by_group.items():
+        items.sort(key=lambda t: t[1].start)
+        full_units = [t for t in items if t[1].size == items[0][1].size]
+        partial = [t for t in items if t[1].size != items[0][1].size]
+        ranked = sorted(full_units, key=lambda t: (-t[0], t[1].start)) + partial
+        perm = [c for _, u in ranked for c in range(u.start, u.stop)]
+        perm += list(range(widths[g], net.group(g).channels))
+        if perm != list(range(len(perm))):
+            order[g] = perm
+        queues[g] = [(s, u.size) for s, u in reversed(ranked)]
+    if order:
+        net.reorder(order)
+    floor = {g: min_keep(net.group(g).channels, unit_size(net.group(g).channels, cfg.group_size, cfg.min_units),
+                         cfg.min_width) for g in queues}  # fmt: skip
+    group_rank = {g.name: i for i, g in enumerate(net.prunable_groups)}
+    macs = net.macs(spec)
+    removed = 0
+    while macs > target_macs:
+        options = [(q[0][0], group_rank[g], g) for g, q in queues.items() if q and widths[g] - q[0][1] >= floor[g]]
+        if not options:
+            break
+        _, _, g = min(options)
+        _, size = queues[g].pop(0)
+        widths[g] -= size
+        removed += 1
+        macs = net.spec({k: v for k, v in widths.items() if k in group_rank}).macs
+    new = net.spec({k: v for k, v in widths.items() if k in group_rank}, name=name)
+    return new, removed
+
+
+# -------------------------------------------------------------------------------------------------- the search
+
+
+Checkpoint = Callable[[SearchState, "torch.optim.Optimizer | None"], None]
+
+
+def _evaluate_candidate(net: DynamicNet, spec: SubnetSpec, data: Dataset, cfg: SearchConfig, calib: list,
+                        meter: ComputeMeter | None) -> float:  # fmt: skip
+    calibrate(net, [spec], calib, meter)
+    return evaluate(net, spec, data.x_val, data.y_val, cfg.eval_batch_size, meter)
+
+
+def final_epochs_for_budget(specs: Sequence[SubnetSpec], data: Dataset, cfg: SearchConfig,
+                            meter: ComputeMeter) -> int:  # fmt: skip
+    """Whole epochs of the final joint fine-tune that fit in ``cfg.budget_macs`` minus what the search spent
+    (training MACs plus ranking forwards), at least one. Rounded down: the search never gets more than its budget
+    except for that one epoch."""
+    assert cfg.budget_macs is not None
+    spent = meter.train_macs + meter.by_phase.get("rank", 0)
+    sampler = sandwich_sampler(specs, cfg.sampled_subnets, cfg.seed, phase="finetune")
+    steps = steps_per_epoch(data, cfg.batch_size)
+    per_epoch = sum(3 * cfg.batch_size * sum(s.macs for s in sampler(t)) for t in range(steps))
+    epochs = max(1, int((cfg.budget_macs - spent) // per_epoch))
+    log.info("budget %.3g MACs, search spent %.3g: final fine-tune %d epochs of %.3g MACs", cfg.budget_macs, spent,
+             epochs, per_epoch)  # fmt: skip
+    return epochs
+
+
+def progressive_search(
+    net: DynamicNet,
+    data: Dataset,
+    cfg: SearchConfig,
+    progress: Progress | None = None,
+    meter: ComputeMeter | None = None,
+    *,
+    state: SearchState | None = None,
+    optimizer_state: dict[str, Any] | None = None,
+    checkpoint: Checkpoint | None = None,
+    forward: torch.nn.Module | None = None,
+    batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> tuple[list[SubnetSpec], SearchReport]:
+    """Search, re-select and jointly fine-tune ``cfg.subnets`` nested sub-nets of the (pre-trained) ``net``.
+
+    Args:
+        state: progress of an interrupted search to continue (``net`` must hold the weights saved with it).
+        optimizer_state: optimiser state of the interrupted final fine-tuning, if it was under way.
+        checkpoint: called with the state (and the fine-tuning optimiser) after every candidate, after the
+            re-selection and after every fine-tuning epoch.
+        forward: module called for training forwards (the DistributedDataParallel wrapper of ``net``).
+        batch_transform: per-batch transform of the fine-tunes (sharding across ranks, see
+            :mod:`slimrt.train.distributed`). Ranking, calibration and evaluation run on every rank unsharded
+            and deterministically, so every rank takes the same search decisions.
+
+    Returns:
+        The final sub-nets, largest first, with validation and test accuracy, and the search report.
+    """
+    if len(data.y_val) == 0:
+        raise ConfigError("progressive search needs a validation split (val_size > 0) to compare candidates")
+    meter = meter if meter is not None else ComputeMeter()
+    st = state if state is not None else SearchState()
+    save = checkpoint or (lambda s, o: None)
+    full_macs = net.macs()
+    calib = calibration_batches(data, cfg.calib_batches, cfg.batch_size, cfg.seed)
+    rank = get_ranking(cfg.ranking)
+    min_macs = cfg.min_macs * full_macs * (1 + 1e-9)
+    n_steps = max(1, math.ceil((1 - cfg.min_macs) / cfg.macs_step - 1e-9))
+    task = progress.add_task("search", total=n_steps + 1, completed=len(st.candidates), info="") if progress else None
+
+    if st.stage == "candidates":
+        if not st.candidates:
+            t0 = time.perf_counter()
+            full = net.full_spec("c00")
+            acc = _evaluate_candidate(net, full, data, cfg, calib, meter)
+            st.candidates.append(CandidateRecord(spec=full.with_accuracy(val=acc), macs_fraction=1.0, val_accuracy=acc))
+            st.add_time("evaluate", time.perf_counter() - t0)
+            save(st, None)
+            if progress is not None:
+                progress.update(task, advance=1, info=f"c00 {acc:.2f}%")
+        while st.candidates[-1].spec.macs > min_macs:
+            i = len(st.candidates)
+            cur = st.candidates[-1].spec
+            t0 = time.perf_counter()
+            units = group_units(net, cur, cfg.group_size, cfg.min_units)
+            ctx = RankContext(data=data, seed=cfg.seed, key=i, noise_steps=cfg.noise_steps, noise_lr=cfg.noise_lr,
+                              noise_reward=cfg.noise_reward, noise_init=cfg.noise_init,
+                              batch_size=cfg.noise_batch_size, meter=meter, progress=progress)  # fmt: skip
+            scores = rank(net, cur, units, ctx)
+            target = step_target(cur.macs, full_macs, cfg)
+            new, removed = next_candidate(net, cur, units, scores, target_macs=target, name=f"c{i:02d}", cfg=cfg)
+            st.add_time("rank", time.perf_counter() - t0)
+            if removed == 0:
+                log.warning("search stopped at %.1f%% MACs: no unit can be removed (min width reached)",
+                            100 * cur.macs / full_macs)
+                break
+            t0 = time.perf_counter()
+            acc = _evaluate_candidate(net, new, data, cfg, calib, meter)
+            st.add_time("evaluate", time.perf_counter() - t0)
+            prev = st.candidates[-1]
+            prev_acc = prev.val_after_finetune if prev.val_after_finetune is not None else prev.val_accuracy
+            rec = CandidateRecord(spec=new.with_accuracy(val=acc), macs_fraction=new.macs / full_macs,
+                                  val_accuracy=acc, removed_units=removed, version=st.version)  # fmt: skip
+            if needs_finetune(prev_acc, acc, cfg.threshold, cfg.finetune_always, cfg.finetune_steps):
+                t0 = time.perf_counter()
+                specs = [c.spec for c in st.candidates] + [new]
+                sampler = sandwich_sampler(specs, cfg.sampled_subnets, cfg.seed, phase=f"step-finetune-{i}")
+                train_steps(net, data, sampler, cfg.finetune_steps, cfg, progress, meter, lr=cfg.step_finetune_lr,
+                            phase=f"step-finetune-{i}", forward=forward, batch_transform=batch_transform)  # fmt: skip
+                st.finetunes += 1
+                st.version += 1
+                after = _evaluate_candidate(net, new, data, cfg, calib, meter)
+                rec = rec.model_copy(update={"finetuned": True, "val_after_finetune": after, "version": st.version})
+                st.add_time("step_finetune", time.perf_counter() - t0)
+                log.info("c%02d: %.2f%% -> fine-tuned %.2f%%", i, acc, after)
+            st.candidates.append(rec)
+            save(st, None)
+            if progress is not None:
+                shown = rec.val_after_finetune if rec.finetuned else acc
+                progress.update(task, advance=1, info=f"c{i:02d} {100 * rec.macs_fraction:.0f}% MACs {shown:.2f}%"
+                                + (" (fine-tuned)" if rec.finetuned else ""))  # fmt: skip
+
+        # Re-measure every candidate with the final search weights, then re-select.
+        t0 = time.perf_counter()
+        for j, c in enumerate(st.candidates):
+            if c.version == st.version and c.final_val_accuracy is None:
+                acc = c.val_after_finetune if c.finetuned else c.val_accuracy
+            else:
+                acc = _evaluate_candidate(net, c.spec, data, cfg, calib, meter)
+            st.candidates[j] = c.model_copy(update={"final_val_accuracy": acc})
+        st.add_time("evaluate", time.perf_counter() - t0)
+        macs = [c.spec.macs for c in st.candidates]
+        accs = [float(c.final_val_accuracy) for c in st.candidates]
+        picks = reselect(macs, accs, cfg.subnets, targets=cfg.macs_targets, full_macs=full_macs, pareto=cfg.reselect)
+        chosen = [st.candidates[i].spec for i in picks]
+        names = subnet_names([s.macs for s in chosen], full_macs)
+        st.selected = [s.name for s in chosen]
+        st.final_specs = [net.spec(s.widths, name=n) for s, n in zip(chosen, names, strict=True)]
+        st.stage = "finetune"
+        st.finetune_epoch = 0
+        if cfg.budget_macs is not None:
+            st.final_epochs = final_epochs_for_budget(st.final_specs, data, cfg, meter)
+        save(st, None)
+    if task is not None and progress is not None:
+        progress.remove_task(task)
+
+    if st.stage == "finetune":
+        t0 = time.perf_counter()
+        opt = make_optimizer(net, cfg.finetune_lr, cfg.momentum, cfg.weight_decay)
+        if optimizer_state is not None and st.finetune_epoch > 0:
+            opt.load_state_dict(optimizer_state)
+        sampler = sandwich_sampler(st.final_specs, cfg.sampled_subnets, cfg.seed, phase="finetune")
+
+        def epoch_done(epoch: int, o: torch.optim.Optimizer) -> None:
+            st.finetune_epoch = epoch + 1
+            st.add_time("final_finetune", time.perf_counter() - t_epoch[0])
+            t_epoch[0] = time.perf_counter()
+            save(st, o)
+
+        t_epoch = [t0]
+        epochs = cfg.epochs if st.final_epochs is None else st.final_epochs
+        if epochs > st.finetune_epoch:
+            train_epochs(net, data, sampler, epochs, cfg, progress, meter, lr=cfg.finetune_lr, phase="finetune",
+                         optimizer=opt, start_epoch=st.finetune_epoch, on_epoch_end=epoch_done, forward=forward,
+                         batch_transform=batch_transform)  # fmt: skip
+        st.stage = "done"
+
+    t0 = time.perf_counter()
+    keep = {s.name for s in st.final_specs}
+    for name in list(net.bn_stats):
+        if name not in keep:
+            del net.bn_stats[name]
+    final = evaluate_specs(net, st.final_specs, data, cfg, meter, progress, batches=calib)
+    st.add_time("final_evaluate", time.perf_counter() - t0)
+    for a, b in zip(final, final[1:], strict=False):
+        if not b.nested_in(a):
+            raise AssertionError(f"sub-net {b.name} is not nested in {a.name}")  # the construction guarantees it
+    report = SearchReport(
+        ranking=cfg.ranking, full_macs=full_macs, threshold=cfg.threshold, finetune_always=cfg.finetune_always,
+        reselect=cfg.reselect, candidates=st.candidates, finetunes=st.finetunes, selected=st.selected,
+        final_names=[s.name for s in final], compute=meter.state_dict(), timings=dict(st.timings),
+    )  # fmt: skip
+    return final, report
+
+
+@register_method
+class Progressive(TrainingMethod):
+    """``--method progressive``: :func:`progressive_search`, resumable after every candidate and fine-tuning epoch."""
+
+    name = "progressive"
+
+    def run(self, ctx: MethodContext) -> tuple[list[SubnetSpec], MethodReport]:
+        resume = ctx.resume
+        state = SearchState.from_dict(resume["search"]) if resume and resume.get("search") else None
+        opt_state = resume.get("optimizer") if resume and resume["phase"] == "search" else None
+
+        def checkpoint(st: SearchState, opt: torch.optim.Optimizer | None) -> None:
+            event = f"search-{len(st.candidates)}" if st.stage == "candidates" else f"{st.stage}-{st.finetune_epoch}"
+            ctx.checkpoint({"search": st.to_dict(), "optimizer": opt.state_dict() if opt is not None else None}, event)
+
+        return progressive_search(ctx.net, ctx.data, ctx.cfg, ctx.progress, ctx.meter, state=state,
+                                  optimizer_state=opt_state, checkpoint=checkpoint, forward=ctx.ddp.forward,
+                                  batch_transform=ctx.ddp.batch_transform)  # fmt: skip
