@@ -9,12 +9,12 @@
 Protocol (one run):
 1. Pre-train the full network once (``pretrain`` phase); every method starts from these weights (independent
    starts from scratch but gets the pre-training compute in its budget).
-2. Progressive search (``slimrt.train.search.progressive_search``) -> K nested sub-nets.
-3. US-Nets (``slimrt.train.usnet.train_usnet``) from the same pre-trained weights, evaluated at the uniform widths
-   whose MACs match the progressive sub-nets'. Budget: the progressive run's training MACs plus its ranking MACs
+2. Progressive search (``slimrt.train.methods.progressive.progressive_search``) -> K nested sub-nets.
+3. US-Nets (``slimrt.train.methods.usnet.train_usnet``) from the same pre-trained weights, evaluated at the uniform
+   widths whose MACs match the progressive sub-nets'. Budget: the progressive run's training MACs plus its ranking MACs
    (forward+backward through the network for the noise scales), so US-Nets gets at least as much compute.
-4. Independent (``slimrt.train.independent.train_independent``): each progressive architecture trained alone from
-   scratch; together they get the pre-training + progressive budget (equal steps per sub-net).
+4. Independent (``slimrt.train.methods.independent.train_independent``): each progressive architecture trained
+   alone from scratch; together they get the pre-training + progressive budget (equal steps per sub-net).
 Compute is counted in one unit for all methods: 3 x MACs per trained image (forward + backward), 1 x per forward.
 
 Writes ``benchmarks/results/accuracy-<arch>.json`` (+ ``.png``) or ``ablation-<arch>.json``; full mode adds a
@@ -60,21 +60,21 @@ ABLATIONS = {
 log = logging.getLogger("bench.accuracy")
 
 
-def _jsonable(obj: Any) -> Any:
+def jsonable(obj: Any) -> Any:
     if isinstance(obj, float) and (obj != obj or obj in (float("inf"), float("-inf"))):
         return str(obj)
     if isinstance(obj, dict):
-        return {str(k): _jsonable(v) for k, v in obj.items()}
+        return {str(k): jsonable(v) for k, v in obj.items()}
     if isinstance(obj, (list, tuple)):
-        return [_jsonable(v) for v in obj]
+        return [jsonable(v) for v in obj]
     return obj
 
 
-def _write_json(path: Path, payload: dict[str, Any]) -> None:
+def write_json(path: Path, payload: dict[str, Any]) -> None:
     from slimrt.io import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(_jsonable(payload), indent=2) + "\n")
+    atomic_write_text(path, json.dumps(jsonable(payload), indent=2) + "\n")
 
 
 def _rows(specs: list, report_rows: dict[str, dict] | None = None) -> list[dict[str, Any]]:
@@ -115,7 +115,7 @@ def summarize(prog: list[dict], us: list[dict], ind: list[dict]) -> dict[str, An
     }
 
 
-def _pretrain(cfg, data, progress, cache: Path | None):
+def pretrain_shared(cfg, data, progress, cache: Path | None):
     """The common pre-trained full network (loaded from ``cache`` when a matching file exists)."""
     import torch
 
@@ -149,7 +149,7 @@ def _pretrain(cfg, data, progress, cache: Path | None):
 
 def _progressive(cfg, data, pre, progress):
     from slimrt.train.loops import ComputeMeter
-    from slimrt.train.search import progressive_search
+    from slimrt.train.methods.progressive import progressive_search
 
     net = copy.deepcopy(pre)
     meter = ComputeMeter()
@@ -164,11 +164,11 @@ def _method_compute(meter, seconds: float) -> dict[str, Any]:
 
 
 def run_comparison(cfg, data, args, progress) -> dict[str, Any]:
-    from slimrt.train.independent import train_independent
     from slimrt.train.loops import ComputeMeter
-    from slimrt.train.usnet import train_usnet
+    from slimrt.train.methods.independent import train_independent
+    from slimrt.train.methods.usnet import train_usnet
 
-    pre, pre_meter, pre_seconds, pre_acc = _pretrain(cfg, data, progress, args.cache)
+    pre, pre_meter, pre_seconds, pre_acc = pretrain_shared(cfg, data, progress, args.cache)
     log.info("pre-trained full network: test %.2f%% (%.0f s)", pre_acc, pre_seconds)
 
     p_specs, p_report, p_meter, p_sec = _progressive(cfg, data, pre, progress)
@@ -244,7 +244,7 @@ def run_comparison(cfg, data, args, progress) -> dict[str, Any]:
 
 
 def run_ablation(cfg, data, args, progress) -> dict[str, Any]:
-    pre, pre_meter, pre_seconds, pre_acc = _pretrain(cfg, data, progress, args.cache)
+    pre, pre_meter, pre_seconds, pre_acc = pretrain_shared(cfg, data, progress, args.cache)
     rows = []
     for label, change in ABLATIONS.items():
         c = cfg.updated(**change) if change else cfg
@@ -394,16 +394,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.ablation:
         out = args.out_dir / f"ablation-{cfg.arch}{suffix}.json"
         payload["table"] = ablation_table(payload)
-        _write_json(out, payload)
+        write_json(out, payload)
         print(payload["table"])
     else:
         out = args.out_dir / f"accuracy-{cfg.arch}{suffix}.json"
         payload["table"] = comparison_table(payload)
-        _write_json(out, payload)
+        write_json(out, payload)
         png = out.with_suffix(".png")
         _plot(payload, png, f"{cfg.arch} on {data.name} ({payload['mode']} mode)")
         print(payload["table"])
-        print(json.dumps(_jsonable(payload["summary"]), indent=2))
+        print(json.dumps(jsonable(payload["summary"]), indent=2))
         print(f"plot: {png}")
     print(f"wrote {out} in {payload['wall_seconds']:.0f} s")
     return 0

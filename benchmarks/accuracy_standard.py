@@ -191,8 +191,8 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
 def usnet_budget_macs(cfg, data) -> int:
     """Training MACs of ``BUDGET_EPOCHS`` epochs of US-Nets sandwich training (the very steps a US-Nets run takes)."""
     from slimrt.train.loops import steps_per_epoch
+    from slimrt.train.methods.usnet import usnet_sampler
     from slimrt.train.trainer import build_net
-    from slimrt.train.usnet import usnet_sampler
 
     net = build_net(cfg.updated(method="usnet"), data)
     sampler = usnet_sampler(net, cfg.seed, cfg.sampled_subnets)
@@ -210,8 +210,8 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
                progress, force: bool = False) -> int:  # fmt: skip
     """One (method, seed) run through ``slimrt train``'s code path; writes ``<results>/<method>-seed<seed>.json``."""
     from slimrt.train.checkpoint import load_checkpoint
+    from slimrt.train.methods.base import evaluate_specs
     from slimrt.train.trainer import run_training
-    from slimrt.train.usnet import evaluate_specs
 
     out_file = results / f"{method}-seed{seed}.json"
     if out_file.exists() and not force:

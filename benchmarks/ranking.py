@@ -26,7 +26,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import RESULTS, _jsonable, _pretrain, _write_json, build_config  # noqa: E402
+from accuracy import RESULTS, build_config, jsonable, pretrain_shared, write_json  # noqa: E402
 
 TARGETS = (0.85, 0.7, 0.5, 0.3)
 log = logging.getLogger("bench.ranking")
@@ -35,8 +35,8 @@ log = logging.getLogger("bench.ranking")
 def one_shot(net, data, cfg, ranking: str, seed: int, calib, overrides: dict[str, Any]) -> dict[str, Any]:
     """Score the full network's units once with ``ranking``; prune to every target; recalibrate; validate."""
     from slimrt.train.loops import calibrate, evaluate
+    from slimrt.train.methods.progressive import group_units, next_candidate
     from slimrt.train.ranking import RankContext, get_ranking
-    from slimrt.train.search import group_units, next_candidate
 
     n = copy.deepcopy(net)
     full = n.full_spec()
@@ -80,7 +80,7 @@ def main(argv: list[str] | None = None) -> int:
                         seed=cfg.seed)  # fmt: skip
     t_start = time.perf_counter()
     with make_progress() as progress:
-        net, _, _, pre_acc = _pretrain(cfg, data, progress, args.cache)
+        net, _, _, pre_acc = pretrain_shared(cfg, data, progress, args.cache)
     calib = calibration_batches(data, cfg.calib_batches, cfg.batch_size, cfg.seed)
     variants = [("noise", "noise", {}), ("noise, 100 steps", "noise", {"noise_steps": 100}),
                 ("l1", "l1", {}), ("bn", "bn", {}), ("random", "random", {})]  # fmt: skip
@@ -106,7 +106,7 @@ def main(argv: list[str] | None = None) -> int:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "table": "\n".join(table),
     }  # fmt: skip
     out = args.out_dir / f"ranking-{cfg.arch}.json"
-    _write_json(out, _jsonable(result))
+    write_json(out, jsonable(result))
     print(result["table"])
     print(f"full network: {full_val:.2f}% validation; wrote {out}")
     return 0
