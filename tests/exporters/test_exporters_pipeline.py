@@ -27,7 +27,8 @@ from slimrt.train.data import load_dataset
 
 
 def _leftovers(parent: Path, name: str) -> list[str]:
-    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}."))
+    """Hidden leftovers of a killed export (the staging folder's sibling ``.lock`` file not counted)."""
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith(f".{name}.") and p.suffix != ".lock")
 
 
 def test_artifact_verifies_and_manifest_is_complete(exported_artifact, trained_model):
