@@ -191,6 +191,10 @@ def _real_inputs(ckpt: Checkpoint, options: ExportOptions) -> tuple[np.ndarray |
 def _progress(console: Console | None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from slimrt.progress import LogProgress, plain_progress_wanted
+
+    if console is not None and plain_progress_wanted(console):  # redirected output: periodic plain lines
+        return LogProgress(console=console)
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True, disable=console is None,

@@ -97,6 +97,9 @@ def train(
     out: Annotated[str | None, typer.Option(help="Where to write the checkpoint (default model.pt).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing checkpoint at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps each phase will run and a rough time "
+                                          "estimate (from a few timed steps), then stop without training.")]
+    = False,
 ) -> None:
     """Train nested sub-nets sharing one set of weights and write them to a checkpoint (model.pt)."""
     from rich.console import Console
@@ -119,6 +122,12 @@ def train(
         cfg = SearchConfig.from_toml(config, **overrides)
     else:
         cfg = SearchConfig.build({}, overrides, source="options")
+    if dry_run:
+        from slimrt.train.plan import plan_training
+
+        plan = plan_training(cfg)
+        typer.echo(plan.model_dump_json(indent=2) if json_out else "\n".join(plan.lines()))
+        return
     cfg.check_out()  # before importing torch's training stack or reading data
     from slimrt.train import distributed
 

@@ -89,7 +89,15 @@ def make_generator(seed: int, *keys: int | str) -> torch.Generator:
 
 
 def make_progress(disable: bool = False, console: Any = None) -> Progress:
-    """A rich progress display with bar, count, elapsed time, ETA and a free ``info`` field per task."""
+    """A rich progress display with bar, count, elapsed time, ETA and a free ``info`` field per task.
+
+    When ``console`` is not a terminal (output redirected to a log file) the bars would never draw: a
+    :class:`slimrt.progress.LogProgress` printing periodic plain lines takes their place.
+    """
+    from slimrt.progress import LogProgress, plain_progress_wanted
+
+    if not disable and plain_progress_wanted(console):
+        return LogProgress(console=console)
     return Progress(
         TextColumn("[bold]{task.description}"),
         BarColumn(),
