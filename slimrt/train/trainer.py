@@ -84,8 +84,11 @@ def build_net(cfg: SearchConfig, data: Dataset) -> DynamicNet:
     return net
 
 
-def load_init(net: DynamicNet, path: str | Path) -> None:
-    """Load trained full-network weights: a slimrt ``model.pt``, a ``{"state_dict": ...}`` file or a state dict."""
+def load_init(net: DynamicNet, path: str | Path, arch: str | None = None) -> None:
+    """Load trained full-network weights: a slimrt ``model.pt``, or a plain / wrapped ``state_dict`` (DDP prefixes
+    stripped); see :mod:`slimrt.train.state_dicts`."""
+    from slimrt.train.state_dicts import find_state_dict, load_state_dict_strict
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--init {path}: no such file")
@@ -95,16 +98,8 @@ def load_init(net: DynamicNet, path: str | Path) -> None:
         obj = _torch_load(path)  # weights_only=True; pickled code refused in one line, not torch's advice
     except CheckpointError as e:
         raise CheckpointError(f"--init {e}") from None
-    order = None
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        order = obj.get("channel_order")
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"--init {path} holds no state dict of tensors")
-    try:
-        net.model.load_state_dict(obj, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"--init {path} does not fit this architecture: {e}") from e
+    sd, order = find_state_dict(obj, f"--init {path}")
+    load_state_dict_strict(net.model, sd, f"--init {path}", f"--arch {arch}" if arch else "this architecture")
     if isinstance(order, Mapping):
         net.load_extra_state(channel_order={str(k): list(v) for k, v in order.items()})
     log.info("loaded full-network weights from %s", path)
@@ -243,7 +238,7 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     phase = resume["phase"] if resume else "pretrain"
     if phase == "pretrain":
         if cfg.init:
-            load_init(net, cfg.init)
+            load_init(net, cfg.init, cfg.arch)
         elif cfg.pretrain_epochs > 0 and cfg.method != "independent":
             start = int(resume.get("epoch", 0)) if resume else 0
             opt = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
