@@ -105,11 +105,12 @@ def plan_training(cfg: SearchConfig, measure_steps: int = 3) -> TrainPlan:
         measure_steps: full-network training steps to time (after one warm-up step); 0 skips the estimate.
     """
     from slimrt.train.data import load_dataset
+    from slimrt.train.imagefolder import image_options
     from slimrt.train.loops import steps_per_epoch
     from slimrt.train.trainer import build_net
 
     data = load_dataset(cfg.dataset, root=cfg.data_dir, val_size=cfg.val_size, limit_train=cfg.limit_train,
-                        seed=cfg.seed)  # fmt: skip
+                        seed=cfg.seed, image_options=image_options(cfg))  # fmt: skip
     net = build_net(cfg, data)
     spe = steps_per_epoch(data, cfg.batch_size)
     per_step = _time_full_steps(net, data, cfg, measure_steps) if len(data.y_train) >= cfg.batch_size else None

@@ -204,8 +204,10 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     t0 = time.perf_counter()
     cfg.check_out()  # before any work: a bad --out must not cost a whole training run
     info = distributed.init_distributed(cfg.device)  # no-op unless launched by torchrun
+    from slimrt.train.imagefolder import image_options
+
     data = load_dataset(cfg.dataset, root=cfg.data_dir, val_size=cfg.val_size, limit_train=cfg.limit_train,
-                        seed=cfg.seed)  # fmt: skip
+                        seed=cfg.seed, image_options=image_options(cfg))  # fmt: skip
     if len(data.y_train) < cfg.batch_size:
         raise ConfigError(f"{data.name} has {len(data.y_train)} training images, fewer than --batch-size "
                           f"{cfg.batch_size}")  # fmt: skip
@@ -270,7 +272,8 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
             cfg.out, net=net, arch=cfg.arch, arch_kwargs=kwargs, subnets=specs, input_shape=data.input_shape,
             mean=data.mean, std=data.std, dataset=data.name, config=cfg.model_dump(),
             extra={"method": cfg.method, "report": report_dict, "compute": meter.state_dict(), "timings": timings,
-                   "world_size": info.world_size},
+                   "world_size": info.world_size,
+                   **({"image_folder": data.preprocess} if data.preprocess else {})},
         )  # fmt: skip
         resume_path.unlink(missing_ok=True)
     distributed.barrier(info)
