@@ -122,10 +122,11 @@ def _scan(folder: Path, classes: Sequence[str] | None) -> tuple[list[Path], list
 
 
 def _open(path: Path) -> Any:
+    """The decoded image (closed file; ``mode`` and ``size`` stay readable)."""
     from PIL import Image
 
-    img = Image.open(path)
-    img.load()
+    with Image.open(path) as img:
+        img.load()
     return img
 
 
