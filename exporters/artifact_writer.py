@@ -171,13 +171,21 @@ def _check_target(target: Path, force: bool) -> None:
         )
 
 
+def _image_options(info: dict, ckpt: Checkpoint) -> dict:
+    from slimrt.train.imagefolder import image_options
+
+    return {**image_options(info), "crop_fraction": info.get("crop_fraction", 0.875), "mean": list(ckpt.mean),
+            "std": list(ckpt.std)}  # fmt: skip
+
+
 def _real_inputs(ckpt: Checkpoint, options: ExportOptions) -> tuple[np.ndarray | None, str]:
     if options.validation_samples == 0:
         return None, "random only (--validation-samples 0)"
     from slimrt.train.data import load_dataset
 
     try:
-        ds = load_dataset(ckpt.dataset, root=options.data)
+        image = ckpt.extra.get("image_folder")  # an image folder is decoded as it was for training
+        ds = load_dataset(ckpt.dataset, root=options.data, image_options=_image_options(image, ckpt) if image else None)
     except DataError as e:
         log.warning("validating on random inputs only: dataset %r unavailable (%s)", ckpt.dataset, e)
         return None, f"random only (dataset {ckpt.dataset!r} not found)"
@@ -191,6 +199,10 @@ def _real_inputs(ckpt: Checkpoint, options: ExportOptions) -> tuple[np.ndarray |
 def _progress(console: Console | None) -> Any:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+    from slimrt.progress import LogProgress, plain_progress_wanted
+
+    if console is not None and plain_progress_wanted(console):  # redirected output: periodic plain lines
+        return LogProgress(console=console)
     return Progress(
         TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
         console=console, transient=True, disable=console is None,

@@ -258,7 +258,14 @@ def _measure(runners: dict[str, Any], x: np.ndarray, prof: DeviceProfile, runs: 
 
     bound = f", at most {prof.duration_s:g}s" if prof.duration_s else ""
     desc = f"measuring {len(runners)} sub-nets: {prof.warmup} warm-up + {runs} timed rounds{bound}"
-    with Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
-                  transient=True) as bar:
+    from rich.console import Console
+
+    from slimrt.progress import LogProgress, plain_progress_wanted
+
+    err = Console(stderr=True)  # redirected output: periodic plain lines instead of a bar
+    bar: Progress = (LogProgress(console=err) if plain_progress_wanted(err) else
+                     Progress(SpinnerColumn(), TextColumn("{task.description}"), BarColumn(), TimeElapsedColumn(),
+                              transient=True))  # fmt: skip
+    with bar:
         bar.add_task(desc, total=None)
         return measure_latency(runners, x, **kwargs)

@@ -22,6 +22,17 @@ def _fractions(text: str | None) -> list[float] | None:
         raise ConfigError(f"--macs-targets takes comma-separated fractions such as 1,0.5,0.25, not {text!r}") from None
 
 
+def _floats(text: str | None, flag: str) -> list[float] | None:
+    if text is None:
+        return None
+    from slimrt.errors import ConfigError
+
+    try:
+        return [float(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"{flag} takes comma-separated numbers such as 0.485,0.456,0.406, not {text!r}") from None
+
+
 def _render(result: Any, console: Any) -> None:
     from rich.table import Table
 
@@ -63,7 +74,8 @@ def train(
     arch: Annotated[str | None, typer.Option(help="Model: registry name (resnet20, ...) or package.module:factory.")]
     = None,
     data: Annotated[str | None, typer.Option(
-        "--data", help="Dataset: fashion-mnist, a folder of Fashion-MNIST IDX files, synthetic, or an .npz path.")]
+        "--data", help="Dataset: fashion-mnist, a folder of Fashion-MNIST IDX files, a folder of class sub-folders "
+        "of images (optionally under train/ and val/), synthetic, or an .npz path.")]
     = None,
     data_dir: Annotated[str | None, typer.Option(hidden=True, help="Old spelling of --data DIR.")] = None,
     method: Annotated[str | None, typer.Option(help="progressive (default), usnet or independent.")] = None,
@@ -89,6 +101,15 @@ def train(
     limit_train: Annotated[int | None, typer.Option(help="Use only the first N training images (smoke runs).")]
     = None,
     val_size: Annotated[int | None, typer.Option(help="Validation images carved from the training set.")] = None,
+    input_size: Annotated[int | None, typer.Option(help="Image folders: square input side (resize + center-crop).")]
+    = None,
+    grayscale: Annotated[bool | None, typer.Option("--grayscale/--rgb", help="Image folders: one or three channels "
+                                                   "(default: as the first image).")] = None,
+    mean: Annotated[str | None, typer.Option(help="Image folders: per-channel mean, e.g. 0.485,0.456,0.406 "
+                                             "(default: computed).")] = None,
+    std: Annotated[str | None, typer.Option(help="Image folders: per-channel std (default: computed).")] = None,
+    skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Image folders: skip unreadable images "
+                                                  "(counted) instead of stopping.")] = False,
     device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
     init: Annotated[str | None, typer.Option(help="Start from this trained full network (skips pre-training).")]
     = None,
@@ -97,6 +118,9 @@ def train(
     out: Annotated[str | None, typer.Option(help="Where to write the checkpoint (default model.pt).")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing checkpoint at --out.")] = False,
     json_out: Annotated[bool, typer.Option("--json", help="Print the result as JSON instead of tables.")] = False,
+    dry_run: Annotated[bool, typer.Option("--dry-run", help="Print the steps each phase will run and a rough time "
+                                          "estimate (from a few timed steps), then stop without training.")]
+    = False,
 ) -> None:
     """Train nested sub-nets sharing one set of weights and write them to a checkpoint (model.pt)."""
     from rich.console import Console
@@ -112,13 +136,21 @@ def train(
         "finetune_always": True if finetune_always else None, "ranking": ranking,
         "reselect": False if no_reselect else None, "distill": False if no_distill else None, "seed": seed,
         "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,
-        "val_size": val_size, "device": device, "init": init, "resume": True if resume else None, "out": out,
+        "val_size": val_size, "input_size": input_size, "grayscale": grayscale, "mean": _floats(mean, "--mean"),
+        "std": _floats(std, "--std"), "skip_bad_images": True if skip_bad_images else None,
+        "device": device, "init": init, "resume": True if resume else None, "out": out,
         "force": True if force else None,
     }  # fmt: skip
     if config is not None:
         cfg = SearchConfig.from_toml(config, **overrides)
     else:
         cfg = SearchConfig.build({}, overrides, source="options")
+    if dry_run:
+        from slimrt.train.plan import plan_training
+
+        plan = plan_training(cfg)
+        typer.echo(plan.model_dump_json(indent=2) if json_out else "\n".join(plan.lines()))
+        return
     cfg.check_out()  # before importing torch's training stack or reading data
     from slimrt.train import distributed
 

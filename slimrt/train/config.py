@@ -45,6 +45,14 @@ class SearchConfig(BaseModel):
     method: Method = "progressive"
     limit_train: int | None = Field(None, ge=1, description="use only the first N training images")
     val_size: int | None = Field(None, ge=1, description="validation images carved from the training set")
+    input_size: int | None = Field(None, ge=1, description="image folders: side of the square input (resize + "
+                                   "center-crop); None: the first image's shorter side, at most 224")
+    grayscale: bool | None = Field(None, description="image folders: one channel; None: as the first image is")
+    mean: list[float] | None = Field(None, description="image folders: per-channel mean of [0, 1] pixels; "
+                                     "None: computed from the training images")
+    std: list[float] | None = Field(None, description="image folders: per-channel std; None: computed")
+    skip_bad_images: bool = Field(False, description="image folders: skip unreadable images (counted) instead of "
+                                  "stopping")
 
     # --- optimisation
     pretrain_epochs: int = Field(30, ge=0, description="epochs of full-network pre-training")

@@ -9,6 +9,7 @@ fixed (not prunable).
 
 from __future__ import annotations
 
+import itertools
 import math
 import operator
 from dataclasses import dataclass, field
@@ -122,6 +123,7 @@ class _UnionFind:
         self.size: dict[str, int] = {}
         self.order: list[str] = []
         self.fixed: set[str] = set()
+        self.pieces: dict[str, list[str]] = {}  # a group split into consecutive pieces (see split)
 
     def new(self, name: str, size: int) -> str:
         base, i = name, 1
@@ -147,6 +149,30 @@ class _UnionFind:
         if self.order.index(rb) < self.order.index(ra):
             ra, rb = rb, ra
         self.parent[rb] = ra
+
+    def leaves(self, name: str) -> list[str]:
+        """``name`` itself, or the pieces it was split into (recursively), in channel order."""
+        if name not in self.pieces:
+            return [name]
+        return [leaf for p in self.pieces[name] for leaf in self.leaves(p)]
+
+    def split(self, name: str, sizes: list[int]) -> None:
+        """Split the group of leaf ``name`` into consecutive pieces of ``sizes``: every member of its class is split
+        alike and the k-th pieces of all members are united (they still shrink together, piece by piece)."""
+        root = self.find(name)
+        members = [m for m in self.order if m not in self.pieces and self.find(m) == root]
+        first: list[str] | None = None
+        for m in members:
+            start, mine = 0, []
+            for size in sizes:
+                mine.append(self.new(f"{m}[{start}:{start + size}]", size))
+                start += size
+            self.pieces[m] = mine
+            if first is None:
+                first = mine
+            else:
+                for a, b in zip(first, mine, strict=True):
+                    self.union(a, b)
 
 
 def _shape(node: fx.Node) -> tuple[int, ...] | None:
@@ -191,15 +217,37 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
     def single(name: str, size: int) -> Layout:
         return Layout((Segment(uf.new(name, size), size),))
 
+    def expand(layout: Layout) -> Layout:
+        """The layout with every split group replaced by its pieces."""
+        segs = tuple(Segment(g, uf.size[g]) for s in layout.segments for g in uf.leaves(s.group))
+        return Layout(segs, layout.repeat)
+
+    def refine(layout: Layout, cuts: set[int]) -> None:
+        """Split the groups of ``layout`` whose channel range a cut in ``cuts`` falls inside."""
+        start = 0
+        for seg in layout.segments:
+            inner = sorted(c - start for c in cuts if start < c < start + seg.size)
+            if inner:
+                bounds = [0, *inner, seg.size]
+                uf.split(seg.group, [b - a for a, b in zip(bounds, bounds[1:], strict=False)])
+            start += seg.size
+
     def unify(a: Layout, b: Layout, node: fx.Node) -> Layout:
-        if a.repeat != b.repeat or [s.size for s in a.segments] != [s.size for s in b.segments]:
+        a, b = expand(a), expand(b)
+        if a.repeat != b.repeat or a.channels != b.channels:
             raise err(node, f"op {node.target!r} combines tensors with different channel structure")
+        if [s.size for s in a.segments] != [s.size for s in b.segments]:
+            # e.g. cat([a(x), b(x)]) + proj(x): each concatenated part is tied to its slice of the other operand
+            cuts = {c for lo in (a, b) for c in itertools.accumulate(s.size for s in lo.segments)}
+            refine(a, cuts)
+            refine(b, cuts)
+            a, b = expand(a), expand(b)
         for sa, sb in zip(a.segments, b.segments, strict=True):
             uf.union(sa.group, sb.group)
         return a
 
     def fix(layout: Layout) -> None:
-        uf.fixed.update(s.group for s in layout.segments)
+        uf.fixed.update(s.group for s in expand(layout).segments)
 
     def check_channels(node: fx.Node, layout: Layout, expected: int) -> None:
         if layout.channels * layout.repeat != expected:
@@ -337,8 +385,10 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
 
     # Resolve raw segments to their union-find roots, build the groups.
     roots: dict[str, ChannelGroup] = {}
-    fixed_roots = {uf.find(g) for g in uf.fixed}
+    fixed_roots = {uf.find(leaf) for g in uf.fixed for leaf in uf.leaves(g)}
     for raw in uf.order:
+        if raw in uf.pieces:  # split: only its pieces are groups
+            continue
         r = uf.find(raw)
         if r not in roots:
             roots[r] = ChannelGroup(r, uf.size[r], r not in fixed_roots)
@@ -346,7 +396,7 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
     def resolve(layout: Layout | None) -> Layout | None:
         if layout is None:
             return None
-        return Layout(tuple(Segment(uf.find(s.group), s.size) for s in layout.segments), layout.repeat)
+        return Layout(tuple(Segment(uf.find(s.group), s.size) for s in expand(layout).segments), layout.repeat)
 
     for info in layers.values():
         info.in_layout = resolve(info.in_layout)

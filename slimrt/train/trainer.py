@@ -85,8 +85,11 @@ def build_net(cfg: SearchConfig, data: Dataset) -> DynamicNet:
     return net
 
 
-def load_init(net: DynamicNet, path: str | Path) -> None:
-    """Load trained full-network weights: a slimrt ``model.pt``, a ``{"state_dict": ...}`` file or a state dict."""
+def load_init(net: DynamicNet, path: str | Path, arch: str | None = None) -> None:
+    """Load trained full-network weights: a slimrt ``model.pt``, or a plain / wrapped ``state_dict`` (DDP prefixes
+    stripped); see :mod:`slimrt.train.state_dicts`."""
+    from slimrt.train.state_dicts import find_state_dict, load_state_dict_strict
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"--init {path}: no such file")
@@ -96,16 +99,8 @@ def load_init(net: DynamicNet, path: str | Path) -> None:
         obj = _torch_load(path)  # weights_only=True; pickled code refused in one line, not torch's advice
     except CheckpointError as e:
         raise CheckpointError(f"--init {e}") from None
-    order = None
-    if isinstance(obj, Mapping) and "state_dict" in obj:
-        order = obj.get("channel_order")
-        obj = obj["state_dict"]
-    if not isinstance(obj, Mapping) or not all(isinstance(v, torch.Tensor) for v in obj.values()):
-        raise CheckpointError(f"--init {path} holds no state dict of tensors")
-    try:
-        net.model.load_state_dict(obj, strict=True)
-    except RuntimeError as e:
-        raise CheckpointError(f"--init {path} does not fit this architecture: {e}") from e
+    sd, order = find_state_dict(obj, f"--init {path}")
+    load_state_dict_strict(net.model, sd, f"--init {path}", f"--arch {arch}" if arch else "this architecture")
     if isinstance(order, Mapping):
         net.load_extra_state(channel_order={str(k): list(v) for k, v in order.items()})
     log.info("loaded full-network weights from %s", path)
@@ -175,8 +170,10 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     t0 = time.perf_counter()
     cfg.check_out()  # before any work: a bad --out must not cost a whole training run
     info = distributed.init_distributed(cfg.device)  # no-op unless launched by torchrun
+    from slimrt.train.imagefolder import image_options
+
     data = load_dataset(cfg.dataset, root=cfg.data_dir, val_size=cfg.val_size, limit_train=cfg.limit_train,
-                        seed=cfg.seed)  # fmt: skip
+                        seed=cfg.seed, image_options=image_options(cfg))  # fmt: skip
     if len(data.y_train) < cfg.batch_size:
         raise ConfigError(f"{data.name} has {len(data.y_train)} training images, fewer than --batch-size "
                           f"{cfg.batch_size}")  # fmt: skip
@@ -210,7 +207,7 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
     phase = resume["phase"] if resume else "pretrain"
     if phase == "pretrain":
         if cfg.init:
-            load_init(net, cfg.init)
+            load_init(net, cfg.init, cfg.arch)
         elif cfg.pretrain_epochs > 0 and method.pretrain:
             start = int(resume.get("epoch", 0)) if resume else 0
             opt = make_optimizer(net, cfg.lr, cfg.momentum, cfg.weight_decay)
@@ -245,7 +242,8 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
             cfg.out, net=net, arch=cfg.arch, arch_kwargs=kwargs, subnets=specs, input_shape=data.input_shape,
             mean=data.mean, std=data.std, dataset=data.name, config=cfg.model_dump(),
             extra={"method": cfg.method, "report": report_dict, "compute": meter.state_dict(), "timings": timings,
-                   "world_size": info.world_size},
+                   "world_size": info.world_size,
+                   **({"image_folder": data.preprocess} if data.preprocess else {})},
         )  # fmt: skip
         resume_path.unlink(missing_ok=True)
     distributed.barrier(info)

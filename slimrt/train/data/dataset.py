@@ -13,6 +13,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -23,11 +24,13 @@ from slimrt.train.data.sources import (
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
     HOW_TO_GET,
+    _search,
     find_fashion_mnist,
     load_npz,
     make_synthetic,
     read_fashion_mnist,
 )
+from slimrt.train.imagefolder import is_image_folder, load_image_folder, normalization
 
 __all__ = ["Dataset", "load_dataset"]
 
@@ -51,6 +54,7 @@ class Dataset:
     std: tuple[float, ...]
     input_shape: tuple[int, int, int]
     num_classes: int
+    preprocess: dict[str, Any] | None = None  # image folders: how files became tensors (slimrt.train.imagefolder)
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -106,6 +110,7 @@ def load_dataset(
     val_size: int | None = None,
     limit_train: int | None = None,
     seed: int = 0,
+    image_options: dict[str, Any] | None = None,
 ) -> Dataset:
     """Load a dataset as normalized in-memory tensors with a validation split carved from the training set.
 
@@ -116,17 +121,26 @@ def load_dataset(
         val_size: validation images taken from the training set; None: 5000 for Fashion-MNIST, 10% otherwise.
         limit_train: keep only the first N training images (after the validation split).
         seed: seed of the validation split (and of the synthetic data).
+        image_options: for a folder of class sub-folders of images, fields of
+            :class:`~slimrt.train.imagefolder.ImageFolderOptions` (``input_size``, ``grayscale``, ``mean``, ...).
 
     Raises:
         DataError: unknown name, files missing or unreadable, or split sizes that do not fit.
     """
     synth = _SYNTHETIC.match(name)
     folder = Path(name).expanduser()
-    if folder.is_dir():  # `--data DIR`: a folder of Fashion-MNIST IDX files
+    image_info = None
+    if folder.is_dir() and _search(folder)[0] is None and is_image_folder(folder):  # class folders of images
+        x_tr, y_tr, x_te, y_te, image_info = load_image_folder(folder, image_options, seed)
+        mean, std = None, None
+        label, default_val = str(folder.resolve()), None
+    elif folder.is_dir():  # `--data DIR`: a folder of Fashion-MNIST IDX files
         name, root = "fashion-mnist", folder
     elif "/" in name and not name.endswith(".npz"):
         raise DataError(f"dataset folder {folder} does not exist. {HOW_TO_GET}")
-    if name.lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
+    if image_info is not None:
+        pass
+    elif name.lower() in ("fashion-mnist", "fashion_mnist", "fashionmnist"):
         x_tr, y_tr, x_te, y_te = read_fashion_mnist(find_fashion_mnist(root))
         x_tr, x_te = x_tr[:, None], x_te[:, None]
         mean, std = FASHION_MNIST_MEAN, FASHION_MNIST_STD
@@ -161,6 +175,8 @@ def load_dataset(
 
     x_tr_t = _unit_tensor(x_tr)
     x_te_t = _unit_tensor(x_te)
+    if image_info is not None:
+        mean, std = normalization(x_tr_t, image_info)
     if mean is None or std is None:
         mean = tuple(float(v) for v in x_tr_t.mean(dim=(0, 2, 3)))
         std = tuple(max(float(v), 1e-6) for v in x_tr_t.std(dim=(0, 2, 3)))
@@ -184,7 +200,9 @@ def load_dataset(
         mean=tuple(mean),
         std=tuple(std),
         input_shape=tuple(int(v) for v in x_tr_t.shape[1:]),  # type: ignore[arg-type]
-        num_classes=int(max(int(y_tr_t.max()), int(y_te_t.max()) if len(y_te_t) else 0) + 1),
+        num_classes=len(image_info["classes"]) if image_info is not None
+        else int(max(int(y_tr_t.max()), int(y_te_t.max()) if len(y_te_t) else 0) + 1),
+        preprocess=image_info,
     )
     log.info("loaded %s", ds.describe())
     return ds
