@@ -123,7 +123,7 @@ def open_runners(
         device: "cpu", "cuda" or "jetson".
         backend: "auto" or a registered backend name (see :func:`resolve_backend`).
         threads: intra-op CPU threads per runner (None: the backend's default).
-        extra: backend switches passed to every runner, e.g. ``{"threading": "spinstop"}`` for ONNX Runtime.
+        extra: backend switches passed to every runner, e.g. ``{"threading": "nospin"}`` for ONNX Runtime.
 
     Raises:
         BackendUnavailableError, ArtifactError, ConfigError: as :func:`resolve_backend`; a runner that fails to

@@ -6,17 +6,17 @@ per sub-net in one process, calls that alternate between sessions fight the idle
 the cores, and ran 1.5-2x slower than repeated calls on one session (2 cores, ONNX Runtime 1.32). Three designs
 remove that penalty:
 
-* ``"nospin"``: per-session pools with ``session.intra_op.allow_spinning=0``. Local to our sessions, so nothing
-  else in the process changes; but every parallel section of every op then wakes its workers through the OS, which
-  cost about 26% at batch 1 against a default session on a quiet 2-core machine (issue 15: 734 vs 567 us p50).
-* ``"spinstop"`` (the default): per-session pools that spin *during* a run (ONNX Runtime's default, so the
-  steady-state kernels run as in a default session) with ``session.force_spinning_stop=1``: the workers stop
-  spinning as soon as a run returns, so an idle sub-net's session cannot steal cores from the next call on another
-  one. The only cost against a default session is one worker wake-up at the start of each run. Options weighed
-  (issue 15): spinning on for the active session only is not possible without reopening sessions (spinning is
-  fixed when a session is created); a short spin after each run (``session.intra_op.spin_duration_us``) still
-  overlaps the next call after a switch; the global pool breaks the host app's own sessions (below). Measure with
-  ``benchmarks/runtime.py --sections threading`` (every mode against a default ``InferenceSession``).
+* ``"nospin"`` (the default): per-session pools with ``session.intra_op.allow_spinning=0``. Local to our
+  sessions, so nothing else in the process changes; but every parallel section of every op then wakes its workers
+  through the OS, which cost about 26% at batch 1 against a default session on a quiet 2-core machine (issue 15:
+  734 vs 567 us p50).
+* ``"spinstop"`` (opt-in, experimental): per-session pools that spin *during* a run (ONNX Runtime's default) with
+  ``session.force_spinning_stop=1``, meant to keep the steady-state speed of spinning without idle sessions
+  spinning after their run. Measured (issue 15, loaded 2-core machine, ``benchmarks/runtime.py --sections
+  threading``): steady calls as fast as nospin, but calls alternating between sessions 2.5-10x slower than steady,
+  in every round: not the default until understood and re-measured on a quiet machine.
+  Other options weighed: spinning on for the active session only is not possible without a second session per
+  sub-net (spinning is fixed when a session is created); the global pool breaks the host app's own sessions (below).
 * ``"global"``: one process-wide pool (``onnxruntime.set_global_thread_pool_sizes`` +
   ``use_per_session_threads=False``). Verified here with 1.32: once the global pool exists, *every* later
   session of the process must also opt out of per-session threads, so an app's own plain
@@ -46,7 +46,7 @@ log = logging.getLogger(__name__)
 
 ThreadingMode = Literal["spinstop", "nospin", "global", "spin"]
 THREADING_MODES: tuple[str, ...] = ("spinstop", "nospin", "global", "spin")
-DEFAULT_THREADING: ThreadingMode = "spinstop"
+DEFAULT_THREADING: ThreadingMode = "nospin"
 
 _GPU_HINT = "install onnxruntime-gpu (pip install 'slimrt[gpu]', replacing onnxruntime)"
 _global_lock = threading.Lock()

@@ -141,7 +141,7 @@ class SlimRuntime:
         adapt_config: knobs of the online adaptation.
         measure_runs: timed rounds when measuring at load (bounded by ``measure_seconds``).
         measure_seconds: time limit of the measurement at load.
-        backend_options: backend switches, e.g. ``{"threading": "spinstop"}`` for ONNX Runtime.
+        backend_options: backend switches, e.g. ``{"threading": "nospin"}`` for ONNX Runtime.
     """
 
     def __init__(
