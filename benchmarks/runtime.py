@@ -1,4 +1,5 @@
-"""Runtime benchmark (issue 5): overhead, switch cost, ONNX Runtime threading, adherence under contention, memory.
+"""Runtime benchmark (issues 5, 15): overhead against a default ONNX Runtime session (steady and switching), switch
+cost, ONNX Runtime threading modes, adherence under ramps of busy processes (benchmarks/_adherence.py), memory.
 
 Usage::
 
@@ -7,7 +8,8 @@ Usage::
                                                                      # written to a temp file unless --out is given)
     python benchmarks/runtime.py --sections overhead,threading --quick
 
-Not a unit test: it measures and records; goals are evaluated into the JSON, never asserted.
+Not a unit test: it measures and records; goals are evaluated into the JSON, never asserted. The machine's load
+average is recorded before and after: numbers taken on a loaded machine say so.
 """
 
 from __future__ import annotations
@@ -15,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import math
-import multiprocessing as mp
 import os
 import platform
 import sys
@@ -26,12 +27,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from _adherence import bench_adherence_ramps
 from _common import command_line, median_us, rss_bytes, run_json_worker, write_results
 from _common import random_input as _input
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "switch", "threading", "adherence", "memory")
-MODES = ("spin", "nospin", "global")
+SECTIONS = ("overhead", "vs_default", "switch", "threading", "adherence", "memory")
+MODES = ("spin", "spinstop", "nospin", "global")
 
 
 def _clock() -> int:
@@ -53,6 +55,16 @@ def _bare_session(path: Path, threads: int | None) -> Any:
 
     return ort.InferenceSession(str(path), session_options(threads, DEFAULT_THREADING),
                                 providers=["CPUExecutionProvider"])
+
+
+def _default_session(path: Path, threads: int | None) -> Any:
+    """What a user replaces with slimrt: a default InferenceSession (only the thread count set, if asked)."""
+    import onnxruntime as ort
+
+    so = ort.SessionOptions()
+    if threads is not None:
+        so.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
 
 
 # ----------------------------------------------------------------------------------------- overhead
@@ -99,6 +111,72 @@ def bench_overhead(root: Path, threads: int | None, quick: bool) -> dict[str, An
                 "subnet": name, "calls": n, "rt_median_us": rt_us, "bare_median_us": bare_us,
                 "ratio": rt_us / bare_us, "added_us_median_paired": added,
                 "goal_met": rt_us / bare_us <= 1.03 or added < 15.0,
+            }
+    return out
+
+
+# ----------------------------------------------------------------------------------------- vs a default session
+
+
+def bench_vs_default(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
+    """rt(x) on the largest sub-net vs a *default* InferenceSession on the same file (issue 15), in blocks of 10
+    calls interleaved (block-wise, so neither side's idle workers sit in the other's timing): steady calls, and the
+    switch patterns where the runtime alternates between the largest and the smallest sub-net every call or every
+    10 calls (budget changes; only the calls on the largest sub-net are compared)."""
+    from slimrt import SlimRuntime
+    from slimrt.artifact import resolve_inside
+
+    out: dict[str, Any] = {}
+    with SlimRuntime(root, budget_ms=1e6, threads=threads, measure_runs=20, measure_seconds=2.0) as rt, \
+            warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        m = rt.manifest
+        big = rt.subnets[0]
+        small = min(rt.subnets, key=lambda s: s.latency.p95_ms)
+        ref = _default_session(resolve_inside(root, m.subnet(big.name).onnx.path), threads)
+        outs, iname = [m.output.name], m.input.name
+        batches = [1, 32] if m.dynamic_batch else [rt.batch_size]
+        for b in batches:
+            x = _input(m, b)
+            feeds = {iname: x}
+            per_call_ms = max(big.latency.p50_ms * b, 0.01)
+            blocks = int(min(150 if not quick else 40, max(6, (4.0 if not quick else 1.5) * 1e3 / per_call_ms / 40)))
+            timed: dict[str, list[int]] = {"default": [], "steady": [], "alternate_1": [], "alternate_10": []}
+            for _ in range(3):
+                ref.run(outs, feeds)
+                rt(x)
+            b_big, b_small = 1e6, small.latency.p95_ms
+
+            def call_rt(budget: float, x: np.ndarray = x) -> int:
+                rt.budget_ms = budget
+                t0 = _clock()
+                rt(x)
+                return _clock() - t0
+
+            for _ in range(blocks):  # one block of each kind per round: drift hits every kind alike
+                for j in range(10):
+                    t0 = _clock()
+                    ref.run(outs, feeds)
+                    if j >= 2:
+                        timed["default"].append(_clock() - t0)
+                for j in range(10):
+                    dt = call_rt(b_big)
+                    if j >= 2:
+                        timed["steady"].append(dt)
+                for _ in range(10):  # big, small, big, small ...: the big calls are timed
+                    timed["alternate_1"].append(call_rt(b_big))
+                    call_rt(b_small)
+                for _ in range(10):  # 10 on the small sub-net, then 10 on the big one (all timed)
+                    call_rt(b_small)
+                timed["alternate_10"] += [call_rt(b_big) for _ in range(10)]
+            med = {k: median_us(v) for k, v in timed.items()}
+            out[f"batch_{b}"] = {
+                "subnet": big.name, "blocks": blocks, "median_us": med,
+                "ratio_steady": med["steady"] / med["default"],
+                "ratio_alternate_every_call": med["alternate_1"] / med["default"],
+                "ratio_alternate_every_10": med["alternate_10"] / med["default"],
+                "goal_steady_met": med["steady"] / med["default"] <= 1.03,
+                "goal_alternate_met": med["alternate_1"] / med["default"] <= 1.15,
             }
     return out
 
@@ -260,6 +338,7 @@ def bench_threading(root: Path, threads: int | None, quick: bool) -> dict[str, A
     for mode in MODES:
         s = summary[mode]
         s["alternating_vs_spin_steady"] = {n: s["alternating_us"][n] / spin_steady[n] for n in names}
+        s["steady_vs_spin_steady"] = {n: s["steady_us"][n] / spin_steady[n] for n in names}  # spin = ORT default
         s["mean_alternating_vs_spin_steady"] = float(np.mean(list(s["alternating_vs_spin_steady"].values())))
     return {"rounds": rounds, "threads": threads, "modes": summary, "raw": runs,
             "chosen": _chosen_mode(), "note": "alternating = round-robin over every sub-net's session (what "
@@ -270,129 +349,6 @@ def _chosen_mode() -> str:
     from slimrt.backends.onnxrt import DEFAULT_THREADING
 
     return DEFAULT_THREADING
-
-
-# ----------------------------------------------------------------------------------------- adherence
-
-
-def _busy(stop: Any) -> None:
-    x = 0
-    while not stop.is_set():
-        for _ in range(100000):
-            x += 1
-
-
-class BackgroundLoad:
-    """``procs`` busy-looping processes, switched on and off."""
-
-    def __init__(self, procs: int) -> None:
-        self.procs = procs
-        self.ctx = mp.get_context("spawn")
-        self.stop = self.ctx.Event()
-        self.workers: list[Any] = []
-
-    def on(self) -> None:
-        if self.workers:
-            return
-        self.stop.clear()
-        self.workers = [self.ctx.Process(target=_busy, args=(self.stop,), daemon=True) for _ in range(self.procs)]
-        for w in self.workers:
-            w.start()
-        time.sleep(0.05)
-
-    def off(self) -> None:
-        self.stop.set()
-        for w in self.workers:
-            w.join(timeout=5)
-            if w.is_alive():
-                w.terminate()
-        self.workers = []
-
-
-def bench_adherence(root: Path, threads: int | None, quick: bool, procs: int, budget_ms: float | None
-                    ) -> dict[str, Any]:
-    """Fixed budget while background load switches on/off: adaptive vs static vs smallest vs oracle."""
-    from slimrt import SlimRuntime
-    from slimrt.artifact import verify_artifact
-    from slimrt.backends import open_runners
-    from slimrt.runtime import Candidate, measure_latency, select
-
-    phase_s = 1.5 if quick else 2.0
-    phases = [False, True, False, True, True, False, True, False] if not quick else [False, True, False, True]
-    load = BackgroundLoad(procs)
-    manifest = verify_artifact(root)
-    subs = manifest.subnets
-    b0 = manifest.input.shape[0]
-    x = _input(manifest, b0 if isinstance(b0, int) and not manifest.dynamic_batch else 1)  # SlimRuntime's batch
-    with open_runners(root, manifest, "cpu", threads=threads) as opened:  # the runners SlimRuntime serves with
-        idle = measure_latency(opened.runners, x, warmup=5, runs=200, duration_s=2.0)
-        load.on()
-        try:
-            loaded = measure_latency(opened.runners, x, warmup=5, runs=200, duration_s=2.0)
-        finally:
-            load.off()
-    # the runtime's ranking: test accuracy, else validation accuracy, else MACs
-    acc = {s.name: next((float(a) for a in (s.test_accuracy, s.val_accuracy) if a is not None), float(s.macs))
-           for s in subs}
-    if budget_ms is None:
-        budget_ms = idle[subs[0].name].p95_ms * 1.15  # the full sub-net fits when idle, not under load
-    cands_idle = [Candidate(s.name, acc[s.name], idle[s.name]) for s in subs]
-    cands_loaded = [Candidate(s.name, acc[s.name], loaded[s.name]) for s in subs]
-    oracle_pick = {False: select(cands_idle, budget_ms, 0.95).name, True: select(cands_loaded, budget_ms, 0.95).name}
-    smallest = min(subs, key=lambda s: s.macs).name
-    period_s = max(2 * budget_ms / 1e3, budget_ms / 1e3 + 0.001)
-    results: dict[str, Any] = {}
-    for strategy in ("adaptive", "static", "smallest", "oracle"):
-        with SlimRuntime(root, budget_ms=budget_ms, threads=threads, adapt=strategy == "adaptive",
-                         measure_runs=60, measure_seconds=3.0) as rt, warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            infer = {s.name: rt.runner(s.name).infer for s in subs}
-            served: list[str] = []
-            lat_ms: list[float] = []
-            per_phase: list[dict[str, Any]] = []
-            for loaded_now in phases:
-                (load.on if loaded_now else load.off)()
-                end = time.perf_counter() + phase_s
-                n0 = len(served)
-                while time.perf_counter() < end:
-                    t0 = time.perf_counter()
-                    if strategy in ("adaptive", "static"):
-                        name = rt.active_name  # single caller: the sub-net this call runs on
-                        rt(x)
-                    else:
-                        name = smallest if strategy == "smallest" else oracle_pick[loaded_now]
-                        infer[name](x)
-                    dt = time.perf_counter() - t0
-                    served.append(name)
-                    lat_ms.append(dt * 1e3)
-                    rest = period_s - (time.perf_counter() - t0)
-                    if rest > 0:
-                        time.sleep(rest)
-                seg = lat_ms[n0:]
-                per_phase.append({"loaded": loaded_now, "calls": len(seg),
-                                  "within_budget": float(np.mean(np.asarray(seg) <= budget_ms)) if seg else None,
-                                  "served": {n: served[n0:].count(n) for n in dict.fromkeys(served[n0:])}})
-            load.off()
-            arr = np.asarray(lat_ms)
-            results[strategy] = {
-                "calls": len(served), "within_budget": float(np.mean(arr <= budget_ms)),
-                "mean_accuracy": float(np.mean([acc[n] for n in served])),
-                "served": {n: served.count(n) for n in acc if served.count(n)},
-                "p50_ms": float(np.median(arr)), "p99_ms": float(np.quantile(arr, 0.99)),
-                "switches": rt.stats().switches if strategy == "adaptive" else None,
-                "phases": per_phase,
-            }
-    a, o = results["adaptive"], results["oracle"]
-    return {
-        "budget_ms": budget_ms, "load_procs": procs, "phase_s": phase_s, "phases": phases, "period_ms": period_s * 1e3,
-        "idle_p95_ms": {k: v.p95_ms for k, v in idle.items()},
-        "loaded_p95_ms": {k: v.p95_ms for k, v in loaded.items()},
-        "oracle_pick": {"idle": oracle_pick[False], "loaded": oracle_pick[True]},
-        "strategies": results,
-        "goal_within_budget_met": a["within_budget"] >= 0.99,
-        "goal_accuracy_vs_oracle": a["mean_accuracy"] / o["mean_accuracy"],
-        "goal_accuracy_met": a["mean_accuracy"] >= 0.99 * o["mean_accuracy"],
-    }
 
 
 # ----------------------------------------------------------------------------------------- memory
@@ -406,12 +362,13 @@ def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
     m = load_manifest(root, verify=False)
     x = _input(m, 1)
     base = rss_bytes()
-    if which == "all":
+    if which in ("all", "all_thread_variants"):
         from slimrt import SlimRuntime
 
-        rt = SlimRuntime(root, budget_ms=1e6, threads=threads, measure_runs=5, measure_seconds=0.5)
-        for s in rt.subnets:
-            rt.runner(s.name).infer(x)
+        counts = threads if which == "all" else ((threads, 1) if threads != 1 else (1, 2))
+        rt = SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=5, measure_seconds=0.5)
+        for s in rt.variants:
+            rt.runner(s.name, s.threads).infer(x)
     else:
         from slimrt.artifact import resolve_inside
 
@@ -441,7 +398,7 @@ def _weight_bytes(root: Path) -> dict[str, Any]:
 
 def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
     res = {}
-    for which in ("full", "all_bare", "all"):
+    for which in ("full", "all_bare", "all", "all_thread_variants"):
         vals = []
         for _ in range(2):
             args = [__file__, "--_mem-worker", which, str(root), str(threads or 0)]
@@ -450,6 +407,8 @@ def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
     wb = _weight_bytes(root)
     return {"rss_all_subnets_bytes": res["all"], "rss_full_alone_bytes": res["full"],
             "rss_all_bare_sessions_bytes": res["all_bare"],
+            "rss_all_with_thread_variants_bytes": res["all_thread_variants"],
+            "thread_variants_extra_bytes": res["all_thread_variants"] - res["all"],
             "note": "RSS growth after loading: 'all' = SlimRuntime (every sub-net + runtime), 'all_bare' = one plain "
                     "session per sub-net, 'full' = one plain session of the largest sub-net",
             "all_over_full": res["all"] / max(res["full"], 1), "weight_bytes": wb,
@@ -476,14 +435,21 @@ def _table(result: dict[str, Any]) -> str:
         for mode, v in s["threading"]["modes"].items():
             rows.append(f"| threading {mode} | alternating/steady worst {v['worst_ratio']:.2f}x, alternating vs spin "
                         f"steady {v['mean_alternating_vs_spin_steady']:.2f}x | chosen: {s['threading']['chosen']} |")
+    for k, v in s.get("vs_default", {}).items():
+        rows.append(f"| vs default session {k} ({v['subnet']}) | steady {v['ratio_steady']:.3f}x, alternate every call "
+                    f"{v['ratio_alternate_every_call']:.3f}x, every 10 {v['ratio_alternate_every_10']:.3f}x | "
+                    f"<= 1.03 / <= 1.15 |")
     if "adherence" in s:
         v = s["adherence"]
-        for name, r in v["strategies"].items():
-            rows.append(f"| adherence {name} @ {v['budget_ms']:.2f} ms | {100 * r['within_budget']:.1f}% within, "
-                        f"mean acc {r['mean_accuracy']:.2f} | (a) >= 99% and >= 99% of oracle acc |")
+        for pname, pv in v["patterns"].items():
+            for name, r in pv["strategies"].items():
+                rows.append(f"| adherence {pname} {name} @ {v['budget_ms']:.2f} ms | {100 * r['within_budget']:.1f}% "
+                            f"within, mean acc {r['mean_accuracy']:.2f} | >= 99% and >= 99% of oracle acc |")
+            rows.append(f"| adherence {pname} oracle per phase | {', '.join(pv['oracle_best_per_phase'])} | |")
     if "memory" in s:
         v = s["memory"]
-        rows.append(f"| memory | all {v['rss_all_subnets_bytes'] / 2**20:.1f} MiB vs full alone "
+        rows.append(f"| memory | all {v['rss_all_subnets_bytes'] / 2**20:.1f} MiB (with a 2nd thread count "
+                    f"{v['rss_all_with_thread_variants_bytes'] / 2**20:.1f} MiB) vs full alone "
                     f"{v['rss_full_alone_bytes'] / 2**20:.1f} MiB; weight sum {v['weight_bytes']['sum'] / 2**20:.2f} "
                     "MiB | |")
     return "\n".join(rows)
@@ -496,8 +462,7 @@ def main(argv: list[str] | None = None) -> int:
                    "artifact, a temp file for the synthetic one)")
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ONNX Runtime's)")
-    p.add_argument("--budget-ms", type=float, default=None, help="adherence budget (default: 1.15 x full p95 idle)")
-    p.add_argument("--load-procs", type=int, default=max(1, (os.cpu_count() or 2) // 2))
+    p.add_argument("--budget-ms", type=float, default=None, help="adherence budget (default: 1.5 x full p95 idle)")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     p.add_argument("--_thread-worker", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--_mem-worker", nargs=3, help=argparse.SUPPRESS)
@@ -534,7 +499,8 @@ def main(argv: list[str] | None = None) -> int:
         "arch": manifest.arch, "subnets": [s.name for s in manifest.subnets],
         "command": command_line("runtime.py", argv),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"), "python": platform.python_version(),
-        "onnxruntime": onnxruntime.__version__, "device": fp.model_dump(), "quick": a.quick, "sections": {},
+        "onnxruntime": onnxruntime.__version__, "device": fp.model_dump(), "quick": a.quick,
+        "loadavg_start": list(os.getloadavg()), "sections": {},
     }
     t_start = time.perf_counter()
     for sec in sections:
@@ -546,13 +512,19 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_switch(root, a.threads, a.quick)
         elif sec == "threading":
             r = bench_threading(root, a.threads, a.quick)
+        elif sec == "vs_default":
+            r = bench_vs_default(root, a.threads, a.quick)
         elif sec == "adherence":
-            r = bench_adherence(root, a.threads, a.quick, a.load_procs, a.budget_ms)
+            r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms)
         else:
             r = bench_memory(root, a.threads)
         result["sections"][sec] = r
         result.setdefault("section_seconds", {})[sec] = round(time.perf_counter() - t0, 1)
     result["seconds"] = round(time.perf_counter() - t_start, 1)
+    result["loadavg_end"] = list(os.getloadavg())
+    result["note"] = ("measured on a machine with load average {:.1f} at the start and {:.1f} at the end for {} cores: "
+                      "above the core count, every timing here is contended".format(
+                          result["loadavg_start"][0], result["loadavg_end"][0], os.cpu_count()))
     out = a.out or (Path(tempfile.gettempdir()) / "slimrt-runtime-synthetic.json" if synthetic
                     else REPO / "benchmarks/results/runtime.json")
     write_results(out, result)

@@ -413,7 +413,9 @@ def add_latency_profile(root: str | Path, profile: LatencyProfile) -> LatencyRef
         if missing:
             raise ArtifactError(f"latency profile lacks sub-nets {sorted(missing)} of artifact {root}")
         fid = profile.fingerprint_id
-        data = (profile.model_dump_json(indent=2) + "\n").encode("utf-8")
+        # no thread variants: written exactly as before they existed, so older readers still load it
+        skip = None if profile.thread_variants else {"thread_variants"}
+        data = (profile.model_dump_json(indent=2, exclude=skip) + "\n").encode("utf-8")
         sha = hashlib.sha256(data).hexdigest()
         rel = f"latency/{fid}-{sha[:12]}.json"
         path = resolve_inside(root, rel)

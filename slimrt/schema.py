@@ -27,6 +27,7 @@ __all__ = [
     "Manifest",
     "DeviceProfile",
     "DeviceFingerprint",
+    "ThreadLatency",
     "SubnetLatency",
     "LatencyProfile",
     "safe_relpath",
@@ -365,8 +366,20 @@ class SubnetLatency(_Frozen):
         return pts[-1][1]
 
 
+class ThreadLatency(_Frozen):
+    """Latency of every sub-net served with ``threads`` intra-op threads: one extra thread count of a profile."""
+
+    threads: int = Field(ge=1)
+    subnets: list[SubnetLatency] = Field(min_length=1, max_length=MAX_SUBNETS)
+
+
 class LatencyProfile(_Frozen):
-    """Measured latency of every sub-net of an artifact on one device, for one backend and batch size."""
+    """Measured latency of every sub-net of an artifact on one device, for one backend and batch size.
+
+    ``subnets`` is measured at the fingerprint's thread count; ``thread_variants`` (optional, CPU backends) holds
+    the same sub-nets measured at other thread counts, so the runtime can trade threads for latency. Profiles
+    written before thread variants existed have none and load unchanged.
+    """
 
     schema_version: int = SCHEMA_VERSION
     device: str
@@ -375,18 +388,39 @@ class LatencyProfile(_Frozen):
     created: str
     noisy: bool = False
     subnets: list[SubnetLatency] = Field(min_length=1, max_length=MAX_SUBNETS)
+    thread_variants: list[ThreadLatency] = Field(default_factory=list, max_length=16)
 
     @field_validator("schema_version", mode="before")
     @classmethod
     def _known_version(cls, v: object) -> int:
         return check_schema_version(v)
 
+    @model_validator(mode="after")
+    def _distinct_threads(self) -> LatencyProfile:
+        ts = [v.threads for v in self.thread_variants]
+        if len(set(ts)) != len(ts) or self.fingerprint.threads in ts:
+            raise ValueError(f"thread variants must be distinct and differ from the fingerprint's threads "
+                             f"({self.fingerprint.threads}), got {ts}")
+        return self
+
     @property
     def fingerprint_id(self) -> str:
         return self.fingerprint.id()
 
-    def latency(self, name: str) -> SubnetLatency:
-        for s in self.subnets:
+    @property
+    def thread_counts(self) -> list[int | None]:
+        """The fingerprint's thread count (None: the backend's default) then every thread variant's."""
+        return [self.fingerprint.threads, *(v.threads for v in self.thread_variants)]
+
+    def latency(self, name: str, threads: int | None = None) -> SubnetLatency:
+        """Latency of sub-net ``name`` at the fingerprint's thread count, or at the variant ``threads``."""
+        subnets = self.subnets
+        if threads is not None and threads != self.fingerprint.threads:
+            v = next((v for v in self.thread_variants if v.threads == threads), None)
+            if v is None:
+                raise KeyError(f"latency profile has no thread variant {threads} (has {self.thread_counts})")
+            subnets = v.subnets
+        for s in subnets:
             if s.name == name:
                 return s
         raise KeyError(f"latency profile has no sub-net {name!r}")

@@ -296,3 +296,16 @@ def test_bench_result_json_has_documented_keys(synthetic_artifact: Path) -> None
     assert {"device", "fingerprint", "subnets"} <= set(d)
     need = {"name", "macs", "test_accuracy", "p50_ms", "p90_ms", "p95_ms", "p99_ms", "mean_ms", "cv"}
     assert all(need <= set(s) for s in d["subnets"])
+
+
+def test_bench_measures_thread_variants_for_the_runtime(synthetic_artifact: Path) -> None:
+    from slimrt import SlimRuntime
+
+    res = run_bench(synthetic_artifact, _fast_cpu(), runs=10, threads=2, thread_variants=[1], progress=False)
+    assert [v.threads for v in res.thread_variants] == [1]
+    assert [s.name for s in res.thread_variants[0].subnets] == [s.name for s in res.subnets]
+    assert res.latency_profile.thread_counts == [2, 1]
+    with SlimRuntime(synthetic_artifact, threads=(2, 1), measure_if_missing=False) as rt:
+        assert rt.latency_source == "stored" and len(rt.variants) == 2 * len(res.subnets)
+    with pytest.raises(InputError, match="thread variants"):
+        run_bench(synthetic_artifact, _fast_cpu(), runs=10, threads=2, thread_variants=[2], progress=False)

@@ -3,11 +3,20 @@
 Threading (measured by ``benchmarks/runtime.py``, section ``threading``): with ONNX Runtime's default
 per-session thread pools, each session's intra-op workers spin for a while after every run; with one session
 per sub-net in one process, calls that alternate between sessions fight the idle sessions' spinning workers for
-the cores, and ran 1.5-2x slower than repeated calls on one session (2 cores, ONNX Runtime 1.32). Two designs
-remove the penalty:
+the cores, and ran 1.5-2x slower than repeated calls on one session (2 cores, ONNX Runtime 1.32). Three designs
+remove that penalty:
 
 * ``"nospin"`` (the default): per-session pools with ``session.intra_op.allow_spinning=0``. Local to our
-  sessions, so nothing else in the process changes.
+  sessions, so nothing else in the process changes; but every parallel section of every op then wakes its workers
+  through the OS, which cost about 26% at batch 1 against a default session on a quiet 2-core machine (issue 15:
+  734 vs 567 us p50).
+* ``"spinstop"`` (opt-in, experimental): per-session pools that spin *during* a run (ONNX Runtime's default) with
+  ``session.force_spinning_stop=1``, meant to keep the steady-state speed of spinning without idle sessions
+  spinning after their run. Measured (issue 15, loaded 2-core machine, ``benchmarks/runtime.py --sections
+  threading``): steady calls as fast as nospin, but calls alternating between sessions 2.5-10x slower than steady,
+  in every round: not the default until understood and re-measured on a quiet machine.
+  Other options weighed: spinning on for the active session only is not possible without a second session per
+  sub-net (spinning is fixed when a session is created); the global pool breaks the host app's own sessions (below).
 * ``"global"``: one process-wide pool (``onnxruntime.set_global_thread_pool_sizes`` +
   ``use_per_session_threads=False``). Verified here with 1.32: once the global pool exists, *every* later
   session of the process must also opt out of per-session threads, so an app's own plain
@@ -30,11 +39,13 @@ import numpy as np
 from slimrt.backends.base import BackendInfo, Runner, RunnerOptions, register_backend
 from slimrt.errors import BackendUnavailableError, ConfigError
 
-__all__ = ["OnnxRuntimeRunner", "ThreadingMode", "DEFAULT_THREADING", "providers_for", "probe", "session_options"]
+__all__ = ["OnnxRuntimeRunner", "ThreadingMode", "THREADING_MODES", "DEFAULT_THREADING", "providers_for", "probe",
+           "session_options"]
 
 log = logging.getLogger(__name__)
 
-ThreadingMode = Literal["nospin", "global", "spin"]
+ThreadingMode = Literal["spinstop", "nospin", "global", "spin"]
+THREADING_MODES: tuple[str, ...] = ("spinstop", "nospin", "global", "spin")
 DEFAULT_THREADING: ThreadingMode = "nospin"
 
 _GPU_HINT = "install onnxruntime-gpu (pip install 'slimrt[gpu]', replacing onnxruntime)"
@@ -98,8 +109,9 @@ def session_options(threads: int | None, threading_mode: ThreadingMode = DEFAULT
     """SessionOptions for one sub-net session under ``threading_mode`` (see module docstring)."""
     import onnxruntime as ort
 
-    if threading_mode not in ("nospin", "global", "spin"):
-        raise ConfigError(f"unknown ONNX Runtime threading mode {threading_mode!r}; expected nospin, global or spin")
+    if threading_mode not in THREADING_MODES:
+        raise ConfigError(f"unknown ONNX Runtime threading mode {threading_mode!r}; expected one of "
+                          f"{', '.join(THREADING_MODES)}")
     so = ort.SessionOptions()
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
     so.log_severity_level = 3
@@ -113,13 +125,15 @@ def session_options(threads: int | None, threading_mode: ThreadingMode = DEFAULT
         if threading_mode == "nospin":
             so.add_session_config_entry("session.intra_op.allow_spinning", "0")
             so.add_session_config_entry("session.inter_op.allow_spinning", "0")
+        elif threading_mode == "spinstop":
+            so.add_session_config_entry("session.force_spinning_stop", "1")
     return so
 
 
 class OnnxRuntimeRunner(Runner):
     """One ``onnxruntime.InferenceSession``; ``infer`` is a closure over ``session.run``.
 
-    ``options.extra``: ``threading`` ("nospin" | "global" | "spin").
+    ``options.extra``: ``threading`` ("spinstop" | "nospin" | "global" | "spin").
     """
 
     name = "onnxruntime"

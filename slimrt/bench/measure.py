@@ -9,6 +9,7 @@ warm-up and timed runs interleaved round-robin (:func:`slimrt.runtime.measure.me
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ from pydantic import BaseModel, Field
 
 from slimrt.bench.device import DeviceCheck, run_device_checks
 from slimrt.errors import ArtifactError, BackendUnavailableError, InputError
-from slimrt.schema import DeviceFingerprint, DeviceProfile, LatencyProfile, Manifest, SubnetLatency
+from slimrt.schema import DeviceFingerprint, DeviceProfile, LatencyProfile, Manifest, SubnetLatency, ThreadLatency
 
 __all__ = ["BenchSubnet", "BenchResult", "BackendPlan", "run_bench", "plan_backend", "bench_input", "speedups"]
 
@@ -73,6 +74,8 @@ class BenchResult(BaseModel):
     checks: list[DeviceCheck]
     warnings: list[str]
     subnets: list[BenchSubnet]
+    thread_variants: list[ThreadLatency] = Field(default_factory=list,
+                                                 description="the same sub-nets at other thread counts (CPU)")
     saved_to: str | None = None
     latency_profile: LatencyProfile
 
@@ -160,6 +163,7 @@ def run_bench(
     batch_size: int | None = None,
     runs: int | None = None,
     threads: int | None = None,
+    thread_variants: Sequence[int] = (),
     save: bool = True,
     progress: bool = True,
 ) -> BenchResult:
@@ -171,6 +175,9 @@ def run_bench(
         batch_size: batch to measure (default: the device profile's first batch size).
         runs: timed runs per sub-net (default: the device profile's); its ``duration_s`` still bounds the time.
         threads: intra-op threads (default: the device profile's; None lets the backend choose).
+        thread_variants: more thread counts to measure every sub-net at (CPU only), interleaved with the main one
+            and stored as the profile's ``thread_variants``, so ``SlimRuntime(threads=(threads, *variants))`` can
+            choose (sub-net, threads) pairs.
         save: write the latency profile to ``latency/<fingerprint>.json`` in the artifact and list it in the manifest.
         progress: show a rich progress bar while measuring.
 
@@ -195,31 +202,49 @@ def run_bench(
     n_threads = threads if threads is not None else prof.threads
     if n_threads is not None and n_threads < 1:
         raise InputError(f"threads must be >= 1 (or unset), got {n_threads}")
+    variants = list(thread_variants)
+    if any(t < 1 for t in variants) or len(set(variants)) != len(variants) or n_threads in variants:
+        raise InputError(f"thread variants must be distinct counts >= 1 other than threads={n_threads}, got {variants}")
     x = bench_input(manifest, bs)
 
     checks, warnings = run_device_checks(prof)
     plan = plan_backend(prof, manifest)
     if plan.reason:
         warnings.append(f"using fallback backend {plan.backend}: {plan.reason}")
+    if variants and plan.device != "cpu":
+        raise InputError(f"thread variants are a CPU knob; device profile {prof.name!r} runs on {plan.device}")
     names = [s.name for s in manifest.subnets]
-    with open_runners(root, manifest, plan.device, plan.backend, threads=n_threads) as opened:
+    opened_all = []
+    try:
+        for t in [n_threads, *variants]:
+            opened_all.append(open_runners(root, manifest, plan.device, plan.backend, threads=t))
+        opened = opened_all[0]
         precision, providers = opened.precision, opened.providers
         if precision != prof.precision:
             log.info("device profile asks for %s; %s runs %s here (as SlimRuntime will)", prof.precision,
                      plan.backend, precision)
-        log.info("benching %d sub-nets with %s (%s), batch %d, threads %s", len(names), plan.backend,
-                 ", ".join(providers), bs, n_threads or "auto")
-        lat = _measure(opened.runners, x, prof, n_runs, progress)
+        log.info("benching %d sub-nets with %s (%s), batch %d, threads %s%s", len(names), plan.backend,
+                 ", ".join(providers), bs, n_threads or "auto", f" and {variants}" if variants else "")
+        runners = {f"{n}@{v}": o.runners[n] for v, o in enumerate(opened_all) for n in names}
+        measured = _measure(runners, x, prof, n_runs, progress)
+    finally:
+        for o in opened_all:
+            o.close()
+    per = [{n: measured[f"{n}@{v}"].model_copy(update={"name": n}) for n in names} for v in range(len(opened_all))]
+    lat = per[0]
+    tv = [ThreadLatency(threads=t, subnets=[per[v + 1][n] for n in names]) for v, t in enumerate(variants)]
 
     fp = device_fingerprint(plan.backend, providers, n_threads, precision, bs)
     noisy_names = [n for n in names if lat[n].cv > prof.noisy_cv]
+    noisy_names += [f"{n}@{t}threads" for v, t in enumerate(variants, 1) for n in names
+                    if per[v][n].cv > prof.noisy_cv]
     if noisy_names:
         warnings.append(
             f"noisy run: cv above {prof.noisy_cv:g} for {noisy_names}; close other programs or lock clocks and rerun"
         )
     lp = LatencyProfile(
         device=prof.device, fingerprint=fp, batch_size=bs, created=datetime.now(timezone.utc).isoformat(),
-        noisy=bool(noisy_names), subnets=[lat[n] for n in names],
+        noisy=bool(noisy_names), subnets=[lat[n] for n in names], thread_variants=tv,
     )
     saved_to = None
     if save:
@@ -239,7 +264,7 @@ def run_bench(
         artifact=str(root), device=prof.device, device_profile=prof.name, backend=plan.backend, providers=providers,
         fingerprint=fp, fingerprint_id=fp.id(), batch_size=bs, threads=n_threads, warmup=prof.warmup,
         runs=n_runs, duration_s=prof.duration_s, noisy=bool(noisy_names), checks=checks, warnings=warnings,
-        subnets=rows, saved_to=saved_to, latency_profile=lp,
+        subnets=rows, thread_variants=tv, saved_to=saved_to, latency_profile=lp,
     )
 
 

@@ -46,6 +46,9 @@ def render_bench(result: BenchResult) -> None:
         t.add_row(s.name, f"{s.macs / 1e6:.2f}M", f"{s.params / 1e3:.1f}k", _acc(acc), f"{s.p50_ms:.3f}",
                   f"{s.p95_ms:.3f}", f"{s.p99_ms:.3f}", cv, f"{s.speedup_p50:.2f}x")
     console.print(t)
+    for v in result.thread_variants:
+        row = ", ".join(f"{s.name} {s.p50_ms:.3f}/{s.p95_ms:.3f}" for s in v.subnets)
+        console.print(f"threads {v.threads} (p50/p95 ms): {row}", highlight=False)
     for c in result.checks:
         mark = "[green]ok[/]" if c.ok else "[yellow]warn[/]"
         console.print(f"check {c.name}: {mark} {c.detail}", highlight=False)
@@ -93,6 +96,16 @@ def _check_outputs(artifact: Path, json_out: Path | None, plot: Path | None, sav
         check_writable(artifact)
 
 
+def _thread_list(text: str | None) -> list[int]:
+    if not text:
+        return []
+    try:
+        return [int(t) for t in text.split(",") if t.strip()]
+    except ValueError:
+        raise typer.BadParameter(f"expected a comma list of thread counts such as 1 or 1,4, got {text!r}",
+                                 param_hint="--thread-variants") from None
+
+
 def bench(
     artifact: Annotated[Path, typer.Argument(help="Artifact directory (from `slimrt export`).")],
     device: Annotated[DeviceName, typer.Option(help="Device profile shipped with slimrt (profiles/NAME.toml).")] = (
@@ -108,6 +121,11 @@ def bench(
     threads: Annotated[int | None, typer.Option(min=1, help="Intra-op threads (default: profile's / backend's).")] = (
         None
     ),
+    thread_variants: Annotated[
+        str | None,
+        typer.Option("--thread-variants", help="Also measure every sub-net at these thread counts (CPU; comma list, "
+                     "e.g. 1), for SlimRuntime(threads=(THREADS, *VARIANTS))."),
+    ] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON (no table, no progress).")] = False,
     out: Annotated[Path | None, typer.Option("--out", help="Write the result as JSON to this file.")] = None,
     plot: Annotated[Path | None, typer.Option(help="Write an accuracy vs p95 latency plot (PNG) here.")] = None,
@@ -119,8 +137,9 @@ def bench(
 
     prof = load_device_profile(device_profile if device_profile is not None else device.value)
     _check_outputs(artifact, out, plot, save=not no_save)  # before measuring, not after
-    result = run_bench(artifact, prof, batch_size=batch_size, runs=runs, threads=threads, save=not no_save,
-                       progress=not (quiet or as_json))
+    variants = _thread_list(thread_variants)
+    result = run_bench(artifact, prof, batch_size=batch_size, runs=runs, threads=threads, thread_variants=variants,
+                       save=not no_save, progress=not (quiet or as_json))
     text = json.dumps(result.to_json_dict(), indent=2) + "\n"
     if out is not None:
         from slimrt.io import atomic_write_text

@@ -18,6 +18,14 @@ prediction exceeds the budget; stepping up needs the better sub-net to fit ``bud
 ``up_patience`` consecutive calls, and a step-up undone within ``up_patience`` calls doubles the patience (up to
 ``max_patience``), so a device that slows only the bigger sub-net cannot make the runtime flap. Everything here
 is pure Python with no clock: tests feed synthetic observations.
+
+Thread counts: when the candidates are (sub-net, threads) pairs, the controller keeps one estimator per thread
+count (contention slows multi-threaded sessions far more) and selects with every count's own factor. A count that
+is not being served gets no observations, so its estimate would stay at whatever a storm left (the stale
+prediction that keeps the runtime off the faster variant forever): an estimate not refreshed for ``stale_calls``
+calls is forgotten (back to 1.0). If the device is still contended, stepping back to that count is seen within
+``fast_window`` calls, and the doubling patience keeps such probes rare. Hence, once the device is quiet, every
+prediction is back to the profile within ``max(window, stale_calls)`` calls.
 """
 
 from __future__ import annotations
@@ -43,9 +51,11 @@ class AdaptConfig:
     max_patience: int = 1024
     min_slowdown: float = 0.25
     max_slowdown: float = 64.0
+    stale_calls: int = 64
 
     def __post_init__(self) -> None:
-        if self.window < 1 or self.fast_window < 1 or self.up_patience < 1 or self.max_patience < self.up_patience:
+        if (self.window < 1 or self.fast_window < 1 or self.up_patience < 1 or self.max_patience < self.up_patience
+                or self.stale_calls < 1):
             raise ValueError(f"invalid adaptation windows: {self}")
         if not (0 < self.up_margin <= 1):
             raise ValueError(f"up_margin must lie in (0, 1], got {self.up_margin}")
@@ -110,8 +120,12 @@ class SlowdownEstimator:
 
 
 class Controller:
-    """Which sub-net serves the next call: selector + slowdown estimate + hysteresis. Not thread-safe (the runtime
-    serializes :meth:`observe` under its lock)."""
+    """Which candidate serves the next call: selector + slowdown estimates (one per thread count) + hysteresis.
+    Not thread-safe (the runtime serializes :meth:`observe` and :meth:`set_budget` under its lock).
+
+    ``decision`` is the tuple ``(active, feasible, budget_ms)``, replaced as a whole, so a caller reading it
+    without the lock sees one consistent decision (never a new budget next to an old feasibility).
+    """
 
     def __init__(
         self, selector: Selector, budget_ms: float, config: AdaptConfig | None = None, adapt: bool = True,
@@ -120,7 +134,10 @@ class Controller:
         self.selector = selector
         self.config = config or AdaptConfig()
         self.adapt = adapt
-        self.estimator = SlowdownEstimator(self.config)
+        self.group = selector.group
+        self.estimators = [SlowdownEstimator(self.config) for _ in selector.groups]
+        self._seen = [0] * len(self.estimators)  # call count at each estimator's last observation
+        self._calls = 0
         n = len(selector.candidates)
         self.rank = [0] * n
         for r, i in enumerate(selector.order):
@@ -135,19 +152,41 @@ class Controller:
         self._stable = 0
         self.switches = 0
         self.active, self.feasible = selector.choose(budget_ms, 1.0)
+        self.decision = (self.active, self.feasible, budget_ms)
+
+    @property
+    def estimator(self) -> SlowdownEstimator:
+        """The estimator of the active candidate's thread count."""
+        return self.estimators[self.group[self.active]]
 
     @property
     def slowdown(self) -> float:
-        return self.estimator.value if self.adapt else 1.0
+        """Slowdown estimate of the active candidate's thread count (1.0 when not adapting)."""
+        return self.estimators[self.group[self.active]].value if self.adapt else 1.0
+
+    @property
+    def slowdowns(self) -> dict[int | None, float]:
+        """Slowdown estimate per thread count."""
+        return {t: (e.value if self.adapt else 1.0) for t, e in zip(self.selector.groups, self.estimators,
+                                                                   strict=True)}
 
     def predicted_ms(self, index: int) -> float:
-        return self.selector.base_ms[index] * self.slowdown
+        s = self.estimators[self.group[index]].value if self.adapt else 1.0
+        return self.selector.base_ms[index] * s
+
+    def _choose(self, budget_ms: float) -> tuple[int, bool]:
+        if len(self.estimators) == 1:
+            return self.selector.choose(budget_ms, self.slowdown)
+        if not self.adapt:
+            return self.selector.choose(budget_ms, 1.0)
+        return self.selector.choose_each(budget_ms, [e.value for e in self.estimators])
 
     def set_budget(self, budget_ms: float) -> int:
         """New (validated) budget: re-select at once, in either direction (an explicit request needs no hysteresis)."""
         self.budget_ms = budget_ms
-        self._switch(*self.selector.choose(budget_ms, self.slowdown), up=False)
+        self._switch(*self._choose(budget_ms), up=False)
         self._up_count = 0
+        self.decision = (self.active, self.feasible, budget_ms)
         return self.active
 
     def _switch(self, index: int, feasible: bool, up: bool) -> None:
@@ -157,18 +196,36 @@ class Controller:
             self._since_up = 0 if up else None
         self.feasible = feasible
 
+    def _forget_stale(self, g: int) -> None:
+        """Reset the estimate of every thread count other than ``g`` not observed for ``stale_calls`` calls."""
+        self._calls += 1
+        self._seen[g] = self._calls
+        limit = self._calls - self.config.stale_calls
+        for k, e in enumerate(self.estimators):
+            if k != g and self._seen[k] < limit and e.count:
+                e.reset()
+                self._seen[k] = self._calls
+
     def observe(self, index: int, observed_ms: float) -> int:
-        """Record that sub-net ``index`` took ``observed_ms``; return the sub-net for the next call."""
+        """Record that candidate ``index`` took ``observed_ms``; return the candidate for the next call."""
         if not self.adapt:
             return self.active
-        s = self.estimator.update(observed_ms, self.reference_ms[index], self.spread[index], self.tail_ms[index])
-        sel, budget, active = self.selector, self.budget_ms, self.active
+        g = self.group[index]
+        self.estimators[g].update(observed_ms, self.reference_ms[index], self.spread[index], self.tail_ms[index])
+        if len(self.estimators) > 1:
+            self._forget_stale(g)
+        active = self._step()
+        self.decision = (active, self.feasible, self.budget_ms)
+        return active
+
+    def _step(self) -> int:
+        budget, active = self.budget_ms, self.active
         if self._since_up is not None:
             self._since_up += 1
             if self._since_up > self.config.up_patience:
                 self._since_up = None
-        if sel.base_ms[active] * s > budget:  # the active sub-net no longer fits: step down now
-            target, ok = sel.choose(budget, s)
+        if self.predicted_ms(active) > budget:  # the active candidate no longer fits: step down now
+            target, ok = self._choose(budget)
             if self._since_up is not None and self.rank[target] > self.rank[active]:
                 self.patience = min(2 * self.patience, self.config.max_patience)  # a step-up that did not hold
                 self._stable = 0
@@ -176,7 +233,7 @@ class Controller:
             self._switch(target, ok, up=False)
             return self.active
         self.feasible = True
-        up, _ = sel.choose(budget * self.config.up_margin, s)
+        up, _ = self._choose(budget * self.config.up_margin)
         if self.rank[up] < self.rank[active]:
             self._up_count += 1
             if self._up_count >= self.patience:

@@ -1,9 +1,10 @@
 """``SlimRuntime``: serve each call with the most accurate sub-net that meets the latency budget.
 
-Load: verify the artifact, open one runner per sub-net, take latency from a stored profile whose device
-fingerprint matches (else measure and optionally save). Call: validate the input against the manifest, read the
-active sub-net (one attribute read, so a call never mixes sub-nets), run it outside any lock, then under a short
-lock count it and feed its latency to the adaptation controller, which picks the sub-net for the next call.
+Load: verify the artifact, open one runner per sub-net (per thread count when several are asked for on CPU), take
+latency from a stored profile whose device fingerprint matches (else measure and optionally save). Call: validate
+the input against the manifest, read the controller's decision (one attribute read of (candidate, feasible,
+budget), so a call never mixes sub-nets or budgets), run it outside any lock, then under a short lock count it and
+feed its latency to the adaptation controller, which picks the (sub-net, threads) pair for the next call.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import os
 import threading
 import time
 import warnings
+from collections.abc import Sequence
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Literal
@@ -30,7 +32,7 @@ from slimrt.fingerprint import device_fingerprint
 from slimrt.runtime.adapt import AdaptConfig, Controller
 from slimrt.runtime.measure import measure_latency
 from slimrt.runtime.selector import Candidate, Selector, check_budget
-from slimrt.schema import DeviceFingerprint, LatencyProfile, SubnetEntry, SubnetLatency
+from slimrt.schema import DeviceFingerprint, LatencyProfile, SubnetEntry, SubnetLatency, ThreadLatency
 
 # resolve_backend and matching_engines live in slimrt.backends; re-exported here for existing imports
 __all__ = ["SlimRuntime", "SubnetInfo", "RuntimeStats", "BudgetInfeasibleWarning", "resolve_backend",
@@ -54,6 +56,7 @@ class SubnetInfo(BaseModel):
     accuracy: float | None
     latency: SubnetLatency
     predicted_ms: float
+    threads: int | None = None
 
 
 class RuntimeStats(BaseModel):
@@ -71,6 +74,9 @@ class RuntimeStats(BaseModel):
     latency_source: Literal["stored", "measured"]
     backend: str
     device: str
+    active_threads: int | None = None
+    calls_by_threads: dict[str, int] = {}
+    slowdown_by_threads: dict[str, float] = {}
 
 
 def _is_int(v: object) -> bool:
@@ -81,14 +87,32 @@ def _is_real(v: object) -> bool:
     return isinstance(v, numbers.Real) and not isinstance(v, bool)
 
 
-def _check_args(artifact: object, quantile: object, threads: object, runs: object, seconds: object) -> None:
+def _thread_label(t: int | None) -> str:
+    return "auto" if t is None else str(t)
+
+
+def _thread_counts(threads: object, device: str) -> list[int | None]:
+    """``threads`` (None, an int, or a sequence of them, the first one primary) as a list of distinct counts."""
+    seq = list(threads) if isinstance(threads, Sequence) and not isinstance(threads, str) else [threads]
+    if not seq:
+        raise ConfigError("threads must not be an empty sequence; pass None for the backend's default")
+    for k, t in enumerate(seq):
+        if (t is not None or k > 0) and (not _is_int(t) or t < 1):  # type: ignore[operator]
+            raise ConfigError(f"threads must be a whole number >= 1 or None (None only first in a sequence), "
+                              f"got {threads!r}")
+    if len(set(seq)) != len(seq):
+        raise ConfigError(f"threads lists a thread count twice: {threads!r}")
+    if len(seq) > 1 and device != "cpu":
+        raise ConfigError(f"several thread counts ({threads!r}) are a CPU knob; on {device} pass one or None")
+    return seq  # type: ignore[return-value]
+
+
+def _check_args(artifact: object, quantile: object, runs: object, seconds: object) -> None:
     """ConfigError (a SlimrtError) naming the first constructor argument of the wrong type or range."""
     if not isinstance(artifact, str | os.PathLike) or not str(artifact):
         raise ConfigError(f"artifact must be the path of an artifact directory (str or Path), got {artifact!r}")
     if not _is_real(quantile) or not 0 < float(quantile) < 1:  # type: ignore[arg-type]
         raise ConfigError(f"quantile must be a number strictly between 0 and 1 (e.g. 0.95), got {quantile!r}")
-    if threads is not None and (not _is_int(threads) or threads < 1):  # type: ignore[operator]
-        raise ConfigError(f"threads must be a whole number >= 1 or None, got {threads!r}")
     if not _is_int(runs) or runs < 1:  # type: ignore[operator]
         raise ConfigError(f"measure_runs must be a whole number >= 1 (timed rounds at load), got {runs!r}")
     if not _is_real(seconds) or not 0 < float(seconds) < math.inf:  # type: ignore[arg-type]
@@ -104,7 +128,11 @@ class SlimRuntime:
         device: "cpu", "cuda" or "jetson".
         quantile: latency quantile that must fit the budget (0.95: 95% of calls predicted within budget).
         backend: "auto", "onnxruntime", "tensorrt" or "torch".
-        threads: intra-op CPU threads per session (None: the backend's default).
+        threads: intra-op CPU threads per session (None: the backend's default), or a sequence of thread counts
+            (CPU only, e.g. ``(None, 1)``): every sub-net is then opened once per count and the runtime chooses the
+            most accurate (sub-net, threads) pair that fits, with one slowdown estimate per count. The first count
+            is the profile's fingerprint; the others are its ``thread_variants``. Each extra count costs one more
+            session per sub-net (see ``benchmarks/runtime.py``, section memory).
         adapt: scale predictions online by the measured slowdown of the device.
         measure_if_missing: measure latency at load when no stored profile matches this device.
         save_profile: store a profile measured at load into the artifact (``latency/<fingerprint>.json``).
@@ -123,7 +151,7 @@ class SlimRuntime:
         device: str = "cpu",
         quantile: float = 0.95,
         backend: str = "auto",
-        threads: int | None = None,
+        threads: int | None | Sequence[int | None] = None,
         adapt: bool = True,
         measure_if_missing: bool = True,
         save_profile: bool = False,
@@ -136,12 +164,13 @@ class SlimRuntime:
         backend_options: dict[str, Any] | None = None,
     ) -> None:
         self._budget = check_budget(budget_ms)
-        _check_args(artifact, quantile, threads, measure_runs, measure_seconds)
+        _check_args(artifact, quantile, measure_runs, measure_seconds)
+        self.thread_counts = _thread_counts(threads, device)
         self.root = Path(artifact)
         self.manifest = verify_artifact(self.root)
         self.device = device
         self.quantile = quantile
-        self.threads = threads
+        self.threads = self.thread_counts[0]
         self.check_finite = check_finite
         self.backend = resolve_backend(self.manifest, device, backend)
         self._runners: list[Runner] = []
@@ -160,6 +189,9 @@ class SlimRuntime:
             raise
         self._entries = list(self.manifest.subnets)
         self._infers = [r.infer for r in self._runners]
+        n = len(self._entries)
+        # candidate k is sub-net k % n at thread count k // n (the primary count's candidates first)
+        self._pair = [(k % n, self.thread_counts[k // n]) for k in range(len(self._runners))]
         # Test accuracy ranks the sub-nets when known: it is measured on the larger held-out set (validation
         # accuracy drove the search's decisions and is noisier); validation accuracy otherwise.
         accs = [s.test_accuracy if s.test_accuracy is not None else s.val_accuracy for s in self._entries]
@@ -169,12 +201,15 @@ class SlimRuntime:
         else:
             score = [float(a) for a in accs]  # type: ignore[arg-type]
         self._accuracy = [a if a is None else float(a) for a in accs]
-        cands = [Candidate(s.name, score[i], self.latency_profile.latency(s.name)) for i, s in enumerate(self._entries)]
+        prof = self.latency_profile
+        cands = [Candidate(self._entries[i].name, score[i], prof.latency(self._entries[i].name, t), threads=t)
+                 for i, t in self._pair]
         self._selector = Selector(cands, quantile)
         self._ctl = Controller(self._selector, self._budget, adapt_config, adapt=adapt)
         self.reset_stats()
-        log.info("SlimRuntime ready: %d sub-nets on %s/%s, latency %s, serving %s at budget %.3g ms",
-                 len(self._entries), self.backend, device, self.latency_source, self.active.name, self._budget)
+        log.info("SlimRuntime ready: %d sub-nets x threads %s on %s/%s, latency %s, serving %s at budget %.3g ms",
+                 len(self._entries), [_thread_label(t) for t in self.thread_counts], self.backend, device,
+                 self.latency_source, self.active.name, self._budget)
 
     # ------------------------------------------------------------------ load helpers
     def _setup_input(self, batch_size: int | None) -> None:
@@ -196,9 +231,10 @@ class SlimRuntime:
         self.batch_size = batch_size
 
     def _open_runners(self, extra: dict[str, Any]) -> None:
-        opened = open_runners(self.root, self.manifest, self.device, self.backend, threads=self.threads, extra=extra)
-        self._runners = list(opened.runners.values())
-        self.precision = opened.precision
+        for t in self.thread_counts:
+            opened = open_runners(self.root, self.manifest, self.device, self.backend, threads=t, extra=extra)
+            self._runners.extend(opened.runners.values())  # extended at once: close() sees every loaded runner
+            self.precision = opened.precision
 
     def _warm_up(self, runs: int = 3) -> None:
         # A session's first runs are slow (allocations, kernel selection): keep them out of the slowdown estimate.
@@ -218,26 +254,42 @@ class SlimRuntime:
     ) -> tuple[LatencyProfile, Literal["stored", "measured"]]:
         fid = self.fingerprint.id()
         names = {s.name for s in self.manifest.subnets}
+        extra = self.thread_counts[1:]
+
+        def covers(prof: LatencyProfile) -> bool:
+            have = {v.threads: {s.name for s in v.subnets} for v in prof.thread_variants}
+            return names <= {s.name for s in prof.subnets} and all(names <= have.get(t, set()) for t in extra)
+
         for prof in load_latency_profiles(self.root, self.manifest):
-            if prof.fingerprint_id == fid and names <= {s.name for s in prof.subnets}:
+            if prof.fingerprint_id == fid and covers(prof):
                 if prof.noisy:
                     log.warning("stored latency profile %s was marked noisy when measured", fid)
                 log.info("using stored latency profile %s", fid)
                 return prof, "stored"
         if not measure:
-            raise ProfileError(f"no stored latency profile in {self.root} matches this device (fingerprint {fid}); "
-                               "run `slimrt bench` here or pass measure_if_missing=True")
-        log.info("no stored latency profile matches fingerprint %s: measuring %d sub-nets (up to %d rounds, %.1fs)",
-                 fid, len(names), runs, seconds)
+            more = f" with thread variants {extra}" if extra else ""
+            raise ProfileError(f"no stored latency profile in {self.root} matches this device (fingerprint {fid}){more}"
+                               f"; run `slimrt bench` here or pass measure_if_missing=True")
+        log.info("no stored latency profile matches fingerprint %s: measuring %d sub-nets x %d thread counts (up to "
+                 "%d rounds, %.1fs)", fid, len(names), len(self.thread_counts), runs, seconds)
         shape = [self.batch_size, *(d if isinstance(d, int) else 1 for d in self.manifest.input.shape[1:])]
         x = np.random.default_rng(0).standard_normal(shape).astype(self._dtype)
-        lat = measure_latency({s.name: r for s, r in zip(self.manifest.subnets, self._runners, strict=True)}, x,
+        subs = self.manifest.subnets
+        n = len(subs)
+        keys = [(subs[k % n].name, k // n) for k in range(len(self._runners))]
+        lat = measure_latency({f"{name}@{v}": r for (name, v), r in zip(keys, self._runners, strict=True)}, x,
                               warmup=5, runs=runs, duration_s=seconds)
-        for s in lat.values():
-            log.info("  %s: p50 %.3f ms, p95 %.3f ms (%d runs)", s.name, s.p50_ms, s.p95_ms, s.runs)
+        per: list[list[SubnetLatency]] = [[] for _ in self.thread_counts]
+        for name, v in keys:
+            s = lat[f"{name}@{v}"].model_copy(update={"name": name})
+            per[v].append(s)
+            log.info("  %s threads %s: p50 %.3f ms, p95 %.3f ms (%d runs)", name,
+                     _thread_label(self.thread_counts[v]), s.p50_ms, s.p95_ms, s.runs)
         prof = LatencyProfile(device=self.device, fingerprint=self.fingerprint, batch_size=self.batch_size,
                               created=datetime.now(timezone.utc).isoformat(timespec="seconds"),
-                              noisy=any(s.cv > 0.25 for s in lat.values()), subnets=list(lat.values()))
+                              noisy=any(s.cv > 0.25 for s in lat.values()), subnets=per[0],
+                              thread_variants=[ThreadLatency(threads=t, subnets=per[v + 1])  # type: ignore[arg-type]
+                                               for v, t in enumerate(extra)])
         if save:
             try:
                 add_latency_profile(self.root, prof)
@@ -258,19 +310,19 @@ class SlimRuntime:
         if not ok or self._feat is None or self.check_finite:
             self._check_input(x)
         ctl = self._ctl
-        i = ctl.active  # one read: this call runs entirely on sub-net i
-        feasible = ctl.feasible
+        i, feasible, budget = ctl.decision  # one read: this call runs entirely on candidate i, under this budget
         ti = clock()
         y = self._infers[i](x)
         t1 = clock()
         with self._lock:
             self._calls[i] += 1
-            if t1 - t0 > self._budget * 1e6:
+            if t1 - t0 > budget * 1e6:
                 self._misses[i] += 1
             if not feasible:
                 self._infeasible += 1
-                if not self._warned:
-                    self._warn_infeasible(i)
+                # a budget replaced during the call is not warned about: the next call reports on the new one
+                if not self._warned and budget == self._budget:
+                    self._warn_infeasible(i, budget)
             ctl.observe(i, (t1 - ti) * 1e-6)
         return y
 
@@ -299,11 +351,13 @@ class SlimRuntime:
             raise InputError(f"input {spec.name!r} holds {int((~np.isfinite(x)).sum())} non-finite value(s) "
                              "(NaN or infinity)")
 
-    def _warn_infeasible(self, i: int) -> None:
+    def _warn_infeasible(self, i: int, budget: float) -> None:
         self._warned = True
         pred = self._ctl.predicted_ms(i)
-        warnings.warn(f"budget {self._budget:.3g} ms is below the predicted latency of every sub-net; serving the "
-                      f"fastest ({self._entries[i].name}, predicted {pred:.3g} ms)", BudgetInfeasibleWarning,
+        k, t = self._pair[i]
+        on = f", threads {_thread_label(t)}" if len(self.thread_counts) > 1 else ""
+        warnings.warn(f"budget {budget:.3g} ms is below the predicted latency of every sub-net; serving the "
+                      f"fastest ({self._entries[k].name}{on}, predicted {pred:.3g} ms)", BudgetInfeasibleWarning,
                       stacklevel=3)
 
     # ------------------------------------------------------------------ public state
@@ -320,30 +374,47 @@ class SlimRuntime:
             self._warned = False
             self._ctl.set_budget(b)
 
-    def _info(self, i: int) -> SubnetInfo:
+    def _info(self, k: int) -> SubnetInfo:
+        i, t = self._pair[k]
         s = self._entries[i]
         return SubnetInfo(name=s.name, macs=s.macs, params=s.params, accuracy=self._accuracy[i],
-                          latency=self._selector.candidates[i].latency, predicted_ms=self._ctl.predicted_ms(i))
+                          latency=self._selector.candidates[k].latency, predicted_ms=self._ctl.predicted_ms(k),
+                          threads=t)
 
     @property
     def active(self) -> SubnetInfo:
-        """The sub-net that will serve the next call."""
+        """The sub-net (and thread count) that will serve the next call."""
         return self._info(self._ctl.active)
 
     @property
     def active_name(self) -> str:
         """Name of the sub-net that will serve the next call (cheap: no model built)."""
-        return self._entries[self._ctl.active].name
+        return self._entries[self._pair[self._ctl.active][0]].name
+
+    @property
+    def active_threads(self) -> int | None:
+        """Thread count of the session that will serve the next call (None: the backend's default)."""
+        return self._pair[self._ctl.active][1]
 
     @property
     def subnets(self) -> list[SubnetInfo]:
-        """Every sub-net (manifest order: largest first) with accuracy and latency on this device."""
+        """Every sub-net (manifest order: largest first) at the primary thread count, with accuracy and latency."""
         return [self._info(i) for i in range(len(self._entries))]
 
     @property
+    def variants(self) -> list[SubnetInfo]:
+        """Every (sub-net, threads) pair the runtime can serve: the primary thread count first."""
+        return [self._info(k) for k in range(len(self._pair))]
+
+    @property
     def slowdown(self) -> float:
-        """Current estimate of how much slower than profiled the device runs."""
+        """Current estimate of how much slower than profiled the device runs (for the active thread count)."""
         return self._ctl.slowdown
+
+    @property
+    def slowdowns(self) -> dict[int | None, float]:
+        """Current slowdown estimate per thread count."""
+        return self._ctl.slowdowns
 
     @property
     def profile(self) -> LatencyProfile:
@@ -352,11 +423,14 @@ class SlimRuntime:
                       stacklevel=2)
         return self.latency_profile
 
-    def runner(self, name: str) -> Runner:
-        """The runner of sub-net ``name`` (e.g. to compare outputs)."""
-        for s, r in zip(self._entries, self._runners, strict=True):
-            if s.name == name:
+    def runner(self, name: str, threads: int | None = None) -> Runner:
+        """The runner of sub-net ``name`` (e.g. to compare outputs), at the primary or the given thread count."""
+        t = self.thread_counts[0] if threads is None else threads
+        for (i, tk), r in zip(self._pair, self._runners, strict=True):
+            if self._entries[i].name == name and tk == t:
                 return r
+        if t not in self.thread_counts:
+            raise KeyError(f"no thread count {threads!r}; this runtime serves {self.thread_counts}")
         raise KeyError(f"no sub-net {name!r}; the artifact has {[s.name for s in self._entries]}")
 
     def entry(self, name: str) -> SubnetEntry:
@@ -366,17 +440,24 @@ class SlimRuntime:
         """Calls and misses per sub-net, switches, slowdown estimate, budget-infeasible calls."""
         with self._lock:
             names = [s.name for s in self._entries]
+            calls, misses = dict.fromkeys(names, 0), dict.fromkeys(names, 0)
+            by_threads = {_thread_label(t): 0 for t in self.thread_counts}
+            for (i, t), c, m in zip(self._pair, self._calls, self._misses, strict=True):
+                calls[names[i]] += c
+                misses[names[i]] += m
+                by_threads[_thread_label(t)] += c
             return RuntimeStats(
-                calls=dict(zip(names, self._calls, strict=True)), misses=dict(zip(names, self._misses, strict=True)),
-                total_calls=sum(self._calls), total_misses=sum(self._misses),
+                calls=calls, misses=misses, total_calls=sum(self._calls), total_misses=sum(self._misses),
                 switches=self._ctl.switches - self._switch0, slowdown=self._ctl.slowdown,
-                budget_infeasible=self._infeasible, budget_ms=self._budget, active=names[self._ctl.active],
+                budget_infeasible=self._infeasible, budget_ms=self._budget, active=self.active_name,
                 latency_source=self.latency_source, backend=self.backend, device=self.device,
+                active_threads=self.active_threads, calls_by_threads=by_threads,
+                slowdown_by_threads={_thread_label(t): v for t, v in self._ctl.slowdowns.items()},
             )
 
     def reset_stats(self) -> None:
         """Zero every counter of :meth:`stats` (the slowdown estimate is kept)."""
-        n = len(self._entries)
+        n = len(self._pair)
         with self._lock:
             self._calls = [0] * n
             self._misses = [0] * n
@@ -402,5 +483,5 @@ class SlimRuntime:
         self.close()
 
     def __repr__(self) -> str:
-        state = "closed" if self._closed else f"active={self._entries[self._ctl.active].name}"
+        state = "closed" if self._closed else f"active={self.active_name}"
         return f"SlimRuntime({str(self.root)!r}, budget_ms={self._budget}, device={self.device!r}, {state})"

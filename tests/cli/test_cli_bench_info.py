@@ -108,3 +108,14 @@ def test_info_refuses_a_tampered_artifact(synthetic_artifact: Path) -> None:
     assert res.exit_code != 0
     assert isinstance(res.exception, ArtifactError)
     assert "manifest.json" in str(res.exception)
+
+
+def test_bench_thread_variants_flag(synthetic_artifact: Path, tmp_path: Path) -> None:
+    res = runner.invoke(app, ["bench", str(synthetic_artifact), "--device-profile", str(_fast_profile(tmp_path)),
+                              "--threads", "2", "--thread-variants", "1", "--json"])
+    assert res.exit_code == 0, res.output
+    data = json.loads(res.output)
+    assert [v["threads"] for v in data["thread_variants"]] == [1]
+    bad = runner.invoke(app, ["bench", str(synthetic_artifact), "--device-profile", str(_fast_profile(tmp_path)),
+                              "--thread-variants", "one", "--no-save"])
+    assert bad.exit_code != 0 and "thread counts" in bad.output

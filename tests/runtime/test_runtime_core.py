@@ -281,7 +281,7 @@ def test_default_threading_leaves_the_apps_own_sessions_alone(profiled: Path) ->
     assert out == "w24 True"
 
 
-@pytest.mark.parametrize("mode", ["spin", "global"])
+@pytest.mark.parametrize("mode", ["spin", "spinstop", "global"])
 def test_other_threading_modes_compute_the_same(profiled: Path, mode: str) -> None:
     # Own process: the global pool is process-wide (and then forbids per-session pools, see backends/onnxrt.py).
     out = _run_py(

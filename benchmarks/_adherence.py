@@ -1,0 +1,179 @@
+"""Adherence under ramps of busy processes (issue 15): adaptive vs static vs always-smallest vs oracle.
+
+A *pattern* is a list of busy-process counts, one per phase (e.g. ``0 -> 1 -> 2 -> 0 -> 2`` on 2 cores). Every
+strategy serves the same pattern with one caller at a fixed period and a fixed budget:
+
+* adaptive: ``SlimRuntime(threads=(T, 1))``, choosing (sub-net, threads) pairs online;
+* static: ``SlimRuntime(threads=T, adapt=False)``: the pair chosen from the quiet profile, never changed;
+* smallest: the smallest sub-net at ``T`` threads, always;
+* oracle: per phase, the most accurate pair whose p95 measured *under that phase's load* fits the budget (it
+  knows the future load; its pick per phase is reported).
+
+Imported by ``benchmarks/runtime.py`` (section ``adherence``).
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from _common import random_input
+
+PATTERNS: dict[str, list[int]] = {
+    "ramp_0_1_2_0_2": [0, 1, 2, 0, 2, 0],  # the issue's pattern, then quiet again
+    "one_busy_of_two": [0, 1, 0, 1, 0],  # 1 busy process on 2 cores: the 2-thread sessions wait for their 2nd core
+    "burst_2": [0, 2, 0],
+}
+
+
+def _busy(stop: Any) -> None:
+    x = 0
+    while not stop.is_set():
+        for _ in range(100000):
+            x += 1
+
+
+class BackgroundLoad:
+    """A settable number of busy-looping processes."""
+
+    def __init__(self) -> None:
+        self.ctx = mp.get_context("spawn")
+        self.workers: list[tuple[Any, Any]] = []
+
+    def set(self, procs: int) -> None:
+        while len(self.workers) > procs:
+            stop, w = self.workers.pop()
+            stop.set()
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+        while len(self.workers) < procs:
+            stop = self.ctx.Event()
+            w = self.ctx.Process(target=_busy, args=(stop,), daemon=True)
+            w.start()
+            self.workers.append((stop, w))
+        time.sleep(0.05)
+
+    def off(self) -> None:
+        self.set(0)
+
+
+def _label(name: str, threads: int | None) -> str:
+    return f"{name}@{'auto' if threads is None else threads}"
+
+
+def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_ms: float | None,
+                          patterns: dict[str, list[int]] | None = None) -> dict[str, Any]:
+    """Every pattern x strategy: share of calls within budget, mean accuracy served, oracle's pick per phase."""
+    from slimrt import SlimRuntime
+    from slimrt.artifact import verify_artifact
+    from slimrt.backends import open_runners
+    from slimrt.runtime import Candidate, measure_latency, select
+
+    patterns = patterns or PATTERNS
+    phase_s = 1.0 if quick else 2.0
+    manifest = verify_artifact(root)
+    subs = manifest.subnets
+    b0 = manifest.input.shape[0]
+    x = random_input(manifest, b0 if isinstance(b0, int) and not manifest.dynamic_batch else 1)
+    counts: list[int | None] = [threads, 1] if threads != 1 else [1, 2]
+    acc = {s.name: next((float(a) for a in (s.test_accuracy, s.val_accuracy) if a is not None), float(s.macs))
+           for s in subs}
+    levels = sorted({p for pat in patterns.values() for p in pat})
+    load = BackgroundLoad()
+    # latency of every pair under every load level, from the runners SlimRuntime serves with
+    lat: dict[int, dict[str, Any]] = {}
+    opened = [open_runners(root, manifest, "cpu", threads=t) for t in counts]
+    try:
+        runners = {_label(s.name, t): o.runners[s.name] for t, o in zip(counts, opened, strict=True) for s in subs}
+        for level in levels:
+            load.set(level)
+            lat[level] = measure_latency(runners, x, warmup=5, runs=200, duration_s=1.0 if quick else 2.0)
+    finally:
+        load.off()
+        for o in opened:
+            o.close()
+    full = _label(subs[0].name, counts[0])
+    if budget_ms is None:
+        budget_ms = 1.5 * lat[0][full].p95_ms  # the issue's budget: 1.5x the most accurate sub-net's quiet p95
+
+    def cands(level: int) -> list[Candidate]:
+        return [Candidate(s.name, acc[s.name], lat[level][_label(s.name, t)], threads=t) for t in counts for s in subs]
+
+    oracle = {level: select(cands(level), budget_ms, 0.95) for level in levels}
+    smallest = min(subs, key=lambda s: s.macs).name
+    period_s = max(2 * budget_ms / 1e3, budget_ms / 1e3 + 0.001)
+    out: dict[str, Any] = {}
+    for pname, pattern in patterns.items():
+        res: dict[str, Any] = {}
+        for strategy in ("adaptive", "static", "smallest", "oracle"):
+            res[strategy] = _serve(root, strategy, pattern, counts, budget_ms, phase_s, period_s, x, acc, smallest,
+                                   {lv: (o.name, o.threads) for lv, o in oracle.items()}, load, SlimRuntime)
+        a, o = res["adaptive"], res["oracle"]
+        out[pname] = {
+            "busy_procs": pattern, "strategies": res,
+            "oracle_best_per_phase": [_label(*(oracle[lv].name, oracle[lv].threads)) for lv in pattern],
+            "goal_within_budget_met": a["within_budget"] >= 0.99,
+            "goal_accuracy_vs_oracle": a["mean_accuracy"] / o["mean_accuracy"],
+            "goal_accuracy_met": a["mean_accuracy"] >= 0.99 * o["mean_accuracy"],
+        }
+    return {
+        "budget_ms": budget_ms, "thread_counts": counts, "phase_s": phase_s, "period_ms": period_s * 1e3,
+        "cpu_count": os.cpu_count(),
+        "p95_ms_by_busy_procs": {str(lv): {k: v.p95_ms for k, v in lat[lv].items()} for lv in levels},
+        "oracle_by_busy_procs": {str(lv): _label(o.name, o.threads) for lv, o in oracle.items()},
+        "patterns": out,
+    }
+
+
+def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | None], budget_ms: float, phase_s: float,
+           period_s: float, x: np.ndarray, acc: dict[str, float], smallest: str,
+           oracle: dict[int, tuple[str, int | None]], load: BackgroundLoad, runtime_cls: Any) -> dict[str, Any]:
+    served: list[str] = []
+    lat_ms: list[float] = []
+    phases: list[dict[str, Any]] = []
+    threads: Any = tuple(counts) if strategy == "adaptive" else counts[0]
+    if strategy == "oracle":
+        threads = tuple(counts)
+    with runtime_cls(root, budget_ms=budget_ms, threads=threads, adapt=strategy == "adaptive", measure_runs=60,
+                     measure_seconds=3.0) as rt, warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        try:
+            for level in pattern:
+                load.set(level)
+                end = time.perf_counter() + phase_s
+                n0 = len(served)
+                while time.perf_counter() < end:
+                    t0 = time.perf_counter()
+                    if strategy in ("adaptive", "static"):
+                        name, t = rt.active_name, rt.active_threads  # single caller: the pair this call runs on
+                        rt(x)
+                    else:
+                        name, t = (smallest, counts[0]) if strategy == "smallest" else oracle[level]
+                        rt.runner(name, t).infer(x)
+                    dt = time.perf_counter() - t0
+                    served.append(_label(name, t))
+                    lat_ms.append(dt * 1e3)
+                    rest = period_s - (time.perf_counter() - t0)
+                    if rest > 0:
+                        time.sleep(rest)
+                seg = lat_ms[n0:]
+                phases.append({"busy_procs": level, "calls": len(seg),
+                               "within_budget": float(np.mean(np.asarray(seg) <= budget_ms)) if seg else None,
+                               "served": {n: served[n0:].count(n) for n in dict.fromkeys(served[n0:])}})
+        finally:
+            load.off()
+        switches = rt.stats().switches if strategy == "adaptive" else None
+    arr = np.asarray(lat_ms)
+    return {
+        "calls": len(served), "within_budget": float(np.mean(arr <= budget_ms)),
+        "mean_accuracy": float(np.mean([acc[s.split("@")[0]] for s in served])),
+        "served": {n: served.count(n) for n in dict.fromkeys(served)},
+        "p50_ms": float(np.median(arr)), "p99_ms": float(np.quantile(arr, 0.99)), "switches": switches,
+        "phases": phases,
+    }
