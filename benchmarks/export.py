@@ -40,12 +40,13 @@ RESULTS = Path(__file__).parent / "results" / "export.json"
 def _train_checkpoint(path: Path, steps: int, seed: int = 0) -> Path:
     """ResNet-20 (16/32/64) trained briefly on Fashion-MNIST with 5 nested non-uniform sub-nets, BN calibrated."""
     import torch
-    import torch.nn.functional as F
 
     from slimrt.models import create_model
     from slimrt.train import DynamicNet
     from slimrt.train.checkpoint import save_checkpoint
+    from slimrt.train.config import SearchConfig
     from slimrt.train.data import load_dataset
+    from slimrt.train.loops import fixed_sampler, train_steps
 
     torch.manual_seed(seed)
     ds = load_dataset("fashion-mnist", val_size=1000, limit_train=8192)
@@ -60,20 +61,10 @@ def _train_checkpoint(path: Path, steps: int, seed: int = 0) -> Path:
             stage = 0 if g.channels <= 16 else (1 if g.channels <= 32 else 2)
             widths[g.name] = max(1, math.ceil(ratios[stage] * g.channels))
         specs.append(net.spec(widths, name=name))
-    opt = torch.optim.SGD(net.parameters(), lr=0.05, momentum=0.9, nesterov=True, weight_decay=5e-4)
-    gen = torch.Generator().manual_seed(seed)
-    net.train()
-    done = 0
-    while done < steps:
-        for xb, yb in ds.batches("train", 64, shuffle=True, generator=gen):
-            opt.zero_grad()
-            for spec in (specs[0], specs[-1]):
-                with net.use(spec):
-                    F.cross_entropy(net(xb), yb).backward()
-            opt.step()
-            done += 1
-            if done >= steps:
-                break
+    # the library's joint training loop (full + smallest sub-net each step, no distillation), cosine from lr 0.05
+    cfg = SearchConfig.build({"batch_size": 64, "augment": False, "seed": seed})
+    train_steps(net, ds, fixed_sampler([specs[0], specs[-1]]), steps, cfg, lr=0.05, phase="export-bench",
+                distill=False)  # fmt: skip
     net.eval()
     out = []
     for spec in specs:
