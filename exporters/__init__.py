@@ -7,7 +7,7 @@ pipeline, optional ``torch.export`` programs and TensorRT engines.
 
 from __future__ import annotations
 
-from typing import Any
+from slimrt._lazy import lazy_getattr
 
 __all__ = [
     "ExportOptions",
@@ -31,10 +31,4 @@ _LAZY = {
     "validate_subnet": "slimrt.exporters.validate",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'slimrt.exporters' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

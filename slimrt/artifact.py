@@ -33,7 +33,7 @@ import os
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 from pydantic import BaseModel, ValidationError
 
@@ -69,6 +69,8 @@ __all__ = [
 ]
 
 log = logging.getLogger(__name__)
+
+_M = TypeVar("_M", bound=BaseModel)
 
 MANIFEST_NAME = "manifest.json"
 SIDECAR_NAME = "manifest.sha256"
@@ -235,24 +237,29 @@ def _check_sidecar(root: Path, data: bytes) -> None:
         )
 
 
-def _parse_manifest(root: Path, data: bytes) -> Manifest:
-    mpath = root / MANIFEST_NAME
+def _parse_versioned(where: str | Path, data: bytes, model: type[_M], what: str) -> _M:
+    """Parse a JSON document with a ``schema_version`` into ``model``; every failure is an ArtifactError naming
+    ``where`` (a wrong version is reported before any other field)."""
     try:
         raw = json.loads(data.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise ArtifactError(f"{mpath}: not valid JSON ({e})") from None
+        raise ArtifactError(f"{where}: not valid JSON ({e})") from None
     if not isinstance(raw, dict):
-        raise ArtifactError(f"{mpath}: expected a JSON object, found {type(raw).__name__}")
+        raise ArtifactError(f"{where}: expected a JSON object, found {type(raw).__name__}")
     try:
         check_schema_version(raw.get("schema_version"))
     except ValueError as e:
-        raise ArtifactError(f"{mpath}: {e}") from None
+        raise ArtifactError(f"{where}: {e}") from None
     try:
-        return Manifest.model_validate(raw)
+        return model.model_validate(raw)
     except ValidationError as e:
         first = e.errors()[0]
         loc = ".".join(str(p) for p in first["loc"])
-        raise ArtifactError(f"{mpath}: invalid manifest at {loc or '<root>'}: {first['msg']}") from None
+        raise ArtifactError(f"{where}: invalid {what} at {loc or '<root>'}: {first['msg']}") from None
+
+
+def _parse_manifest(root: Path, data: bytes) -> Manifest:
+    return _parse_versioned(root / MANIFEST_NAME, data, Manifest, "manifest")
 
 
 def manifest_file_refs(manifest: Manifest) -> list[tuple[FileKind, str, str, int | None]]:
@@ -438,23 +445,8 @@ def load_latency_profiles(root: str | Path, manifest: Manifest) -> list[LatencyP
         check = _check_file(root, "latency", ref.path, ref.sha256, None)
         if not check.ok:
             raise ArtifactError(check.error or ref.path)
-        path = resolve_inside(root, ref.path)
-        try:
-            raw = json.loads(path.read_text(encoding="utf-8"))
-        except (UnicodeDecodeError, json.JSONDecodeError) as e:
-            raise ArtifactError(f"{ref.path}: not valid JSON ({e})") from None
-        if not isinstance(raw, dict):
-            raise ArtifactError(f"{ref.path}: expected a JSON object, found {type(raw).__name__}")
-        try:
-            check_schema_version(raw.get("schema_version"))
-        except ValueError as e:
-            raise ArtifactError(f"{ref.path}: {e}") from None
-        try:
-            prof = LatencyProfile.model_validate(raw)
-        except ValidationError as e:
-            first = e.errors()[0]
-            loc = ".".join(str(p) for p in first["loc"])
-            raise ArtifactError(f"{ref.path}: invalid latency profile at {loc}: {first['msg']}") from None
+        data = resolve_inside(root, ref.path).read_bytes()
+        prof = _parse_versioned(ref.path, data, LatencyProfile, "latency profile")
         if prof.fingerprint_id != ref.fingerprint:
             raise ArtifactError(
                 f"{ref.path}: fingerprint id {prof.fingerprint_id} does not match the manifest entry {ref.fingerprint}"

@@ -33,6 +33,7 @@ __all__ = [
     "clean_stale",
     "fsync_dir",
     "dir_bytes",
+    "check_writable_parent",
 ]
 
 log = logging.getLogger(__name__)
@@ -262,3 +263,21 @@ def replace_dir(tmp: str | Path, target: str | Path, replace: bool) -> None:
 def dir_bytes(root: str | Path) -> int:
     """Total size of the regular files under ``root``."""
     return sum(p.stat().st_size for p in Path(root).rglob("*") if p.is_file())
+
+
+def check_writable_parent(path: Path, label: str, hint: str = "") -> None:
+    """Raise ConfigError unless the nearest existing folder above ``path`` is one this process can write to.
+
+    Args:
+        label: what the messages start with (the option and the path given, e.g. ``"--out model.pt"``).
+        hint: appended to the permission message (what to do instead).
+    """
+    from slimrt.errors import ConfigError
+
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir():
+        raise ConfigError(f"{label}: {parent} is not a directory")
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"{label}: cannot write to {parent} (permission denied){hint}")

@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path, PurePosixPath
-from typing import Literal
+from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -86,6 +86,13 @@ def sha256_file(path: str | Path, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+RelPath = Annotated[str, AfterValidator(safe_relpath)]
+"""A path inside the artifact (checked by :func:`safe_relpath`)."""
+
+SchemaVersion = Annotated[int, BeforeValidator(check_schema_version)]
+"""``schema_version`` of a manifest or latency profile (checked by :func:`check_schema_version`)."""
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -137,14 +144,9 @@ class SubnetSpec(_Frozen):
 class FileRef(_Frozen):
     """A file inside an artifact, with its size and checksum."""
 
-    path: str
+    path: RelPath
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     bytes: int | None = Field(default=None, ge=0)
-
-    @field_validator("path")
-    @classmethod
-    def _inside(cls, v: str) -> str:
-        return safe_relpath(v)
 
 
 class TensorSpec(_Frozen):
@@ -184,14 +186,9 @@ class EngineRef(_Frozen):
     """A TensorRT engine (plan) for one sub-net."""
 
     subnet: str
-    path: str
+    path: RelPath
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     weight_stripped: bool = False
-
-    @field_validator("path")
-    @classmethod
-    def _inside(cls, v: str) -> str:
-        return safe_relpath(v)
 
 
 class EngineSet(_Frozen):
@@ -227,19 +224,14 @@ class LatencyRef(_Frozen):
     fingerprint: str
     device: str
     backend: str
-    path: str
+    path: RelPath
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
-
-    @field_validator("path")
-    @classmethod
-    def _inside(cls, v: str) -> str:
-        return safe_relpath(v)
 
 
 class Manifest(_Frozen):
     """``manifest.json`` of a slimrt artifact. Sub-nets are listed largest first."""
 
-    schema_version: int
+    schema_version: SchemaVersion
     producer: Producer
     arch: str | None = None
     opset: int | None = None
@@ -250,11 +242,6 @@ class Manifest(_Frozen):
     subnets: list[SubnetEntry] = Field(min_length=1, max_length=MAX_SUBNETS)
     latency: list[LatencyRef] = Field(default_factory=list, max_length=256)
     engines: list[EngineSet] = Field(default_factory=list, max_length=64)
-
-    @field_validator("schema_version", mode="before")
-    @classmethod
-    def _known_version(cls, v: object) -> int:
-        return check_schema_version(v)
 
     @model_validator(mode="after")
     def _unique_names(self) -> Manifest:
@@ -381,7 +368,7 @@ class LatencyProfile(_Frozen):
     written before thread variants existed have none and load unchanged.
     """
 
-    schema_version: int = SCHEMA_VERSION
+    schema_version: SchemaVersion = SCHEMA_VERSION
     device: str
     fingerprint: DeviceFingerprint
     batch_size: int = Field(default=1, ge=1)
@@ -389,11 +376,6 @@ class LatencyProfile(_Frozen):
     noisy: bool = False
     subnets: list[SubnetLatency] = Field(min_length=1, max_length=MAX_SUBNETS)
     thread_variants: list[ThreadLatency] = Field(default_factory=list, max_length=16)
-
-    @field_validator("schema_version", mode="before")
-    @classmethod
-    def _known_version(cls, v: object) -> int:
-        return check_schema_version(v)
 
     @model_validator(mode="after")
     def _distinct_threads(self) -> LatencyProfile:

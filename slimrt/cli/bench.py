@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from enum import Enum
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
@@ -65,17 +64,12 @@ def render_bench(result: BenchResult) -> None:
 
 def _check_output_file(flag: str, path: Path) -> None:
     from slimrt.errors import ConfigError
+    from slimrt.io import check_writable_parent
 
     if path.is_dir():
         example = path / ("bench.json" if flag == "--json" else "bench.png")
         raise ConfigError(f"{flag} {path} is a directory; give a file name, e.g. {example}")
-    parent = path.parent
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"{flag} {path}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"{flag} {path}: cannot write to {parent} (permission denied)")
+    check_writable_parent(path, f"{flag} {path}")
 
 
 def _check_outputs(artifact: Path, json_out: Path | None, plot: Path | None, save: bool) -> None:

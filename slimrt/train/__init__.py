@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from slimrt._lazy import lazy_getattr
 
 __all__ = ["DynamicNet", "ChannelGroup", "analyze", "load_checkpoint", "save_checkpoint", "Checkpoint"]
 
@@ -15,10 +15,4 @@ _LAZY = {
     "Checkpoint": "slimrt.train.checkpoint",
 }
 
-
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        import importlib
-
-        return getattr(importlib.import_module(_LAZY[name]), name)
-    raise AttributeError(f"module 'slimrt.train' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY)

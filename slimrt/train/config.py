@@ -193,18 +193,12 @@ def check_out_path(out: str | Path, force: bool = False) -> Path:
     Refused: an existing directory, an existing file (unless ``force``), a parent that is a file, or a folder this
     process cannot write to.
     """
-    import os
+    from slimrt.io import check_writable_parent
 
     path = Path(out).expanduser()
     if path.is_dir():
         raise ConfigError(f"--out {out} is a directory; give the checkpoint's file name, e.g. {path / 'model.pt'}")
     if path.exists() and not force:
         raise ConfigError(f"--out {out} already exists; pass --force to overwrite it, or choose another --out")
-    parent = path.parent if str(path.parent) else Path(".")
-    while not parent.exists() and parent != parent.parent:
-        parent = parent.parent
-    if not parent.is_dir():
-        raise ConfigError(f"--out {out}: {parent} is not a directory")
-    if not os.access(parent, os.W_OK | os.X_OK):
-        raise ConfigError(f"--out {out}: cannot write to {parent} (permission denied); choose another --out")
+    check_writable_parent(path, f"--out {out}", "; choose another --out")
     return path

@@ -13,17 +13,6 @@ from slimrt import SlimRuntime
 from slimrt.cli.app import app
 from slimrt.train.data import load_dataset
 
-TOML = """
-arch_kwargs = { widths = [8, 8, 16] }
-val_size = 500
-group_size = 4
-noise_steps = 8
-noise_batch_size = 64
-finetune_steps = 5
-calib_batches = 4
-macs_step = 0.25
-"""
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
@@ -33,10 +22,10 @@ def _json(res) -> dict:
 
 
 @pytest.mark.slow
-def test_train_export_bench_run(tmp_path):
+def test_train_export_bench_run(tmp_path, tiny_config):
     runner = CliRunner()
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TOML)
+    cfg = tiny_config(val_size=500, augment=None, noise_batch_size=64, finetune_steps=5, calib_batches=4,
+                      macs_step=0.25)
     model = tmp_path / "model.pt"
     art = tmp_path / "tiny.slim"
     trained = _json(runner.invoke(app, [

@@ -18,17 +18,6 @@ from slimrt.errors import DataError
 from slimrt.train import load_checkpoint
 from slimrt.train.data import find_fashion_mnist, load_dataset, read_idx
 
-TOML = """
-arch_kwargs = { widths = [8, 8, 16] }
-val_size = 60
-group_size = 4
-ranking = "l1"
-threshold = inf
-calib_batches = 2
-macs_step = 0.5
-lr = 0.1
-"""
-
 
 @pytest.fixture(autouse=True, scope="module")
 def _one_thread():
@@ -62,11 +51,11 @@ def _json(res):
 
 
 @pytest.mark.slow
-def test_png_class_folders_train_export_serve_and_plain_state_dict_init(tmp_path):
+def test_png_class_folders_train_export_serve_and_plain_state_dict_init(tmp_path, tiny_config):
     folder = _png_folder(tmp_path / "fashion")
     assert len(list(folder.glob("train/*/*.png"))) == 300 and len(list(folder.glob("val/*/*.png"))) == 100
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TOML)
+    cfg = tiny_config(val_size=60, augment=None, noise_steps=None, noise_batch_size=None, finetune_steps=None,
+                      ranking="l1", threshold=float("inf"), macs_step=0.5, lr=0.1)
     runner = CliRunner()
     model = tmp_path / "model.pt"
     common = ["train", "--arch", "resnet20", "--data", str(folder), "--config", str(cfg), "--input-size", "16",

@@ -10,24 +10,11 @@ from slimrt.train import load_checkpoint
 from slimrt.train.data import load_dataset
 from slimrt.train.loops import evaluate
 
-TOML = """
-arch_kwargs = { widths = [8, 8, 16] }
-val_size = 200
-augment = false
-group_size = 4
-noise_steps = 8
-noise_batch_size = 32
-finetune_steps = 3
-calib_batches = 2
-macs_step = 0.2
-"""
-
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
-def test_train_writes_a_checkpoint_with_nested_subnets_and_accuracies(tmp_path):
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TOML)
+def test_train_writes_a_checkpoint_with_nested_subnets_and_accuracies(tmp_path, tiny_config):
+    cfg = tiny_config()
     out = tmp_path / "model.pt"
     args = ["train", "--arch", "resnet20", "--data", "synthetic", "--config", str(cfg), "--limit-train", "256",
             "--pretrain-epochs", "2", "--epochs", "1", "--subnets", "3", "--min-macs", "0.3", "--batch-size", "64",
@@ -52,9 +39,8 @@ def test_train_writes_a_checkpoint_with_nested_subnets_and_accuracies(tmp_path):
         assert evaluate(net, s, data.x_test, data.y_test) == pytest.approx(s.test_accuracy)
 
 
-def test_train_table_output_and_user_errors(tmp_path):
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TOML)
+def test_train_table_output_and_user_errors(tmp_path, tiny_config):
+    cfg = tiny_config()
     out = tmp_path / "m.pt"
     args = ["train", "--data", "synthetic", "--config", str(cfg), "--limit-train", "128", "--pretrain-epochs", "1",
             "--epochs", "0", "--subnets", "2", "--min-macs", "0.5", "--batch-size", "64", "--ranking", "l1",

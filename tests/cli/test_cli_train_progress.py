@@ -11,22 +11,9 @@ from typer.testing import CliRunner
 
 from slimrt.cli.app import app
 
-TOML = """
-arch_kwargs = { widths = [8, 8, 16] }
-val_size = 64
-augment = false
-group_size = 4
-noise_steps = 4
-noise_batch_size = 32
-finetune_steps = 2
-calib_batches = 1
-macs_step = 0.3
-"""
 
-
-def test_train_with_stderr_in_a_file_writes_periodic_progress_lines(tmp_path):
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TOML)
+def test_train_with_stderr_in_a_file_writes_periodic_progress_lines(tmp_path, tiny_config):
+    cfg = tiny_config(val_size=64, noise_steps=4, finetune_steps=2, calib_batches=1, macs_step=0.3)
     log = tmp_path / "train.log"
     env = {**os.environ, "SLIMRT_PROGRESS_INTERVAL": "0", "OMP_NUM_THREADS": "1"}
     args = [sys.executable, "-m", "slimrt", "train", "--data", "synthetic-1x8x8", "--config", str(cfg),
@@ -45,9 +32,8 @@ def test_train_with_stderr_in_a_file_writes_periodic_progress_lines(tmp_path):
     assert '"subnets"' in res.stdout  # the result still goes to stdout
 
 
-def test_dry_run_counts_steps_per_phase_without_training(tmp_path):
-    cfg = tmp_path / "tiny.toml"
-    cfg.write_text(TOML)
+def test_dry_run_counts_steps_per_phase_without_training(tmp_path, tiny_config):
+    cfg = tiny_config(val_size=64, noise_steps=4, finetune_steps=2, calib_batches=1, macs_step=0.3)
     out = tmp_path / "m.pt"
     args = ["train", "--data", "synthetic-1x8x8", "--config", str(cfg), "--limit-train", "192", "--pretrain-epochs",
             "2", "--epochs", "3", "--batch-size", "32", "--min-macs", "0.4", "--out", str(out), "--dry-run"]

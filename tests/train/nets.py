@@ -6,6 +6,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from slimrt.models import create_model
+from slimrt.train import DynamicNet
+
 
 class Residual(nn.Module):
     """Stem + two residual blocks (one with a 1x1 projection shortcut) + mean head."""
@@ -70,3 +73,10 @@ class Unsupported(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = torch.roll(self.conv(x), 1, dims=1)
         return self.fc(x.mean((2, 3)))
+
+
+def tiny_resnet20(seed: int = 0, widths: tuple[int, int, int] = (8, 8, 16)) -> DynamicNet:
+    """A seeded ResNet-20 for 1x16x16 synthetic images (10 classes), narrowed to ``widths``, as a DynamicNet."""
+    torch.manual_seed(seed)
+    model = create_model("resnet20", in_channels=1, num_classes=10, widths=widths)
+    return DynamicNet(model, torch.zeros(1, 1, 16, 16))

@@ -4,11 +4,9 @@ import math
 
 import pytest
 import torch
+from nets import tiny_resnet20
 
-from slimrt.models import create_model
-from slimrt.train import DynamicNet
 from slimrt.train.config import SearchConfig
-from slimrt.train.data import load_dataset
 from slimrt.train.loops import (
     ComputeMeter,
     calibrate,
@@ -27,17 +25,6 @@ from slimrt.train.loops import (
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
-@pytest.fixture(scope="module")
-def data():
-    return load_dataset("synthetic", val_size=200, limit_train=512, seed=0)
-
-
-def _net(seed: int = 0) -> DynamicNet:
-    torch.manual_seed(seed)
-    model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16))
-    return DynamicNet(model, torch.zeros(1, 1, 16, 16))
-
-
 def _cfg(**kw) -> SearchConfig:
     return SearchConfig.build({"batch_size": 64, "lr": 0.1, "seed": 0, "augment": False, **kw})
 
@@ -53,7 +40,7 @@ def test_cosine_lr_warms_up_then_decays_to_zero():
 
 
 def test_optimizer_decays_only_conv_and_linear_weights():
-    net = _net()
+    net = tiny_resnet20()
     opt = make_optimizer(net, 0.1, weight_decay=1e-3)
     decayed = {id(p) for g in opt.param_groups if g["weight_decay"] > 0 for p in g["params"]}
     for p in net.parameters():
@@ -62,7 +49,7 @@ def test_optimizer_decays_only_conv_and_linear_weights():
 
 
 def test_evaluate_matches_hand_count(data):
-    net = _net().eval()
+    net = tiny_resnet20().eval()
     spec = net.uniform_spec(0.5, "half")
     x, y = data.x_val, data.y_val
     with torch.no_grad(), net.use(spec):
@@ -76,7 +63,7 @@ def test_joint_step_counts_compute_and_distill_knob_changes_update(data):
     x, y = data.x_train[:32], data.y_train[:32]
     results = {}
     for distill in (True, False):
-        net = _net()
+        net = tiny_resnet20()
         net.train()
         specs = [net.uniform_spec(0.5, "half"), net.full_spec(), net.uniform_spec(0.25, "quarter")]
         opt = make_optimizer(net, 0.1)
@@ -90,7 +77,7 @@ def test_joint_step_counts_compute_and_distill_knob_changes_update(data):
 
 
 def test_joint_step_largest_loss_is_cross_entropy(data):
-    net = _net()
+    net = tiny_resnet20()
     net.train()
     x, y = data.x_train[:16], data.y_train[:16]
     full = net.full_spec()
@@ -102,7 +89,7 @@ def test_joint_step_largest_loss_is_cross_entropy(data):
 
 
 def test_sandwich_sampler_keeps_extremes_and_is_a_function_of_step():
-    net = _net()
+    net = tiny_resnet20()
     specs = [net.uniform_spec(r, f"r{i}") for i, r in enumerate((1.0, 0.8, 0.6, 0.5, 0.4, 0.25))]
     sample = sandwich_sampler(specs, 2, seed=3)
     seen = set()
@@ -120,7 +107,7 @@ def test_train_epochs_learns_and_is_deterministic(data):
     cfg = _cfg()
     finals = []
     for _ in range(2):
-        net = _net(seed=1)
+        net = tiny_resnet20(seed=1)
         before = evaluate(net, None, data.x_val, data.y_val)
         meter = ComputeMeter()
         stats = train_epochs(net, data, fixed_sampler([net.full_spec()]), 5, cfg, None, meter, warmup_epochs=0.5)
@@ -133,9 +120,9 @@ def test_train_epochs_learns_and_is_deterministic(data):
 
 def test_train_epochs_resume_from_epoch_matches(data):
     cfg = _cfg()
-    net_a = _net(seed=2)
+    net_a = tiny_resnet20(seed=2)
     train_epochs(net_a, data, fixed_sampler([net_a.full_spec()]), 2, cfg)
-    net_b = _net(seed=2)
+    net_b = tiny_resnet20(seed=2)
     saved = {}
 
     def stop_after_first(epoch, opt):
@@ -145,7 +132,7 @@ def test_train_epochs_resume_from_epoch_matches(data):
 
     with pytest.raises(KeyboardInterrupt):
         train_epochs(net_b, data, fixed_sampler([net_b.full_spec()]), 2, cfg, on_epoch_end=stop_after_first)
-    net_c = _net(seed=99)
+    net_c = tiny_resnet20(seed=99)
     net_c.model.load_state_dict(saved["model"])
     opt = make_optimizer(net_c, cfg.lr, cfg.momentum, cfg.weight_decay)
     opt.load_state_dict(saved["opt"])
@@ -155,7 +142,7 @@ def test_train_epochs_resume_from_epoch_matches(data):
 
 
 def test_calibrate_stores_changed_statistics(data):
-    net = _net()
+    net = tiny_resnet20()
     train_epochs(net, data, fixed_sampler([net.full_spec()]), 1, _cfg())
     spec = net.uniform_spec(0.5, "half")
     batches = calibration_batches(data, 3, 64, seed=0)
@@ -179,7 +166,7 @@ def test_generators_are_derived_per_key():
 
 @pytest.mark.parametrize("loop", ["epochs", "steps"])
 def test_both_training_loops_stop_on_a_non_finite_loss(data, loop):
-    net = _net()
+    net = tiny_resnet20()
     with torch.no_grad():
         net.model.fc.weight.fill_(float("nan"))
     cfg = _cfg()

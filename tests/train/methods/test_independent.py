@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import pytest
 import torch
+from nets import tiny_resnet20
 
 from slimrt.errors import ConfigError
-from slimrt.models import create_model
-from slimrt.train import DynamicNet
 from slimrt.train.config import SearchConfig
 from slimrt.train.data import load_dataset
 from slimrt.train.loops import ComputeMeter
@@ -16,18 +15,12 @@ from slimrt.train.methods.independent import fresh_subnet, independent_steps, tr
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
 
-def _net() -> DynamicNet:
-    torch.manual_seed(0)
-    model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16))
-    return DynamicNet(model, torch.zeros(1, 1, 16, 16))
-
-
 def _cfg(**kw) -> SearchConfig:
     return SearchConfig.build({"batch_size": 32, "lr": 0.1, "seed": 0, "augment": False, "warmup_epochs": 0}, kw)
 
 
 def test_fresh_subnet_has_the_spec_architecture_and_new_weights():
-    net = _net()
+    net = tiny_resnet20()
     with torch.no_grad():
         net.model.conv1.weight.fill_(0.5)  # "trained" weights that must not leak into the fresh twin
     spec = net.spec({"layer1.0.conv1": 3, net.prunable_groups[0].name: 5}, name="s1")
@@ -43,7 +36,7 @@ def test_fresh_subnet_has_the_spec_architecture_and_new_weights():
 
 def test_independent_training_spends_the_budget_and_records_accuracy():
     data = load_dataset("synthetic", val_size=200, limit_train=512, seed=0)
-    net = _net()
+    net = tiny_resnet20()
     specs = [net.full_spec("big"), net.uniform_spec(0.5, "small")]
     before = {k: v.clone() for k, v in net.model.state_dict().items()}
     cfg = _cfg()
@@ -71,7 +64,7 @@ def test_independent_training_spends_the_budget_and_records_accuracy():
 
 def test_independent_epochs_mode():
     data = load_dataset("synthetic", val_size=100, limit_train=128, seed=0)
-    net = _net()
+    net = tiny_resnet20()
     out, report = train_independent(_cfg(pretrain_epochs=2), data, net, [net.uniform_spec(0.25, "tiny")])
     assert report.steps == 2 * (128 // 32)
     assert report.train_macs == 3 * 32 * report.steps * out[0].macs
@@ -80,7 +73,7 @@ def test_independent_epochs_mode():
 
 def test_independent_gets_the_data_parallel_arguments():
     data = load_dataset("synthetic", val_size=100, limit_train=64, seed=0)
-    net = _net()
+    net = tiny_resnet20()
     wrapped, shards = [], []
 
     def wrap(m):

@@ -4,9 +4,9 @@ import math
 
 import pytest
 import torch
+from nets import tiny_resnet20
 
 from slimrt.errors import ConfigError
-from slimrt.models import create_model
 from slimrt.train import DynamicNet, load_checkpoint
 from slimrt.train.config import SearchConfig
 from slimrt.train.data import load_dataset
@@ -36,26 +36,15 @@ TINY = {
 
 
 @pytest.fixture(scope="module")
-def data():
-    return load_dataset("synthetic", val_size=200, limit_train=512, seed=0)
-
-
-def _net(seed: int = 0) -> DynamicNet:
-    torch.manual_seed(seed)
-    model = create_model("resnet20", in_channels=1, num_classes=10, widths=(8, 8, 16))
-    return DynamicNet(model, torch.zeros(1, 1, 16, 16))
-
-
-@pytest.fixture(scope="module")
 def trained(data):
-    net = _net(1)
+    net = tiny_resnet20(1)
     cfg = SearchConfig.build({"batch_size": 64, "lr": 0.1, "augment": False})
     train_epochs(net, data, fixed_sampler([net.full_spec()]), 5, cfg)
     return net.eval()
 
 
 def _clone(net: DynamicNet) -> DynamicNet:
-    other = _net(0)
+    other = tiny_resnet20(0)
     other.model.load_state_dict(net.model.state_dict())
     return other.eval()
 
@@ -67,7 +56,7 @@ def test_unit_sizes_and_units():
     assert unit_size(64, 8) == 8 and unit_size(16, 8) == 4 and unit_size(8, 8) == 2 and unit_size(3, 8) == 1
     assert unit_size(20, 8, min_units=1) == 8
     assert min_keep(64, 8) == 8 and min_keep(64, 8, 0.3) == 24 and min_keep(4, 8) == 4
-    net = _net()
+    net = tiny_resnet20()
     spec = net.spec({"layer3.1.conv1": 12})
     units = group_units(net, spec, group_size=4)
     by_group: dict[str, list[Unit]] = {}

@@ -7,9 +7,8 @@ import math
 
 import pytest
 import torch
+from nets import tiny_resnet20
 
-from slimrt.models import create_model
-from slimrt.train import DynamicNet
 from slimrt.train.config import SearchConfig
 from slimrt.train.data import load_dataset
 from slimrt.train.loops import (
@@ -36,18 +35,14 @@ def _cfg(**kw) -> SearchConfig:
 
 @pytest.fixture(scope="module")
 def data():
+    """Overrides tests/train/conftest.py's ``data``: twice the training images."""
     return load_dataset("synthetic", val_size=200, limit_train=1024, seed=0)
-
-
-def _net(widths=(8, 8, 16), seed: int = 0) -> DynamicNet:
-    torch.manual_seed(seed)
-    return DynamicNet(create_model("resnet20", in_channels=1, num_classes=10, widths=widths), torch.zeros(1, 1, 16, 16))
 
 
 @pytest.fixture(scope="module")
 def pretrained(data):
     """A tiny ResNet-20 whose full network is trained (the common starting point of every method)."""
-    net = _net()
+    net = tiny_resnet20()
     train_epochs(net, data, fixed_sampler([net.full_spec()]), 2, _cfg(), lr=0.1, phase="pretrain")
     return net
 
@@ -73,7 +68,7 @@ def test_sandwich_has_four_widths_with_max_and_min():
     assert min(seen) < 0.3 and max(seen) > 0.95  # spread over the range
     assert usnet_ratios(0, seed=3) != usnet_ratios(0, seed=4)
 
-    net = _net()
+    net = tiny_resnet20()
     specs = usnet_sampler(net, seed=0)(5)
     assert len(specs) == 4
     assert specs[0].macs == net.macs()
@@ -83,7 +78,7 @@ def test_sandwich_has_four_widths_with_max_and_min():
 
 
 def test_match_macs_is_the_closest_uniform_width():
-    net = _net(widths=(16, 32, 64))
+    net = tiny_resnet20(widths=(16, 32, 64))
     channels = sorted({g.channels for g in net.prunable_groups})
     # Every uniform sub-net changes only at a ratio k / C for some group size C: enumerate them all.
     ratios = sorted({k / c for c in channels for k in range(1, c + 1)})
@@ -164,7 +159,7 @@ def test_budget_and_distillation_knob(pretrained, data):
 
 
 def test_steps_for_budget_reaches_the_budget():
-    net = _net()
+    net = tiny_resnet20()
     sampler = usnet_sampler(net, seed=1)
     per = [3 * 16 * sum(s.macs for s in sampler(t)) for t in range(10)]
     budget = sum(per[:4]) - 1
