@@ -35,5 +35,7 @@ def test_run_phase_serves_within_budget_and_counts(synthetic_artifact):
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # the demo counts infeasible calls instead of printing warnings
             tight = run_phase(rt, Phase(title="impossible", budget_ms=min(p95) * 1e-3, seconds=0.2), x, labels)
-        assert set(tight.served) == {rt.subnets[-1].name}  # the fastest serves when nothing fits
+        # when nothing fits, the sub-net predicted fastest serves (by the profile measured at load: under CPU load
+        # that need not be the smallest one)
+        assert set(tight.served) == {rt.subnets[int(np.argmin(p95))].name}
         assert tight.infeasible == tight.calls and tight.within_budget == 0.0
