@@ -144,6 +144,8 @@ def measure_latency_table(
     device_profile: DeviceProfile,
     *,
     full_model: onnx.ModelProto | None = None,
+    small_model: onnx.ModelProto | None = None,
+    small_widths: dict[str, int] | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
     runs: int | None = None,
@@ -161,6 +163,7 @@ def measure_latency_table(
         input_shape: the network's input without the batch dimension.
         device_profile: threads, warm-up, runs and batch size come from it unless given.
         full_model: the full network's ONNX (input ``input``): measured to set ``other_ms``.
+        small_model: the smallest sub-net's ONNX (``small_widths``): with ``full_model`` it calibrates ``scale``.
     """
     from slimrt.fingerprint import device_fingerprint
 
@@ -190,9 +193,10 @@ def measure_latency_table(
             ident = identity_model([bs, *input_shape])
             models = {"call": ident}
             inputs = {"call": net_in}
-            if full_model is not None:
-                models["full"] = full_model
-                inputs["full"] = net_in
+            for name, m in (("full", full_model), ("small", small_model)):
+                if m is not None:
+                    models[name] = m
+                    inputs[name] = net_in
             base = _measure(models, inputs, tmp, n_threads, n_warm, n_runs, duration_s)
             fixed = base["call"]
             if bar is not None:
@@ -228,7 +232,21 @@ def measure_latency_table(
     )  # fmt: skip
     if full_model is not None:
         full_ms = base["full"]
-        other = full_ms - table.predict_ms(groups)
-        table = table.model_copy(update={"other_ms": other, "full_measured_ms": full_ms})
+        update: dict = {"full_measured_ms": full_ms}
+        parts_full = table.predict_ms(groups) - fixed
+        if small_model is not None and small_widths is not None:
+            small_ms = base["small"]
+            parts_small = table.predict_ms(small_widths) - fixed
+            update |= {"small_measured_ms": small_ms, "small_widths": dict(small_widths)}
+            if parts_full - parts_small > 1e-9 and full_ms > small_ms:
+                scale = (full_ms - small_ms) / (parts_full - parts_small)
+                update |= {"scale": scale, "other_ms": full_ms - fixed - scale * parts_full}
+            else:
+                log.warning("latency table: the full network was not slower than the smallest sub-net (noise?); "
+                            "scale left at 1")
+                update["other_ms"] = full_ms - fixed - parts_full
+        else:
+            update["other_ms"] = full_ms - fixed - parts_full
+        table = table.model_copy(update=update)
     log.info("latency table: %d parts, fixed %.4f ms, other %.4f ms", len(out_parts), table.fixed_ms, table.other_ms)
     return table

@@ -17,7 +17,7 @@ __all__ = ["latency_table", "measure_net_table"]
 def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_size: int = 8, min_units: int = 4,
                       full: bool = True, progress: bool = False, **kwargs: Any) -> LatencyTable:  # fmt: skip
     """Measure ``net``'s latency table: every part over the unit grid, the call cost, and (``full``) the full
-    network exported as deployed, which sets ``other_ms``. ``kwargs`` go to
+    network and the smallest sub-net exported as deployed, which calibrate ``other_ms`` and ``scale``. ``kwargs`` go to
     :func:`slimrt.bench.layers.measure_latency_table` (threads, runs, warmup, duration_s, batch_size)."""
     import torch
 
@@ -26,11 +26,18 @@ def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_s
     from slimrt.train.latency import layer_parts
 
     parts, layers, groups = layer_parts(net, group_size, min_units)
-    model = None
+    from slimrt.train.methods.progressive import min_keep, unit_size
+
+    model = small = small_widths = None
+    example = torch.zeros(1, *net.input_shape)
     if full:
-        model = export_module(net.extract(net.full_spec()), torch.zeros(1, *net.input_shape))
+        model = export_module(net.extract(net.full_spec()), example)
+        small_widths = {g.name: min_keep(g.channels, unit_size(g.channels, group_size, min_units))
+                        for g in net.prunable_groups}  # fmt: skip
+        small = export_module(net.extract(net.spec(small_widths, name="smallest")), example)
     return measure_latency_table(parts, layers, groups, list(net.input_shape), device_profile, full_model=model,
-                                 progress=progress, **kwargs)  # fmt: skip
+                                 small_model=small, small_widths=small_widths, progress=progress,
+                                 **kwargs)  # fmt: skip
 
 
 def latency_table(
