@@ -159,3 +159,8 @@ def test_latency_cost_table_lands_in_checkpoint_and_manifest(tmp_path):
     manifest = Manifest.model_validate_json((tmp_path / "art" / "manifest.json").read_text())
     assert manifest.latency_table == t
     assert all(s.predicted_latency_ms is not None and s.predicted_latency_ms > 0 for s in manifest.subnets)
+    from slimrt.bench import load_device_profile, run_bench
+
+    result = run_bench(tmp_path / "art", load_device_profile("cpu"), runs=5, threads=1, save=False, progress=False)
+    for row, s in zip(result.subnets, manifest.subnets, strict=True):  # bench reports predicted vs measured
+        assert row.predicted_latency_ms == s.predicted_latency_ms and row.predicted_error is not None
