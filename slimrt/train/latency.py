@@ -111,6 +111,9 @@ class LatencyPredictor:
     """Predicted latency of ``net``'s sub-nets from ``table`` (checked to describe this network)."""
 
     def __init__(self, net: DynamicNet, table: LatencyTable) -> None:
+        if list(table.input_shape) != list(net.input_shape):
+            raise ConfigError(f"latency table was measured for input {table.input_shape}, the network takes "
+                              f"{list(net.input_shape)}; measure a table for this input size")  # fmt: skip
         known = set(net._layers)
         for layer in table.layers:
             if layer.name not in known:
