@@ -76,6 +76,8 @@ def train(
     macs_targets: Annotated[str | None, typer.Option(help="Pick sub-nets at these MACs fractions, e.g. 1,0.5,0.2.")]
     = None,
     group_size: Annotated[int | None, typer.Option(help="Channels per unit (ranked and removed together).")] = None,
+    supernet_epochs: Annotated[int | None, typer.Option(help="Epochs of non-uniform supernet warm start before "
+                                                              "the search (progressive).")] = None,
     cost: Annotated[str | None, typer.Option(help="Search cost: macs (default) or latency (needs --latency-table).")]
     = None,
     latency_table: Annotated[str | None, typer.Option(help="Latency table JSON from `slimrt latency-table`.")] = None,
@@ -119,8 +121,8 @@ def train(
         "reselect": False if no_reselect else None, "distill": False if no_distill else None, "seed": seed,
         "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,
         "val_size": val_size, "device": device, "init": init, "resume": True if resume else None, "out": out,
-        "force": True if force else None, "cost": cost, "latency_table": latency_table,
-        "latency_targets": _fractions(latency_targets),
+        "force": True if force else None, "cost": cost, "supernet_epochs": supernet_epochs,
+        "latency_table": latency_table, "latency_targets": _fractions(latency_targets),
     }  # fmt: skip
     if config is not None:
         cfg = SearchConfig.from_toml(config, **overrides)

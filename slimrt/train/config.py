@@ -89,6 +89,9 @@ class SearchConfig(BaseModel):
     noise_batch_size: int = Field(64, ge=1)
 
     # --- search
+    supernet_epochs: int = Field(0, ge=0, description="progressive: epochs of non-uniform slimmable supernet "
+                                 "training (sandwich rule, independent widths per group) before the search")
+    supernet_lr: float = Field(0.01, gt=0, description="peak learning rate of the supernet warm start")
     threshold: float = Field(1.0, ge=0, description="fine-tune when val accuracy drops more than this (points)")
     finetune_always: bool = Field(False, description="ablation: fine-tune after every candidate")
     finetune_steps: int = Field(100, ge=0, description="steps of each short joint fine-tune in the search")

@@ -119,6 +119,7 @@ class SearchReport(MethodReport):
     compute: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
     cost: str = "macs"
+    supernet_epochs: int = 0
     full_predicted_ms: float | None = None
     predicted_latency_ms: dict[str, float] = Field(default_factory=dict, description="final sub-nets (cost latency)")
 
@@ -376,6 +377,12 @@ def progressive_search(
 
     if st.stage == "candidates":
         if not st.candidates:
+            if cfg.supernet_epochs > 0:
+                from slimrt.train.methods.supernet import supernet_warm_start
+
+                t0 = time.perf_counter()
+                supernet_warm_start(net, data, cfg, progress, meter, forward=forward, batch_transform=batch_transform)
+                st.add_time("supernet", time.perf_counter() - t0)
             t0 = time.perf_counter()
             full = net.full_spec("c00")
             acc = _evaluate_candidate(net, full, data, cfg, calib, meter)
@@ -501,6 +508,7 @@ def progressive_search(
         ranking=cfg.ranking, full_macs=full_macs, threshold=cfg.threshold, finetune_always=cfg.finetune_always,
         reselect=cfg.reselect, candidates=st.candidates, finetunes=st.finetunes, selected=st.selected,
         final_names=[s.name for s in final], compute=meter.state_dict(), timings=dict(st.timings), cost=cfg.cost,
+        supernet_epochs=cfg.supernet_epochs,
         full_predicted_ms=None if pred is None else pred.full_ms,
         predicted_latency_ms={} if pred is None else {s.name: pred.ms(s) for s in final},
     )  # fmt: skip
