@@ -198,6 +198,7 @@ def measure_latency_table(
                     models[name] = m
                     inputs[name] = net_in
             base = _measure(models, inputs, tmp, n_threads, n_warm, n_runs, duration_s)
+            count = len(models)
             fixed = base["call"]
             if bar is not None:
                 bar.advance(task)
@@ -228,7 +229,7 @@ def measure_latency_table(
     table = LatencyTable(
         device=prof.device, fingerprint=fp, batch_size=bs, created=datetime.now(timezone.utc).isoformat(),
         input_shape=list(input_shape), groups=dict(groups), fixed_ms=fixed, parts=out_parts, layers=list(layers),
-        measurements=count + len(inputs), warmup=n_warm, runs=n_runs, load_avg=list(os.getloadavg()),
+        measurements=count, warmup=n_warm, runs=n_runs, load_avg=list(os.getloadavg()),
     )  # fmt: skip
     if full_model is not None:
         full_ms = base["full"]

@@ -143,6 +143,8 @@ class SearchConfig(BaseModel):
             raise ValueError(f"{len(self.latency_targets)} latency_targets given but subnets={self.subnets}")
         if self.cost == "latency" and self.latency_table is None:
             raise ValueError("cost 'latency' needs latency_table (a JSON file from `slimrt latency-table`)")
+        if (self.cost == "latency" or self.supernet_epochs > 0) and self.method != "progressive":
+            raise ValueError(f"cost 'latency' and supernet_epochs apply to method 'progressive', not {self.method!r}")
         if self.latency_targets is not None and self.cost != "latency":
             raise ValueError("latency_targets need cost 'latency'")
         return self

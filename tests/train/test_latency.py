@@ -19,8 +19,8 @@ FP = DeviceFingerprint(cpu_model="test", cpu_cores=1, backend="onnxruntime")
 
 
 def table(parts: list[LatencyPart], layers: list[LatencyLayer], groups: dict[str, int], fixed: float = 0.5,
-          other: float = 0.0) -> LatencyTable:  # fmt: skip
-    return LatencyTable(device="cpu", fingerprint=FP, created="now", input_shape=[1, 8, 8], groups=groups,
+          other: float = 0.0, input_shape: tuple[int, ...] = (1, 8, 8)) -> LatencyTable:  # fmt: skip
+    return LatencyTable(device="cpu", fingerprint=FP, created="now", input_shape=list(input_shape), groups=groups,
                         fixed_ms=fixed, other_ms=other, parts=parts, layers=layers)  # fmt: skip
 
 
@@ -76,9 +76,11 @@ def test_predictor_checks_the_table_matches_the_network(tmp_path):
     net = _net()
     a = LatencyPart(key="a", in_grid=[4], out_grid=[4], ms=[[1.0]])
     bad = table([a], [LatencyLayer(name="conv1", part="a", inputs=[("input", 1)], outputs=[("conv1", 99)])],
-                {"input": 1, "conv1": 99})  # fmt: skip
+                {"input": 1, "conv1": 99}, input_shape=net.input_shape)  # fmt: skip
     with pytest.raises(ConfigError, match="channels"):
         LatencyPredictor(net, bad)
+    with pytest.raises(ConfigError, match="input size"):
+        LatencyPredictor(net, bad.model_copy(update={"input_shape": [1, 8, 8]}))
     with pytest.raises(ConfigError, match="not found"):
         load_latency_table(tmp_path / "missing.json")
 

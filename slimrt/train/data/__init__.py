@@ -11,6 +11,7 @@ from slimrt.train.data.sources import (
     FASHION_MNIST_FILES,
     FASHION_MNIST_MEAN,
     FASHION_MNIST_STD,
+    HOW_TO_GET,
     find_fashion_mnist,
     make_synthetic,
     read_idx,
@@ -28,4 +29,5 @@ __all__ = [
     "FASHION_MNIST_MEAN",
     "FASHION_MNIST_STD",
     "DATA_ENV",
+    "HOW_TO_GET",
 ]
