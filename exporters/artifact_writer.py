@@ -26,6 +26,7 @@ from slimrt.schema import (
     EngineRef,
     EngineSet,
     FileRef,
+    LatencyTable,
     Manifest,
     Producer,
     SubnetEntry,
@@ -338,6 +339,7 @@ def export_artifact(
         batch: int | str = "batch" if options.dynamic_batch else 1
         c = list(ckpt.input_shape)
         assert opset is not None and out_shape is not None
+        table = _latency_table(ckpt)
         manifest = Manifest(
             schema_version=SCHEMA_VERSION,
             producer=_versions(),
@@ -350,9 +352,11 @@ def export_artifact(
             weights=_file_ref(tmp, WEIGHTS_PATH),
             subnets=[
                 SubnetEntry(**spec.model_dump(), onnx=_file_ref(tmp, rel), torch_program=programs.get(spec.name),
-                            max_abs_diff=rep.max_abs_diff)
+                            max_abs_diff=rep.max_abs_diff,
+                            predicted_latency_ms=None if table is None else table.predict_ms(net.widths(spec)))
                 for (spec, rel, _s, _m), rep in zip(exported, reports, strict=True)
             ],
+            latency_table=table,
         )
         write_manifest(tmp, manifest)
         engines = None
@@ -421,3 +425,9 @@ def add_engines(
         es = _build_engines(trt, root, manifest, options, progress)
     verify_artifact(root)
     return es
+
+
+def _latency_table(ckpt: Checkpoint) -> LatencyTable | None:
+    """The latency table the search used (``extra["latency_table"]`` of the checkpoint), if any."""
+    raw = ckpt.extra.get("latency_table")
+    return None if raw is None else LatencyTable.model_validate(raw)

@@ -30,6 +30,9 @@ __all__ = [
     "ThreadLatency",
     "SubnetLatency",
     "LatencyProfile",
+    "LatencyPart",
+    "LatencyLayer",
+    "LatencyTable",
     "safe_relpath",
     "sha256_file",
     "check_schema_version",
@@ -208,6 +211,7 @@ class SubnetEntry(SubnetSpec):
     onnx: FileRef
     torch_program: FileRef | None = None
     max_abs_diff: float | None = Field(default=None, ge=0)
+    predicted_latency_ms: float | None = Field(default=None, gt=0, description="from the artifact's latency table")
 
     @field_validator("max_abs_diff")
     @classmethod
@@ -242,6 +246,7 @@ class Manifest(_Frozen):
     subnets: list[SubnetEntry] = Field(min_length=1, max_length=MAX_SUBNETS)
     latency: list[LatencyRef] = Field(default_factory=list, max_length=256)
     engines: list[EngineSet] = Field(default_factory=list, max_length=64)
+    latency_table: LatencyTable | None = None
 
     @model_validator(mode="after")
     def _unique_names(self) -> Manifest:
@@ -406,3 +411,140 @@ class LatencyProfile(_Frozen):
             if s.name == name:
                 return s
         raise KeyError(f"latency profile has no sub-net {name!r}")
+
+
+# ------------------------------------------------------------------------------------------------ latency tables
+
+
+def _interp(grid: list[int], v: float) -> tuple[int, int, float]:
+    """Indices ``(i, j)`` of the grid points around ``v`` and the weight of ``j`` (clamped linear extrapolation
+    below the first point: latency is not extrapolated above the grid)."""
+    if len(grid) == 1:
+        return 0, 0, 0.0
+    for k in range(1, len(grid)):
+        if v <= grid[k] or k == len(grid) - 1:
+            i, j = k - 1, k
+            t = (v - grid[i]) / (grid[j] - grid[i])
+            return i, j, min(max(t, 0.0), 1.0)
+    raise AssertionError("unreachable")
+
+
+class LatencyPart(_Frozen):
+    """Measured latency of one kind of layer (conv + BN + activation as exported, or a linear layer) over a grid of
+    input and output channel counts; ``ms[i][j]`` is at ``in_grid[i]`` inputs and ``out_grid[j]`` outputs, with the
+    per-call overhead already subtracted (may be slightly negative for tiny layers under noise)."""
+
+    key: str = Field(description="the layer's shape signature (kind, kernel, stride, groups, input size, full widths)")
+    in_grid: list[int] = Field(min_length=1)
+    out_grid: list[int] = Field(min_length=1)
+    ms: list[list[float]]
+
+    @model_validator(mode="after")
+    def _shape(self) -> LatencyPart:
+        if self.in_grid != sorted(set(self.in_grid)) or self.out_grid != sorted(set(self.out_grid)):
+            raise ValueError("latency table grids must be strictly increasing")
+        if len(self.ms) != len(self.in_grid) or any(len(r) != len(self.out_grid) for r in self.ms):
+            raise ValueError(f"part {self.key}: ms must be {len(self.in_grid)} x {len(self.out_grid)}")
+        if any(not math.isfinite(v) for r in self.ms for v in r):
+            raise ValueError(f"part {self.key}: latencies must be finite")
+        return self
+
+    def at(self, n_in: float, n_out: float) -> float:
+        """Bilinear interpolation between the grid points around ``(n_in, n_out)``."""
+        i0, i1, ti = _interp(self.in_grid, n_in)
+        j0, j1, tj = _interp(self.out_grid, n_out)
+        m = self.ms
+        top = m[i0][j0] * (1 - tj) + m[i0][j1] * tj
+        bottom = m[i1][j0] * (1 - tj) + m[i1][j1] * tj
+        return top * (1 - ti) + bottom * ti
+
+
+class LatencyLayer(_Frozen):
+    """One layer of the network: which part measures it and which channel groups set its input and output counts.
+
+    ``inputs`` / ``outputs`` are ``[group, full channels]`` segments (several after a concat); a layer's channel
+    count is the sum of its segments' kept widths (``in_repeat`` times for a linear layer after a flatten).
+    """
+
+    name: str
+    part: str
+    inputs: list[tuple[str, int]]
+    outputs: list[tuple[str, int]]
+    in_repeat: int = Field(default=1, ge=1)
+    depthwise: bool = False
+
+
+class LatencyTable(_Frozen):
+    """Per-layer latency lookup table of one network on one device (see ``slimrt latency-table``).
+
+    A sub-net's predicted latency is ``fixed_ms + other_ms + scale * sum over layers of part.at(n_in, n_out)``:
+    ``fixed_ms`` is the cost of a call (a trivial model on the network's input). Layers timed alone and layers run
+    inside the whole network differ (thread hand-offs, cache, additions and pooling the parts do not include), so
+    ``other_ms`` and ``scale`` are calibrated on two end-to-end measurements, the full network and the smallest
+    sub-net (every group at one unit); with only the full network, ``scale`` stays 1 and ``other_ms`` takes the gap.
+    """
+
+    schema_version: int = SCHEMA_VERSION
+    kind: Literal["latency-table"] = "latency-table"
+    device: str
+    fingerprint: DeviceFingerprint
+    batch_size: int = Field(default=1, ge=1)
+    created: str
+    input_shape: list[int]
+    groups: dict[str, int] = Field(description="full channels of every channel group the layers use")
+    fixed_ms: float
+    other_ms: float = 0.0
+    scale: float = Field(default=1.0, gt=0)
+    full_measured_ms: float | None = Field(default=None, gt=0)
+    small_measured_ms: float | None = Field(default=None, gt=0)
+    small_widths: dict[str, int] | None = None
+    parts: list[LatencyPart] = Field(min_length=1)
+    layers: list[LatencyLayer] = Field(min_length=1)
+    measurements: int = Field(default=0, ge=0)
+    warmup: int = Field(default=0, ge=0)
+    runs: int = Field(default=0, ge=0)
+    load_avg: list[float] | None = None
+
+    @field_validator("schema_version", mode="before")
+    @classmethod
+    def _known_version(cls, v: object) -> int:
+        return check_schema_version(v)
+
+    @model_validator(mode="after")
+    def _parts_known(self) -> LatencyTable:
+        keys = {p.key for p in self.parts}
+        for layer in self.layers:
+            if layer.part not in keys:
+                raise ValueError(f"layer {layer.name!r} refers to unknown part {layer.part!r}")
+            for g, _ in layer.inputs + layer.outputs:
+                if g not in self.groups:
+                    raise ValueError(f"layer {layer.name!r} uses group {g!r} missing from groups")
+        return self
+
+    @property
+    def fingerprint_id(self) -> str:
+        return self.fingerprint.id()
+
+    def part(self, key: str) -> LatencyPart:
+        for p in self.parts:
+            if p.key == key:
+                return p
+        raise KeyError(f"latency table has no part {key!r}")
+
+    def layer_ms(self, widths: dict[str, int]) -> dict[str, float]:
+        """Predicted latency of every layer for the kept ``widths`` (groups not named keep their full width)."""
+        parts = {p.key: p for p in self.parts}
+        out: dict[str, float] = {}
+        for layer in self.layers:
+            n_in = sum(min(widths.get(g, c), c) for g, c in layer.inputs) * layer.in_repeat
+            n_out = sum(min(widths.get(g, c), c) for g, c in layer.outputs)
+            if layer.depthwise:
+                n_in = n_out
+            out[layer.name] = parts[layer.part].at(n_in, n_out)
+        return out
+
+    def predict_ms(self, widths: dict[str, int]) -> float:
+        """Predicted latency (ms) of the sub-net keeping ``widths``: fixed + other + sum of its layers."""
+        return self.fixed_ms + self.other_ms + self.scale * sum(self.layer_ms(widths).values())
+
+Manifest.model_rebuild()

@@ -43,6 +43,8 @@ class BenchSubnet(BaseModel):
     runs: int
     noisy: bool
     speedup_p50: float = Field(description="full sub-net's p50 over this sub-net's p50")
+    predicted_latency_ms: float | None = Field(None, description="from the artifact's latency table, if any")
+    predicted_error: float | None = Field(None, description="(predicted - measured p50) / measured p50")
 
 
 class BackendPlan(BaseModel):
@@ -256,7 +258,9 @@ def run_bench(
             name=s.name, macs=s.macs, params=s.params, val_accuracy=s.val_accuracy, test_accuracy=s.test_accuracy,
             p50_ms=lat[s.name].p50_ms, p90_ms=lat[s.name].p90_ms, p95_ms=lat[s.name].p95_ms,
             p99_ms=lat[s.name].p99_ms, mean_ms=lat[s.name].mean_ms, cv=lat[s.name].cv, runs=lat[s.name].runs,
-            noisy=s.name in noisy_names, speedup_p50=sp[s.name],
+            noisy=s.name in noisy_names, speedup_p50=sp[s.name], predicted_latency_ms=s.predicted_latency_ms,
+            predicted_error=None if s.predicted_latency_ms is None
+            else (s.predicted_latency_ms - lat[s.name].p50_ms) / lat[s.name].p50_ms,
         )
         for s in manifest.subnets
     ]

@@ -14,7 +14,7 @@ try:  # typer >= 0.2x vendors click as typer._click
 except ImportError:  # pragma: no cover - older typer on top of click
     from click.exceptions import NoArgsIsHelpError, UsageError  # type: ignore[no-redef]
 
-from slimrt.cli import bench, export, info, schema_cmd, train, verify
+from slimrt.cli import bench, export, info, latency_table, schema_cmd, train, verify
 from slimrt.errors import SlimrtError
 
 app = typer.Typer(
@@ -33,6 +33,7 @@ app.command("bench")(bench.bench)
 app.command("info")(info.info)
 app.command("verify")(verify.verify)
 app.command("schema")(schema_cmd.schema)
+app.command("latency-table")(latency_table.latency_table)
 
 def _one_line(text: str) -> str:
     return " ".join(str(text).split())

@@ -37,13 +37,20 @@ def render_bench(result: BenchResult) -> None:
         title=f"Latency on {result.device}: {where}, {result.backend} [{', '.join(result.providers)}], "
         f"batch {result.batch_size}, threads {result.threads or 'auto'}"
     )
-    for col in ("sub-net", "MACs", "params", "test acc %", "p50 ms", "p95 ms", "p99 ms", "cv", "speed-up"):
+    predicted = any(s.predicted_latency_ms is not None for s in result.subnets)
+    cols = ["sub-net", "MACs", "params", "test acc %", "p50 ms", "p95 ms", "p99 ms", "cv", "speed-up"]
+    cols += ["predicted ms", "pred. error"] if predicted else []
+    for col in cols:
         t.add_column(col, justify="left" if col == "sub-net" else "right")
     for s in result.subnets:
         acc = s.test_accuracy if s.test_accuracy is not None else s.val_accuracy
         cv = f"[yellow]{s.cv:.2f}[/]" if s.noisy else f"{s.cv:.2f}"
-        t.add_row(s.name, f"{s.macs / 1e6:.2f}M", f"{s.params / 1e3:.1f}k", _acc(acc), f"{s.p50_ms:.3f}",
-                  f"{s.p95_ms:.3f}", f"{s.p99_ms:.3f}", cv, f"{s.speedup_p50:.2f}x")
+        row = [s.name, f"{s.macs / 1e6:.2f}M", f"{s.params / 1e3:.1f}k", _acc(acc), f"{s.p50_ms:.3f}",
+               f"{s.p95_ms:.3f}", f"{s.p99_ms:.3f}", cv, f"{s.speedup_p50:.2f}x"]
+        if predicted:
+            row += ["-", "-"] if s.predicted_latency_ms is None or s.predicted_error is None else [
+                f"{s.predicted_latency_ms:.3f}", f"{100 * s.predicted_error:+.1f}%"]
+        t.add_row(*row)
     console.print(t)
     for v in result.thread_variants:
         row = ", ".join(f"{s.name} {s.p50_ms:.3f}/{s.p95_ms:.3f}" for s in v.subnets)

@@ -88,6 +88,14 @@ def train(
     macs_targets: Annotated[str | None, typer.Option(help="Pick sub-nets at these MACs fractions, e.g. 1,0.5,0.2.")]
     = None,
     group_size: Annotated[int | None, typer.Option(help="Channels per unit (ranked and removed together).")] = None,
+    supernet_epochs: Annotated[int | None, typer.Option(help="Epochs of non-uniform supernet warm start before "
+                                                              "the search (progressive).")] = None,
+    cost: Annotated[str | None, typer.Option(help="Search cost: macs (default) or latency (needs --latency-table).")]
+    = None,
+    latency_table: Annotated[str | None, typer.Option(help="Latency table JSON from `slimrt latency-table`.")] = None,
+    latency_targets: Annotated[
+        str | None, typer.Option(help="Pick sub-nets at these fractions of the full predicted latency, e.g. 1,0.5.")
+    ] = None,
     threshold: Annotated[float | None, typer.Option(help="Fine-tune when val accuracy drops more (points).")] = None,
     finetune_always: Annotated[bool, typer.Option("--finetune-always", help="Ablation: fine-tune every step.")]
     = False,
@@ -139,7 +147,8 @@ def train(
         "val_size": val_size, "input_size": input_size, "grayscale": grayscale, "mean": _floats(mean, "--mean"),
         "std": _floats(std, "--std"), "skip_bad_images": True if skip_bad_images else None,
         "device": device, "init": init, "resume": True if resume else None, "out": out,
-        "force": True if force else None,
+        "force": True if force else None, "cost": cost, "supernet_epochs": supernet_epochs,
+        "latency_table": latency_table, "latency_targets": _fractions(latency_targets),
     }  # fmt: skip
     if config is not None:
         cfg = SearchConfig.from_toml(config, **overrides)

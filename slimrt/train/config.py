@@ -78,6 +78,15 @@ class SearchConfig(BaseModel):
     group_size: int = Field(8, ge=1, description="channels per unit (what gets ranked and removed)")
     min_units: int = Field(4, ge=1, description="groups narrower than min_units*group_size get smaller units")
     min_width: float = Field(0.0, ge=0, lt=1, description="never keep fewer than this fraction of a group")
+    cost: Literal["macs", "latency"] = Field("macs", description="what the search removes per step and ranks "
+                                              "against: MACs, or predicted latency from latency_table")
+    latency_table: str | None = Field(None, description="latency table JSON (`slimrt latency-table`); cost latency")
+    latency_step: float = Field(0.05, gt=0, lt=1, description="cost latency: predicted ms removed per step, "
+                                "fraction of the full network's predicted latency")
+    min_latency: float = Field(0.2, gt=0, le=1, description="cost latency: smallest sub-net, fraction of the "
+                               "full network's predicted latency (the search also stops when nothing can go)")
+    latency_targets: list[float] | None = Field(None, description="cost latency: pick the final sub-nets at these "
+                                                "fractions of the full network's predicted latency")
 
     # --- ranking
     ranking: Ranking = "noise"
@@ -88,6 +97,9 @@ class SearchConfig(BaseModel):
     noise_batch_size: int = Field(64, ge=1)
 
     # --- search
+    supernet_epochs: int = Field(0, ge=0, description="progressive: epochs of non-uniform slimmable supernet "
+                                 "training (sandwich rule, independent widths per group) before the search")
+    supernet_lr: float = Field(0.01, gt=0, description="peak learning rate of the supernet warm start")
     threshold: float = Field(1.0, ge=0, description="fine-tune when val accuracy drops more than this (points)")
     finetune_always: bool = Field(False, description="ablation: fine-tune after every candidate")
     finetune_steps: int = Field(100, ge=0, description="steps of each short joint fine-tune in the search")
@@ -115,13 +127,13 @@ class SearchConfig(BaseModel):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
         return v
 
-    @field_validator("macs_targets")
+    @field_validator("macs_targets", "latency_targets")
     @classmethod
     def _targets(cls, v: list[float] | None) -> list[float] | None:
         if v is None:
             return v
         if not v or any(not (0 < t <= 1) for t in v):
-            raise ValueError(f"macs_targets must be fractions in (0, 1], got {v}")
+            raise ValueError(f"targets must be fractions in (0, 1], got {v}")
         return sorted(set(v), reverse=True)
 
     @field_validator("threshold")
@@ -135,6 +147,14 @@ class SearchConfig(BaseModel):
     def _consistent(self) -> SearchConfig:
         if self.macs_targets is not None and len(self.macs_targets) != self.subnets:
             raise ValueError(f"{len(self.macs_targets)} macs_targets given but subnets={self.subnets}")
+        if self.latency_targets is not None and len(self.latency_targets) != self.subnets:
+            raise ValueError(f"{len(self.latency_targets)} latency_targets given but subnets={self.subnets}")
+        if self.cost == "latency" and self.latency_table is None:
+            raise ValueError("cost 'latency' needs latency_table (a JSON file from `slimrt latency-table`)")
+        if (self.cost == "latency" or self.supernet_epochs > 0) and self.method != "progressive":
+            raise ValueError(f"cost 'latency' and supernet_epochs apply to method 'progressive', not {self.method!r}")
+        if self.latency_targets is not None and self.cost != "latency":
+            raise ValueError("latency_targets need cost 'latency'")
         return self
 
     # ------------------------------------------------------------------ loading

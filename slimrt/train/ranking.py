@@ -75,6 +75,7 @@ class RankContext:
     batch_size: int = 64
     meter: ComputeMeter | None = None
     progress: Progress | None = None
+    unit_cost: torch.Tensor | None = None  # per-unit cost for the noise reward (default: MACs saved), e.g. ms saved
     alphas: torch.Tensor | None = None  # set by noise_rank: the trained scales (for inspection)
 
 
@@ -174,7 +175,7 @@ def noise_rank(net: DynamicNet, spec: SubnetSpec, units: list[Unit], ctx: RankCo
     layers = _layers(net)
     maps = {n: _output_unit_map(layers[n], widths, index, dummy) for n in names}
     dev = next(net.parameters()).device
-    cost = unit_macs(net, spec, units)
+    cost = unit_macs(net, spec, units) if ctx.unit_cost is None else ctx.unit_cost.double()
     weight = (cost / cost.sum() if cost.sum() > 0 else torch.full_like(cost, 1.0 / len(units))).float().to(dev)
     log_alpha = torch.full((len(units),), math.log(ctx.noise_init), device=dev, requires_grad=True)
     opt = torch.optim.Adam([log_alpha], lr=ctx.noise_lr)

@@ -242,7 +242,7 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
             cfg.out, net=net, arch=cfg.arch, arch_kwargs=kwargs, subnets=specs, input_shape=data.input_shape,
             mean=data.mean, std=data.std, dataset=data.name, config=cfg.model_dump(),
             extra={"method": cfg.method, "report": report_dict, "compute": meter.state_dict(), "timings": timings,
-                   "world_size": info.world_size,
+                   "world_size": info.world_size, **_latency_extra(cfg),
                    **({"image_folder": data.preprocess} if data.preprocess else {})},
         )  # fmt: skip
         resume_path.unlink(missing_ok=True)
@@ -252,3 +252,12 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
         full_params=net.params(), subnets=specs, report=report_dict, compute=meter.state_dict(),
         seconds=time.perf_counter() - t0, resumed=resumed,
     )  # fmt: skip
+
+
+def _latency_extra(cfg: SearchConfig) -> dict[str, Any]:
+    """The latency table a latency-cost search used, stored with the checkpoint (export copies it to the manifest)."""
+    if cfg.cost != "latency" or cfg.latency_table is None:
+        return {}
+    from slimrt.train.latency import load_latency_table
+
+    return {"latency_table": load_latency_table(cfg.latency_table).model_dump(mode="json")}

@@ -54,3 +54,24 @@ def test_train_table_output_and_user_errors(tmp_path, tiny_config):
 
     bad = CliRunner().invoke(app, ["train", "--data", "synthetic", "--ranking", "magic", "--out", str(out)])
     assert bad.exit_code != 0 and "ranking" in str(bad.exception)
+
+
+def test_latency_table_then_train_with_latency_cost(tmp_path):
+    pytest.importorskip("onnxruntime")
+    table = tmp_path / "t.json"
+    res = CliRunner().invoke(app, ["latency-table", "--arch", "resnet20", "--in-channels", "1", "--image-size", "8",
+                                   "--runs", "2", "--threads", "1", "-o", str(table)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    payload = json.loads(table.read_text())
+    assert payload["kind"] == "latency-table" and payload["input_shape"] == [1, 8, 8] and payload["fixed_ms"] > 0
+    out = tmp_path / "model.pt"
+    args = ["train", "--arch", "resnet20", "--data", "synthetic-1x8x8", "--limit-train", "256", "--val-size", "100",
+            "--pretrain-epochs", "1", "--epochs", "0", "--subnets", "2", "--ranking", "l1", "--cost", "latency",
+            "--latency-table", str(table), "--latency-targets", "1,0.6", "--batch-size", "64", "--out", str(out),
+            "--json"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.config["cost"] == "latency" and ck.extra["latency_table"]["kind"] == "latency-table"
+    report = ck.extra["report"]
+    assert report["cost"] == "latency" and len(report["predicted_latency_ms"]) == 2

@@ -19,6 +19,13 @@ Dynamic Inference"), on a pre-trained full network.
    BN-calibrated per sub-net and evaluated on validation and test data.
 
 Because removal always takes a group's tail, every sub-net is a prefix of every group in the final channel order.
+
+With ``cost = "latency"`` (and a latency table from ``slimrt latency-table``) the search measures everything in
+*predicted milliseconds* instead of MACs (NetAdapt-style): each step removes about ``latency_step`` of the full
+network's predicted latency (:func:`latency_step_target`), the noise ranking weighs units by the milliseconds their
+removal saves, every unit's score is then divided by those milliseconds (:func:`per_ms`, so scores compare across
+groups as accuracy impact per ms saved), and re-selection spreads the final K over the predicted-latency range (or
+picks them at ``latency_targets``). ``cost = "macs"`` is unchanged.
 """
 
 from __future__ import annotations
@@ -65,6 +72,8 @@ __all__ = [
     "min_keep",
     "group_units",
     "step_target",
+    "latency_step_target",
+    "per_ms",
     "needs_finetune",
     "next_candidate",
     "progressive_search",
@@ -88,6 +97,7 @@ class CandidateRecord(BaseModel):
     val_after_finetune: float | None = None
     final_val_accuracy: float | None = Field(None, description="re-measured with the weights at the end of search")
     removed_units: int = 0
+    predicted_latency_ms: float | None = Field(None, description="from the latency table (cost latency)")
     version: int = Field(0, description="fine-tunes done before this candidate's last evaluation")
 
 
@@ -108,6 +118,10 @@ class SearchReport(MethodReport):
     final_names: list[str]
     compute: dict[str, Any] = Field(default_factory=dict)
     timings: dict[str, float] = Field(default_factory=dict)
+    cost: str = "macs"
+    supernet_epochs: int = 0
+    full_predicted_ms: float | None = None
+    predicted_latency_ms: dict[str, float] = Field(default_factory=dict, description="final sub-nets (cost latency)")
 
 
 @dataclass
@@ -187,6 +201,25 @@ def step_target(macs: float, full_macs: float, cfg: SearchConfig) -> float:
     return max(macs - cut, cfg.min_macs * full_macs)
 
 
+def latency_step_target(ms: float, full_ms: float, cfg: SearchConfig) -> float:
+    """Predicted ms of the next candidate (cost latency): ``latency_step`` of the full network's predicted ms less,
+    never more than ``max_cut`` of the current ms less, never below ``min_latency`` of the full."""
+    cut = min(cfg.latency_step * full_ms, cfg.max_cut * ms)
+    return max(ms - cut, cfg.min_latency * full_ms)
+
+
+def per_ms(scores: torch.Tensor, ms_saved: torch.Tensor) -> torch.Tensor:
+    """Importance per predicted millisecond saved: scores shifted to be positive (the least important unit gets 5%
+    of the score range above zero, so order within a group is kept), divided by what removing each unit saves.
+    A unit whose removal saves many ms for little importance gets the lowest score and goes first."""
+    s = scores.double()
+    if s.numel() == 0:
+        return s
+    span = float(s.max() - s.min())
+    shifted = s - s.min() + (0.05 * span if span > 0 else 1.0)
+    return shifted / ms_saved.double().clamp_min(1e-9)
+
+
 def needs_finetune(prev_acc: float, acc: float, threshold: float, always: bool = False, steps: int = 1) -> bool:
     """Fine-tune iff the accuracy fell more than ``threshold`` points (or ``always``); never when ``steps`` is 0."""
     if steps <= 0:
@@ -208,9 +241,10 @@ def next_candidate(
     target_macs: float,
     name: str,
     cfg: SearchConfig,
+    cost: Callable[[dict[str, int]], float] | None = None,
 ) -> tuple[SubnetSpec, int]:
     """Reorder the ranked units within ``spec``'s prefix (most important first) and remove tail units of lowest
-    importance until the MACs fall to ``target_macs`` or below.
+    importance until the MACs (or ``cost`` of the kept widths, e.g. predicted ms) fall to ``target_macs`` or below.
 
     Returns:
         The new candidate (nested in ``spec``) and the number of units removed (0: nothing could be removed).
@@ -238,7 +272,7 @@ def next_candidate(
     floor = {g: min_keep(net.group(g).channels, unit_size(net.group(g).channels, cfg.group_size, cfg.min_units),
                          cfg.min_width) for g in queues}  # fmt: skip
     group_rank = {g.name: i for i, g in enumerate(net.prunable_groups)}
-    macs = net.macs(spec)
+    macs = net.macs(spec) if cost is None else cost(dict(widths))
     removed = 0
     while macs > target_macs:
         options = [(q[0][0], group_rank[g], g) for g, q in queues.items() if q and widths[g] - q[0][1] >= floor[g]]
@@ -248,7 +282,10 @@ def next_candidate(
         _, size = queues[g].pop(0)
         widths[g] -= size
         removed += 1
-        macs = net.spec({k: v for k, v in widths.items() if k in group_rank}).macs
+        if cost is None:
+            macs = net.spec({k: v for k, v in widths.items() if k in group_rank}).macs
+        else:
+            macs = cost(dict(widths))
     new = net.spec({k: v for k, v in widths.items() if k in group_rank}, name=name)
     return new, removed
 
@@ -317,21 +354,45 @@ def progressive_search(
     full_macs = net.macs()
     calib = calibration_batches(data, cfg.calib_batches, cfg.batch_size, cfg.seed)
     rank = get_ranking(cfg.ranking)
-    min_macs = cfg.min_macs * full_macs * (1 + 1e-9)
-    n_steps = max(1, math.ceil((1 - cfg.min_macs) / cfg.macs_step - 1e-9))
+    pred = None
+    if cfg.cost == "latency":
+        from slimrt.train.latency import LatencyPredictor, load_latency_table
+
+        assert cfg.latency_table is not None  # SearchConfig checks it
+        pred = LatencyPredictor(net, load_latency_table(cfg.latency_table))
+        full_cost = pred.full_ms
+        min_cost = cfg.min_latency * full_cost * (1 + 1e-9)
+        n_steps = max(1, math.ceil((1 - cfg.min_latency) / cfg.latency_step - 1e-9))
+    else:
+        full_cost = float(full_macs)
+        min_cost = cfg.min_macs * full_macs * (1 + 1e-9)
+        n_steps = max(1, math.ceil((1 - cfg.min_macs) / cfg.macs_step - 1e-9))
+
+    def cost_of(spec: SubnetSpec) -> float:
+        return spec.macs if pred is None else pred.ms(spec)
+
+    def predicted(spec: SubnetSpec) -> float | None:
+        return None if pred is None else pred.ms(spec)
     task = progress.add_task("search", total=n_steps + 1, completed=len(st.candidates), info="") if progress else None
 
     if st.stage == "candidates":
         if not st.candidates:
+            if cfg.supernet_epochs > 0:
+                from slimrt.train.methods.supernet import supernet_warm_start
+
+                t0 = time.perf_counter()
+                supernet_warm_start(net, data, cfg, progress, meter, forward=forward, batch_transform=batch_transform)
+                st.add_time("supernet", time.perf_counter() - t0)
             t0 = time.perf_counter()
             full = net.full_spec("c00")
             acc = _evaluate_candidate(net, full, data, cfg, calib, meter)
-            st.candidates.append(CandidateRecord(spec=full.with_accuracy(val=acc), macs_fraction=1.0, val_accuracy=acc))
+            st.candidates.append(CandidateRecord(spec=full.with_accuracy(val=acc), macs_fraction=1.0, val_accuracy=acc,
+                                                 predicted_latency_ms=predicted(full)))  # fmt: skip
             st.add_time("evaluate", time.perf_counter() - t0)
             save(st, None)
             if progress is not None:
                 progress.update(task, advance=1, info=f"c00 {acc:.2f}%")
-        while st.candidates[-1].spec.macs > min_macs:
+        while cost_of(st.candidates[-1].spec) > min_cost:
             i = len(st.candidates)
             cur = st.candidates[-1].spec
             t0 = time.perf_counter()
@@ -339,13 +400,21 @@ def progressive_search(
             ctx = RankContext(data=data, seed=cfg.seed, key=i, noise_steps=cfg.noise_steps, noise_lr=cfg.noise_lr,
                               noise_reward=cfg.noise_reward, noise_init=cfg.noise_init,
                               batch_size=cfg.noise_batch_size, meter=meter, progress=progress)  # fmt: skip
-            scores = rank(net, cur, units, ctx)
-            target = step_target(cur.macs, full_macs, cfg)
-            new, removed = next_candidate(net, cur, units, scores, target_macs=target, name=f"c{i:02d}", cfg=cfg)
+            if pred is None:
+                scores = rank(net, cur, units, ctx)
+                target = step_target(cur.macs, full_macs, cfg)
+                new, removed = next_candidate(net, cur, units, scores, target_macs=target, name=f"c{i:02d}", cfg=cfg)
+            else:
+                saved = pred.unit_ms(cur, units)
+                ctx.unit_cost = saved
+                scores = per_ms(rank(net, cur, units, ctx), saved)
+                target = latency_step_target(pred.ms(cur), full_cost, cfg)
+                new, removed = next_candidate(net, cur, units, scores, target_macs=target, name=f"c{i:02d}", cfg=cfg,
+                                              cost=pred.ms)  # fmt: skip
             st.add_time("rank", time.perf_counter() - t0)
             if removed == 0:
-                log.warning("search stopped at %.1f%% MACs: no unit can be removed (min width reached)",
-                            100 * cur.macs / full_macs)
+                log.warning("search stopped at %.1f%% %s: no unit can be removed (min width reached)",
+                            100 * cost_of(cur) / full_cost, "MACs" if pred is None else "predicted latency")
                 break
             t0 = time.perf_counter()
             acc = _evaluate_candidate(net, new, data, cfg, calib, meter)
@@ -353,7 +422,8 @@ def progressive_search(
             prev = st.candidates[-1]
             prev_acc = prev.val_after_finetune if prev.val_after_finetune is not None else prev.val_accuracy
             rec = CandidateRecord(spec=new.with_accuracy(val=acc), macs_fraction=new.macs / full_macs,
-                                  val_accuracy=acc, removed_units=removed, version=st.version)  # fmt: skip
+                                  val_accuracy=acc, removed_units=removed, version=st.version,
+                                  predicted_latency_ms=predicted(new))  # fmt: skip
             if needs_finetune(prev_acc, acc, cfg.threshold, cfg.finetune_always, cfg.finetune_steps):
                 t0 = time.perf_counter()
                 specs = [c.spec for c in st.candidates] + [new]
@@ -382,9 +452,15 @@ def progressive_search(
                 acc = _evaluate_candidate(net, c.spec, data, cfg, calib, meter)
             st.candidates[j] = c.model_copy(update={"final_val_accuracy": acc})
         st.add_time("evaluate", time.perf_counter() - t0)
-        macs = [c.spec.macs for c in st.candidates]
         accs = [float(c.final_val_accuracy) for c in st.candidates]
-        picks = reselect(macs, accs, cfg.subnets, targets=cfg.macs_targets, full_macs=full_macs, pareto=cfg.reselect)
+        if pred is None:
+            macs = [c.spec.macs for c in st.candidates]
+            picks = reselect(macs, accs, cfg.subnets, targets=cfg.macs_targets, full_macs=full_macs,
+                             pareto=cfg.reselect)  # fmt: skip
+        else:
+            ms = [pred.ms(c.spec) for c in st.candidates]
+            picks = reselect(ms, accs, cfg.subnets, targets=cfg.latency_targets, full_macs=full_cost,
+                             pareto=cfg.reselect)  # fmt: skip
         chosen = [st.candidates[i].spec for i in picks]
         names = subnet_names([s.macs for s in chosen], full_macs)
         st.selected = [s.name for s in chosen]
@@ -431,7 +507,10 @@ def progressive_search(
     report = SearchReport(
         ranking=cfg.ranking, full_macs=full_macs, threshold=cfg.threshold, finetune_always=cfg.finetune_always,
         reselect=cfg.reselect, candidates=st.candidates, finetunes=st.finetunes, selected=st.selected,
-        final_names=[s.name for s in final], compute=meter.state_dict(), timings=dict(st.timings),
+        final_names=[s.name for s in final], compute=meter.state_dict(), timings=dict(st.timings), cost=cfg.cost,
+        supernet_epochs=cfg.supernet_epochs,
+        full_predicted_ms=None if pred is None else pred.full_ms,
+        predicted_latency_ms={} if pred is None else {s.name: pred.ms(s) for s in final},
     )  # fmt: skip
     return final, report
 

@@ -1,0 +1,128 @@
+"""Latency-table predictor error against end-to-end measurement on random sub-nets of ResNet-20 (1x28x28).
+
+Measures the latency table of ResNet-20 with ONNX Runtime (the ``cpu`` device profile's settings unless overridden),
+draws ``--subnets`` random sub-nets (every prunable group's width uniform on its unit grid), exports each extracted
+sub-net as deployed (``export_module``) and measures all of them interleaved with ``measure_latency``; reports the
+relative error of the predicted p50 against the measured p50 (median and max). Records the machine and its load
+average: on a shared machine the numbers include that noise.
+
+Usage::
+
+    python benchmarks/latency_table.py                # writes benchmarks/results/latency-table-resnet20.json
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import command_line, write_results  # noqa: E402
+
+RESULTS = Path(__file__).resolve().parent / "results" / "latency-table-resnet20.json"
+
+
+def ratio_errors(rows: list[dict]) -> dict:
+    """Error of predicted latency *relative to the full network* (pred/pred_full vs measured/measured_full, both
+    from the same end-to-end session): what the search uses, insensitive to the machine drifting between the
+    table's measurement and the end-to-end one."""
+    full = next(r for r in rows if r["name"] == "full")
+    errs = [abs((r["predicted_ms"] / full["predicted_ms"]) / (r["measured_p50_ms"] / full["measured_p50_ms"]) - 1)
+            for r in rows if r["name"] != "full"]  # fmt: skip
+    return {"median_rel_error": statistics.median(errs), "max_rel_error": max(errs),
+            "note": "pred/pred_full vs measured/measured_full"}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--subnets", type=int, default=24)
+    p.add_argument("--runs", type=int, default=None, help="timed rounds (default: the device profile's)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+
+    import numpy as np
+    import onnx
+    import torch
+
+    from slimrt.bench import load_device_profile
+    from slimrt.bench.layers import _runner
+    from slimrt.cli.latency_table import measure_net_table
+    from slimrt.exporters.onnx import export_module
+    from slimrt.fingerprint import cpu_model
+    from slimrt.models.registry import create_model
+    from slimrt.runtime.measure import measure_latency
+    from slimrt.train.dynamic import DynamicNet
+    from slimrt.train.methods.progressive import unit_size
+
+    torch.manual_seed(args.seed)
+    load_before = list(os.getloadavg())
+    prof = load_device_profile("cpu")
+    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+    t0 = time.perf_counter()
+    table = measure_net_table(net, prof, threads=args.threads, runs=args.runs)
+    t_table = time.perf_counter() - t0
+
+    rng = np.random.default_rng(args.seed)
+    specs = [net.full_spec("full")]
+    for i in range(args.subnets):
+        widths = {}
+        for g in net.prunable_groups:
+            u = unit_size(g.channels, 8, 4)
+            widths[g.name] = int(u * rng.integers(1, g.channels // u + 1))
+        specs.append(net.spec(widths, name=f"r{i:02d}"))
+    t0 = time.perf_counter()
+    runners = {}
+    with tempfile.TemporaryDirectory() as d:
+        for s in specs:
+            path = Path(d) / f"{s.name}.onnx"
+            onnx.save(export_module(net.extract(s), torch.zeros(1, 1, 28, 28)), path)
+            runners[s.name] = _runner(path, args.threads if args.threads is not None else prof.threads)
+        x = np.random.default_rng(1).standard_normal((1, 1, 28, 28)).astype(np.float32)
+        lat = measure_latency(runners, x, warmup=prof.warmup, runs=args.runs or prof.runs, duration_s=None)
+        for r in runners.values():
+            r.close()
+    t_e2e = time.perf_counter() - t0
+    rows = []
+    for s in specs:
+        pred = table.predict_ms(net.widths(s))
+        meas = lat[s.name].p50_ms
+        rows.append({"name": s.name, "widths": s.widths, "macs": s.macs, "predicted_ms": pred, "measured_p50_ms": meas,
+                     "cv": lat[s.name].cv, "rel_error": (pred - meas) / meas})  # fmt: skip
+    errs = [abs(r["rel_error"]) for r in rows if r["name"] != "full"]
+    ratio = ratio_errors(rows)
+    result = {
+        "command": command_line("latency_table.py", argv),
+        "machine": {"cpu": cpu_model(), "cores": os.cpu_count(), "load_avg_before": load_before,
+                    "load_avg_after": list(os.getloadavg()),
+                    "note": "shared machine (other engineers, a training benchmark): timings include that noise"},
+        "threads": args.threads if args.threads is not None else prof.threads,
+        "runs": args.runs or prof.runs,
+        "table": {"parts": len(table.parts), "layers": len(table.layers), "measurements": table.measurements,
+                  "fixed_ms": table.fixed_ms, "other_ms": table.other_ms, "full_measured_ms": table.full_measured_ms,
+                  "seconds": t_table},
+        "end_to_end_seconds": t_e2e,
+        "subnets": len(errs),
+        "median_rel_error": statistics.median(errs),
+        "max_rel_error": max(errs),
+        "mean_rel_error": statistics.mean(errs),
+        "goal": {"median": 0.05, "max": 0.15},
+        "relative_to_full": ratio,
+        "latency_range_measured": [min(r["measured_p50_ms"] for r in rows), max(r["measured_p50_ms"] for r in rows)],
+        "rows": rows,
+    }
+    write_results(args.out, result)
+    print(f"median {100 * result['median_rel_error']:.1f}%  max {100 * result['max_rel_error']:.1f}%  "
+          f"over {len(errs)} sub-nets; load {load_before} -> {result['machine']['load_avg_after']}; -> {args.out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()

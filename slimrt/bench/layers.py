@@ -1,0 +1,253 @@
+"""Latency tables: measure each part of a network over a grid of channel counts with the deployment backend.
+
+A *part* is one kind of layer as it is exported: a conv followed by its BatchNorm and activation (ONNX Runtime
+fuses them into one kernel), or a linear layer. Every part is built directly as a small ONNX model (random weights,
+``onnx.helper``, no torch) at each ``(in, out)`` point of its grid and timed with
+:func:`slimrt.runtime.measure.measure_latency`, interleaved with a trivial model on the same input so the per-call
+overhead is measured in the same rounds and subtracted. The per-call cost of the whole network (``fixed_ms``) is
+that trivial model on the network's input; when the full network's ONNX is given, what the parts do not explain at
+full width (additions, pooling) becomes ``other_ms``. Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+
+from slimrt.schema import DeviceProfile, LatencyLayer, LatencyPart, LatencyTable
+
+__all__ = ["PartShape", "part_model", "identity_model", "measure_latency_table", "unit_grid"]
+
+log = logging.getLogger(__name__)
+OPSET = 17
+
+
+@dataclass(frozen=True)
+class PartShape:
+    """Shape signature of a part; layers with equal signatures share one measured part."""
+
+    kind: str  # "conv" (also depthwise: groups == channels) or "linear"
+    in_full: int
+    out_full: int
+    in_hw: tuple[int, int] = (1, 1)
+    kernel: tuple[int, int] = (1, 1)
+    stride: tuple[int, int] = (1, 1)
+    padding: tuple[int, int] = (0, 0)
+    depthwise: bool = False
+    relu: bool = True
+    in_grid: tuple[int, ...] = field(default=())
+    out_grid: tuple[int, ...] = field(default=())
+    name: str = ""  # overrides the key
+
+    @property
+    def key(self) -> str:
+        if self.name:
+            return self.name
+        if self.kind == "linear":
+            return f"linear-{self.in_full}x{self.out_full}"
+        k, s, p, (h, w) = self.kernel, self.stride, self.padding, self.in_hw
+        dw = "dw" if self.depthwise else ""
+        return f"conv{dw}{k[0]}x{k[1]}s{s[0]}p{p[0]}-{self.in_full}x{self.out_full}@{h}x{w}"
+
+
+def unit_grid(channels: int, unit: int) -> list[int]:
+    """Grid of channel counts for a group: every multiple of ``unit`` up to ``channels`` (and ``channels``)."""
+    pts = sorted({*range(unit, channels + 1, unit), channels})
+    return [p for p in pts if p >= 1]
+
+
+def _model(nodes: list, inputs: list, outputs: list, inits: list) -> onnx.ModelProto:
+    graph = helper.make_graph(nodes, "part", inputs, outputs, initializer=inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", OPSET)])
+    model.ir_version = 8
+    return model
+
+
+def part_model(part: PartShape, n_in: int, n_out: int, batch: int, seed: int = 0) -> onnx.ModelProto:
+    """ONNX model of ``part`` at ``n_in`` input and ``n_out`` output channels (conv + BN + ReLU, or Gemm)."""
+    rng = np.random.default_rng(seed)
+    if part.kind == "linear":
+        x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, n_in])
+        y = helper.make_tensor_value_info("output", TensorProto.FLOAT, [batch, n_out])
+        w = numpy_helper.from_array(rng.standard_normal((n_out, n_in)).astype(np.float32) * 0.1, "w")
+        b = numpy_helper.from_array(np.zeros(n_out, np.float32), "b")
+        node = helper.make_node("Gemm", ["input", "w", "b"], ["output"], transB=1)
+        return _model([node], [x], [y], [w, b])
+    if part.depthwise:
+        n_in = n_out
+    h, wd = part.in_hw
+    kh, kw = part.kernel
+    groups = n_out if part.depthwise else 1
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, n_in, h, wd])
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, None)
+    w = rng.standard_normal((n_out, n_in // groups, kh, kw)).astype(np.float32) * 0.1
+    inits = [numpy_helper.from_array(w, "w")]
+    for name, val in (("scale", 1.0), ("bias", 0.0), ("mean", 0.0), ("var", 1.0)):
+        inits.append(numpy_helper.from_array(np.full(n_out, val, np.float32), name))
+    conv = helper.make_node("Conv", ["input", "w"], ["c"], kernel_shape=[kh, kw], strides=list(part.stride),
+                            pads=[part.padding[0], part.padding[1], part.padding[0], part.padding[1]], group=groups)
+    bn = helper.make_node("BatchNormalization", ["c", "scale", "bias", "mean", "var"],
+                          ["bn" if part.relu else "output"])  # fmt: skip
+    nodes = [conv, bn] + ([helper.make_node("Relu", ["bn"], ["output"])] if part.relu else [])
+    return _model(nodes, [x], [y], inits)
+
+
+def identity_model(shape: Sequence[int]) -> onnx.ModelProto:
+    """A trivial model (one Identity) on an input of ``shape``: the cost of a call itself."""
+    x = helper.make_tensor_value_info("input", TensorProto.FLOAT, list(shape))
+    y = helper.make_tensor_value_info("output", TensorProto.FLOAT, list(shape))
+    return _model([helper.make_node("Identity", ["input"], ["output"])], [x], [y], [])
+
+
+def _runner(path: Path, threads: int | None):
+    from slimrt.backends import create_runner
+    from slimrt.backends.base import RunnerOptions
+
+    return create_runner("onnxruntime", path, RunnerOptions(device="cpu", threads=threads)).load()
+
+
+def _measure(models: dict[str, onnx.ModelProto], inputs: dict[str, np.ndarray], tmp: Path, threads: int | None,
+             warmup: int, runs: int, duration_s: float | None) -> dict[str, float]:  # fmt: skip
+    """p50 (ms) of every model, interleaved; models with different input shapes get one call wrapper each."""
+    from slimrt.runtime.measure import measure_latency
+
+    runners, fns = [], {}
+    try:
+        for name, m in models.items():
+            p = tmp / f"{len(runners)}.onnx"
+            onnx.save(m, p)
+            r = _runner(p, threads)
+            runners.append(r)
+            x = inputs[name]
+            fns[name] = (lambda _x, r=r, x=x: r.infer(x))
+        lat = measure_latency(fns, np.zeros(1, np.float32), warmup=warmup, runs=runs, duration_s=duration_s)
+    finally:
+        for r in runners:
+            r.close()
+    return {k: v.p50_ms for k, v in lat.items()}
+
+
+def measure_latency_table(
+    parts: Sequence[PartShape],
+    layers: Sequence[LatencyLayer],
+    groups: dict[str, int],
+    input_shape: Sequence[int],
+    device_profile: DeviceProfile,
+    *,
+    full_model: onnx.ModelProto | None = None,
+    small_model: onnx.ModelProto | None = None,
+    small_widths: dict[str, int] | None = None,
+    batch_size: int | None = None,
+    threads: int | None = None,
+    runs: int | None = None,
+    warmup: int | None = None,
+    duration_s: float | None = None,
+    progress: bool = False,
+) -> LatencyTable:
+    """Measure every part over its grid (interleaved with a trivial model whose p50 is subtracted) and return the
+    :class:`LatencyTable`.
+
+    Args:
+        parts: distinct part shapes with their grids (see :func:`slimrt.train.latency.layer_parts`).
+        layers: the network's layers, each naming its part.
+        groups: full channels of every group the layers use.
+        input_shape: the network's input without the batch dimension.
+        device_profile: threads, warm-up, runs and batch size come from it unless given.
+        full_model: the full network's ONNX (input ``input``): measured to set ``other_ms``.
+        small_model: the smallest sub-net's ONNX (``small_widths``): with ``full_model`` it calibrates ``scale``.
+    """
+    from slimrt.fingerprint import device_fingerprint
+
+    prof = device_profile
+    if prof.backend not in ("onnxruntime", "auto") or prof.device != "cpu":
+        log.warning("latency tables are measured with ONNX Runtime on the CPU; device profile %s asks for %s/%s",
+                    prof.name, prof.backend, prof.device)  # fmt: skip
+    bs = batch_size or prof.batch_sizes[0]
+    n_threads = threads if threads is not None else prof.threads
+    n_runs = runs if runs is not None else prof.runs
+    n_warm = warmup if warmup is not None else prof.warmup
+    rng = np.random.default_rng(0)
+    out_parts: list[LatencyPart] = []
+    overheads: list[float] = []
+    count = 0
+    bar = None
+    if progress:
+        from rich.progress import Progress
+
+        bar = Progress(transient=True)
+        bar.start()
+        task = bar.add_task("latency table", total=len(parts) + 1)
+    try:
+        with tempfile.TemporaryDirectory(prefix="slimrt-lt-") as d:
+            tmp = Path(d)
+            net_in = np.asarray(rng.standard_normal((bs, *input_shape)), np.float32)
+            ident = identity_model([bs, *input_shape])
+            models = {"call": ident}
+            inputs = {"call": net_in}
+            for name, m in (("full", full_model), ("small", small_model)):
+                if m is not None:
+                    models[name] = m
+                    inputs[name] = net_in
+            base = _measure(models, inputs, tmp, n_threads, n_warm, n_runs, duration_s)
+            count = len(models)
+            fixed = base["call"]
+            if bar is not None:
+                bar.advance(task)
+            for part in parts:
+                models, inputs = {}, {}
+                for i in part.in_grid:
+                    for o in part.out_grid:
+                        n_in = o if part.depthwise else i
+                        shape = [bs, n_in] if part.kind == "linear" else [bs, n_in, *part.in_hw]
+                        models[f"{i}x{o}"] = part_model(part, i, o, bs)
+                        inputs[f"{i}x{o}"] = np.asarray(rng.standard_normal(shape), np.float32)
+                shape = [bs, part.in_full] if part.kind == "linear" else [bs, part.in_full, *part.in_hw]
+                models["call"] = identity_model(shape)
+                inputs["call"] = np.asarray(rng.standard_normal(shape), np.float32)
+                lat = _measure(models, inputs, tmp, n_threads, n_warm, n_runs, duration_s)
+                over = lat["call"]
+                overheads.append(over)
+                count += len(models)
+                ms = [[lat[f"{i}x{o}"] - over for o in part.out_grid] for i in part.in_grid]
+                out_parts.append(LatencyPart(key=part.key, in_grid=list(part.in_grid), out_grid=list(part.out_grid),
+                                             ms=ms))  # fmt: skip
+                if bar is not None:
+                    bar.advance(task)
+    finally:
+        if bar is not None:
+            bar.stop()
+    fp = device_fingerprint("onnxruntime", ["CPUExecutionProvider"], n_threads, "fp32", bs)
+    table = LatencyTable(
+        device=prof.device, fingerprint=fp, batch_size=bs, created=datetime.now(timezone.utc).isoformat(),
+        input_shape=list(input_shape), groups=dict(groups), fixed_ms=fixed, parts=out_parts, layers=list(layers),
+        measurements=count, warmup=n_warm, runs=n_runs, load_avg=list(os.getloadavg()),
+    )  # fmt: skip
+    if full_model is not None:
+        full_ms = base["full"]
+        update: dict = {"full_measured_ms": full_ms}
+        parts_full = table.predict_ms(groups) - fixed
+        if small_model is not None and small_widths is not None:
+            small_ms = base["small"]
+            parts_small = table.predict_ms(small_widths) - fixed
+            update |= {"small_measured_ms": small_ms, "small_widths": dict(small_widths)}
+            if parts_full - parts_small > 1e-9 and full_ms > small_ms:
+                scale = (full_ms - small_ms) / (parts_full - parts_small)
+                update |= {"scale": scale, "other_ms": full_ms - fixed - scale * parts_full}
+            else:
+                log.warning("latency table: the full network was not slower than the smallest sub-net (noise?); "
+                            "scale left at 1")
+                update["other_ms"] = full_ms - fixed - parts_full
+        else:
+            update["other_ms"] = full_ms - fixed - parts_full
+        table = table.model_copy(update=update)
+    log.info("latency table: %d parts, fixed %.4f ms, other %.4f ms", len(out_parts), table.fixed_ms, table.other_ms)
+    return table

@@ -1,0 +1,107 @@
+"""Latency tables: the predictor on hand-made tables, layer parts of a DynamicNet, and one small real measurement
+with ONNX Runtime (structure and positivity only, never timing values)."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from slimrt.bench import load_device_profile
+from slimrt.errors import ConfigError
+from slimrt.models import create_model
+from slimrt.schema import DeviceFingerprint, LatencyLayer, LatencyPart, LatencyTable
+from slimrt.train import DynamicNet
+from slimrt.train.latency import LatencyPredictor, layer_parts, load_latency_table
+
+pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
+
+FP = DeviceFingerprint(cpu_model="test", cpu_cores=1, backend="onnxruntime")
+
+
+def table(parts: list[LatencyPart], layers: list[LatencyLayer], groups: dict[str, int], fixed: float = 0.5,
+          other: float = 0.0, input_shape: tuple[int, ...] = (1, 8, 8)) -> LatencyTable:  # fmt: skip
+    return LatencyTable(device="cpu", fingerprint=FP, created="now", input_shape=list(input_shape), groups=groups,
+                        fixed_ms=fixed, other_ms=other, parts=parts, layers=layers)  # fmt: skip
+
+
+def test_prediction_is_fixed_plus_sum_of_bilinear_parts():
+    a = LatencyPart(key="a", in_grid=[4, 8], out_grid=[4, 8], ms=[[1.0, 2.0], [3.0, 5.0]])
+    b = LatencyPart(key="b", in_grid=[8], out_grid=[10], ms=[[0.25]])
+    layers = [
+        LatencyLayer(name="conv", part="a", inputs=[("g1", 8)], outputs=[("g2", 8)]),
+        LatencyLayer(name="fc", part="b", inputs=[("g2", 8)], outputs=[("out", 10)]),
+    ]
+    t = table([a, b], layers, {"g1": 8, "g2": 8, "out": 10}, fixed=0.5, other=0.125)
+    assert t.predict_ms({}) == pytest.approx(0.5 + 0.125 + 5.0 + 0.25)
+    assert t.predict_ms({"g1": 4, "g2": 4}) == pytest.approx(0.5 + 0.125 + 1.0 + 0.25)
+    # Bilinear between grid points: (6, 6) is the mean of the four corners; (4, 6) the mean of 1 and 2.
+    assert t.layer_ms({"g1": 6, "g2": 6})["conv"] == pytest.approx((1 + 2 + 3 + 5) / 4)
+    assert t.layer_ms({"g1": 4, "g2": 6})["conv"] == pytest.approx(1.5)
+    # A single-point grid is constant; the JSON round trip keeps the prediction.
+    again = LatencyTable.model_validate_json(t.model_dump_json())
+    assert again.predict_ms({"g1": 6}) == pytest.approx(t.predict_ms({"g1": 6}))
+
+
+def test_table_validation_rejects_bad_shapes_and_unknown_parts():
+    with pytest.raises(ValueError, match="2 x 2"):
+        LatencyPart(key="a", in_grid=[4, 8], out_grid=[4, 8], ms=[[1.0, 2.0]])
+    with pytest.raises(ValueError, match="increasing"):
+        LatencyPart(key="a", in_grid=[8, 4], out_grid=[4], ms=[[1.0], [2.0]])
+    a = LatencyPart(key="a", in_grid=[4], out_grid=[4], ms=[[1.0]])
+    with pytest.raises(ValueError, match="unknown part"):
+        table([a], [LatencyLayer(name="x", part="zz", inputs=[("g", 4)], outputs=[("g", 4)])], {"g": 4})
+
+
+def _net(widths=(8, 8, 16), size: int = 16) -> DynamicNet:
+    torch.manual_seed(0)
+    return DynamicNet(create_model("resnet20", in_channels=1, num_classes=10, widths=widths),
+                      torch.zeros(1, 1, size, size))  # fmt: skip
+
+
+def test_layer_parts_cover_every_conv_and_linear_on_the_unit_grid():
+    net = _net()
+    parts, layers, groups = layer_parts(net, group_size=4, min_units=4)
+    convs = [n for n, i in net._layers.items() if i.kind in ("conv", "linear")]
+    assert [la.name for la in layers] == convs
+    by_key = {p.key: p for p in parts}
+    assert len(by_key) == len(parts) < len(layers)  # equal shapes share one part
+    stem = by_key[next(la.part for la in layers if la.name == "conv1")]
+    assert stem.in_grid == (1,) and stem.out_grid == (2, 4, 6, 8)  # 8 channels: units of 2
+    deep = by_key[next(la.part for la in layers if la.name == "layer3.1.conv1")]
+    assert deep.in_grid == deep.out_grid == (4, 8, 12, 16) and deep.in_hw == (4, 4)
+    assert all(groups[g] == net.group(g).channels for g in groups)
+
+
+def test_predictor_checks_the_table_matches_the_network(tmp_path):
+    net = _net()
+    a = LatencyPart(key="a", in_grid=[4], out_grid=[4], ms=[[1.0]])
+    bad = table([a], [LatencyLayer(name="conv1", part="a", inputs=[("input", 1)], outputs=[("conv1", 99)])],
+                {"input": 1, "conv1": 99}, input_shape=net.input_shape)  # fmt: skip
+    with pytest.raises(ConfigError, match="channels"):
+        LatencyPredictor(net, bad)
+    with pytest.raises(ConfigError, match="input size"):
+        LatencyPredictor(net, bad.model_copy(update={"input_shape": [1, 8, 8]}))
+    with pytest.raises(ConfigError, match="not found"):
+        load_latency_table(tmp_path / "missing.json")
+
+
+def test_real_measurement_on_a_tiny_net_has_the_right_structure(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from slimrt.cli.latency_table import measure_net_table
+
+    net = _net((4, 4, 8), size=8)
+    prof = load_device_profile("cpu")
+    t = measure_net_table(net, prof, group_size=2, min_units=2, threads=1, runs=3, warmup=1)
+    parts, layers, groups = layer_parts(net, group_size=2, min_units=2)
+    assert [p.key for p in t.parts] == [p.key for p in parts]
+    for p, shape in zip(t.parts, parts, strict=True):
+        assert p.in_grid == list(shape.in_grid) and p.out_grid == list(shape.out_grid)
+        assert len(p.ms) == len(p.in_grid) and all(len(r) == len(p.out_grid) for r in p.ms)
+    assert t.fixed_ms > 0 and t.full_measured_ms is not None and t.full_measured_ms > 0
+    assert t.groups == groups and t.runs == 3 and t.measurements > len(parts)
+    assert t.fingerprint.backend == "onnxruntime" and t.fingerprint.threads == 1
+    assert t.predict_ms({}) == pytest.approx(t.full_measured_ms)  # other_ms closes the gap at full width
+    path = tmp_path / "t.json"
+    path.write_text(t.model_dump_json())
+    pred = LatencyPredictor(net, load_latency_table(path))
+    assert pred.ms(net.full_spec()) > 0
