@@ -176,8 +176,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     ap.add_argument("--model", default=None, help="skip training: use this model.pt from `slimrt train`")
     args = ap.parse_args(argv)
 
-    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
-
     from slimrt import SlimRuntime
     from slimrt.bench import load_device_profile, run_bench
     from slimrt.exporters.artifact_writer import ExportOptions, export_artifact
@@ -221,9 +219,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             calib_batches=8,
             seed=args.seed, out=str(out / "model.pt"),
         )  # fmt: skip
-        columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
-                   TimeElapsedColumn(), TimeRemainingColumn())
-        with Progress(*columns, console=console) as progress:
+        from slimrt.progress import make_progress
+
+        with make_progress(console=console) as progress:  # plain periodic lines when stdout is a log file
             trained = run_training(cfg, progress=progress)
         t = Table(title=f"Trained sub-nets ({trained.seconds:.0f} s)")
         for col in ("sub-net", "MACs", "% of full", "params", "val acc", "test acc"):
