@@ -134,7 +134,10 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
     out = pretrained_path(results, seed)
     if out.exists():
         blob = torch.load(out, map_location="cpu", weights_only=True)
-        return {k: v for k, v in blob.items() if k != "state_dict"}
+        info = {k: v for k, v in blob.items() if k != "state_dict"}
+        if not out.with_suffix(".json").exists():  # the readable record beside the weights
+            write_json(out.with_suffix(".json"), info)
+        return info
     cfg = build_config(seed, overrides, method="progressive")
     data = load_data(cfg)
     net = build_net(cfg, data)
@@ -179,6 +182,7 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
             "train_macs": meter.train_macs, "seconds": seconds, "config": cfg.model_dump(), "machine": machine(),
             "commit": git_commit(), "goal_test_accuracy_93": test >= 93.0}  # fmt: skip
     save({"state_dict": {k: v.detach().cpu() for k, v in net.model.state_dict().items()}, **info}, out)
+    write_json(out.with_suffix(".json"), info)
     resume.unlink(missing_ok=True)
     log.info("pretrain seed %d: test %.2f%% after %d epochs (%.0f s) -> %s", seed, test, cfg.pretrain_epochs, seconds,
              out)  # fmt: skip
