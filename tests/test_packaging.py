@@ -27,6 +27,9 @@ def test_wheel_contains_exporters_and_profiles(tmp_path):
     assert "slimrt/runtime/__init__.py" in names and "slimrt/schema.py" in names
     assert {"slimrt/bench/__init__.py", "slimrt/bench/measure.py", "slimrt/testing.py", "slimrt/io.py"} <= names
     assert not any(n.startswith(("exporters/", "profiles/", "tests/")) for n in names)
+    # every module of the source tree is in the wheel (a new sub-package missing from pyproject would be left out)
+    source = {f"slimrt/{p.relative_to(ROOT / 'slimrt').as_posix()}" for p in (ROOT / "slimrt").rglob("*.py")}
+    assert not sorted(source - names)
     entry = next(n for n in names if n.endswith("entry_points.txt"))
     assert "slimrt = slimrt.cli.app:main" in zipfile.ZipFile(wheel).read(entry).decode()
 
