@@ -28,7 +28,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from accuracy_standard import cpu_model, git_commit, machine, write_json
+from _common import write_results
+from accuracy_standard import cpu_model, git_commit, machine
 
 log = logging.getLogger("bench.accuracy.aggregate")
 
@@ -254,7 +255,7 @@ def aggregate(results: Path, command: str) -> int:
         "latency_protocol": protocol, "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
         "per_seed": per_seed, **summary,
     }  # fmt: skip
-    write_json(results / "aggregate.json", payload)
+    write_results(results / "aggregate.json", payload)
     table = markdown(summary) if per_seed else "(no seed has both a progressive and a US-Nets run yet)"
     (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores).\n\n{table}\n")
     plot(results / "aggregate.png", runs, lat)

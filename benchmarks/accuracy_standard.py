@@ -39,6 +39,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+from _common import write_results
+
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy" / "standard-resnet20"
 WORK = ROOT / "runs" / "accuracy-standard"
@@ -87,13 +89,6 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}  # fmt: skip
 
 
-def write_json(path: Path, payload: dict[str, Any]) -> None:
-    from slimrt.io import atomic_write_text
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(path, json.dumps(payload, indent=2, default=str) + "\n")
-
-
 def build_config(seed: int, overrides: dict[str, Any] | None = None, **fields: Any):
     from slimrt.train.config import SearchConfig
 
@@ -136,7 +131,7 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
         blob = torch.load(out, map_location="cpu", weights_only=True)
         info = {k: v for k, v in blob.items() if k != "state_dict"}
         if not out.with_suffix(".json").exists():  # the readable record beside the weights
-            write_json(out.with_suffix(".json"), info)
+            write_results(out.with_suffix(".json"), info)
         return info
     cfg = build_config(seed, overrides, method="progressive")
     data = load_data(cfg)
@@ -182,7 +177,7 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
             "train_macs": meter.train_macs, "seconds": seconds, "config": cfg.model_dump(), "machine": machine(),
             "commit": git_commit(), "goal_test_accuracy_93": test >= 93.0}  # fmt: skip
     save({"state_dict": {k: v.detach().cpu() for k, v in net.model.state_dict().items()}, **info}, out)
-    write_json(out.with_suffix(".json"), info)
+    write_results(out.with_suffix(".json"), info)
     resume.unlink(missing_ok=True)
     log.info("pretrain seed %d: test %.2f%% after %d epochs (%.0f s) -> %s", seed, test, cfg.pretrain_epochs, seconds,
              out)  # fmt: skip
@@ -194,14 +189,13 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
 
 def usnet_budget_macs(cfg, data) -> int:
     """Training MACs of ``BUDGET_EPOCHS`` epochs of US-Nets sandwich training (the very steps a US-Nets run takes)."""
-    from slimrt.train.loops import steps_per_epoch
+    from slimrt.train.loops import sampled_train_macs, steps_per_epoch
     from slimrt.train.methods.usnet import usnet_sampler
     from slimrt.train.trainer import build_net
 
     net = build_net(cfg.updated(method="usnet"), data)
     sampler = usnet_sampler(net, cfg.seed, cfg.sampled_subnets)
-    steps = BUDGET_EPOCHS * steps_per_epoch(data, cfg.batch_size)
-    return sum(3 * cfg.batch_size * sum(s.macs for s in sampler(t)) for t in range(steps))
+    return sampled_train_macs(sampler, cfg.batch_size, BUDGET_EPOCHS * steps_per_epoch(data, cfg.batch_size))
 
 
 def usnet_grid(net) -> list:
@@ -211,7 +205,7 @@ def usnet_grid(net) -> list:
 
 
 def run_method(method: str, seed: int, results: Path, work: Path, overrides: dict[str, Any], command: str,
-               progress, force: bool = False) -> int:  # fmt: skip
+               progress, pretrained: dict[str, Any], force: bool = False) -> int:  # fmt: skip
     """One (method, seed) run through ``slimrt train``'s code path; writes ``<results>/<method>-seed<seed>.json``."""
     from slimrt.train.checkpoint import load_checkpoint
     from slimrt.train.methods.base import evaluate_specs
@@ -243,8 +237,7 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
     payload: dict[str, Any] = {
         "method": method, "seed": seed, "mode": "standard", "command": command, "commit": git_commit(),
         "machine": machine(), "arch": cfg.arch, "dataset": data.name, "data": data.describe(),
-        "config": cfg.model_dump(), "pretrained": {k: v for k, v in pretrain(seed, results, work, overrides,
-                                                                            None).items() if k != "config"},
+        "config": cfg.model_dump(), "pretrained": {k: v for k, v in pretrained.items() if k != "config"},
         "budget": {"rule": f"{BUDGET_EPOCHS} epochs of US-Nets sandwich training after pre-training, "
                            "3 x forward MACs per trained image; progressive also counts its ranking forwards",
                    "budget_macs": budget},
@@ -262,7 +255,7 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
         payload["width_range"] = list(ckpt.extra.get("report", {}).get("width_range") or [])
     payload["wall_seconds"] = time.perf_counter() - t0
     payload["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
-    write_json(out_file, payload)
+    write_results(out_file, payload)
     log.info("wrote %s: %s", out_file, ", ".join(f"{r['name']} {r['macs'] / 1e6:.2f}M {r['test_accuracy']:.2f}%"
                                                  for r in subnets))  # fmt: skip
     return 0
@@ -336,7 +329,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.method == "pretrain":
             print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2, default=str))
             return 0
-        return run_method(args.method, args.seed, args.results, args.work_dir, overrides, command, progress,
+        return run_method(args.method, args.seed, args.results, args.work_dir, overrides, command, progress, info,
                           force=args.force)  # fmt: skip
 
 

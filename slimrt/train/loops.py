@@ -56,6 +56,7 @@ __all__ = [
     "train_steps",
     "fixed_sampler",
     "sandwich_sampler",
+    "sampled_train_macs",
     "calibration_batches",
     "calibrate",
 ]
@@ -274,6 +275,12 @@ def joint_step(
 
 
 # -------------------------------------------------------------------------------------------------------- samplers
+
+
+def sampled_train_macs(sampler: Sampler, batch_size: int, steps: int, start: int = 0) -> int:
+    """Forward+backward MACs (3 x forward per image, as :class:`ComputeMeter` counts) of ``steps`` joint steps of
+    ``sampler`` from step ``start`` at ``batch_size``: what a budget-driven phase will spend, known in advance."""
+    return sum(3 * batch_size * sum(s.macs for s in sampler(t)) for t in range(start, start + steps))
 
 
 def fixed_sampler(specs: Sequence[SubnetSpec]) -> Sampler:

@@ -49,6 +49,7 @@ from slimrt.train.loops import (
     calibration_batches,
     evaluate,
     make_optimizer,
+    sampled_train_macs,
     sandwich_sampler,
     steps_per_epoch,
     train_epochs,
@@ -259,8 +260,7 @@ def final_epochs_for_budget(specs: Sequence[SubnetSpec], data: Dataset, cfg: Sea
     assert cfg.budget_macs is not None
     spent = meter.train_macs + meter.by_phase.get("rank", 0)
     sampler = sandwich_sampler(specs, cfg.sampled_subnets, cfg.seed, phase="finetune")
-    steps = steps_per_epoch(data, cfg.batch_size)
-    per_epoch = sum(3 * cfg.batch_size * sum(s.macs for s in sampler(t)) for t in range(steps))
+    per_epoch = sampled_train_macs(sampler, cfg.batch_size, steps_per_epoch(data, cfg.batch_size))
     epochs = max(1, int((cfg.budget_macs - spent) // per_epoch))
     log.info("budget %.3g MACs, search spent %.3g: final fine-tune %d epochs of %.3g MACs", cfg.budget_macs, spent,
              epochs, per_epoch)  # fmt: skip

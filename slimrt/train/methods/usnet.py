@@ -25,6 +25,7 @@ from slimrt.train.loops import (
     Sampler,
     make_generator,
     make_optimizer,
+    sampled_train_macs,
     steps_per_epoch,
     train_epochs,
     train_steps,
@@ -90,7 +91,7 @@ def steps_for_budget(sampler: Sampler, batch: int, budget_macs: int, max_steps: 
     """Smallest number of steps whose forward+backward MACs (3 x batch x sum of sampled MACs) reach the budget."""
     spent, step = 0, 0
     while spent < budget_macs and step < max_steps:
-        spent += 3 * batch * sum(s.macs for s in sampler(step))
+        spent += sampled_train_macs(sampler, batch, 1, start=step)
         step += 1
     return max(1, step)
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import pytest
-import torch
 
 from slimrt.errors import ConfigError
 from slimrt.schema import SubnetSpec
+from slimrt.train.checkpoint import load_checkpoint
 from slimrt.train.config import SearchConfig
 from slimrt.train.methods import (
     BaselineReport,
@@ -71,4 +71,4 @@ def test_trainer_runs_the_registered_method_with_one_context(fake_usnet, tmp_pat
     assert ctx.meter.train_macs == 0
     assert result.report == {"method": "fake", "notes": ["ran"]}
     assert [(s.name, s.test_accuracy) for s in result.subnets] == [("only", 25.0)]
-    assert torch.load(cfg.out, weights_only=False)["extra"]["report"] == result.report
+    assert load_checkpoint(cfg.out).extra["report"] == result.report
