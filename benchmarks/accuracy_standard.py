@@ -52,6 +52,16 @@ STANDARD = {
 }  # fmt: skip
 BUDGET_EPOCHS = 6
 """Training compute every method gets after pre-training, in epochs of US-Nets sandwich training."""
+VARIANTS: dict[str, dict[str, Any]] = {
+    "progressive-latency": {"cost": "latency", "latency_table": "latency-table-cpu.json", "supernet_epochs": 2,
+                            "latency_step": 0.05, "min_latency": 0.45},
+}  # fmt: skip
+"""Named variants of progressive (issue 11): SearchConfig fields over the standard ones; a ``latency_table`` is
+read from the results folder (``latency-table-cpu.json``: ``slimrt latency-table --arch resnet20 --in-channels 1
+--image-size 28``, measured with the other runs paused). ``progressive-latency`` removes about 5% of the full
+network's *predicted* latency per step down to 45% of it (the table's smallest possible sub-net predicts 39%: a
+fixed cost per call and per layer), after a 2-epoch non-uniform supernet warm start, all inside the same budget."""
+METHODS = ("pretrain", "progressive", "usnet", "independent", *VARIANTS)
 USNET_GRID_CHANNELS = 64
 """The grid of uniform widths: c / 64 for c = 16..64 (1-channel steps of ResNet-20's widest group)."""
 
@@ -217,7 +227,8 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
         return 0
     t0 = time.perf_counter()
     ckpt_path = work / f"{method}-seed{seed}.pt"
-    fields: dict[str, Any] = {"method": method, "init": str(pretrained_path(results, seed)), "resume": True,
+    fields: dict[str, Any] = {"method": "progressive" if method in VARIANTS else method,
+                              "init": str(pretrained_path(results, seed)), "resume": True,
                               "out": str(ckpt_path)}  # fmt: skip
     base = build_config(seed, overrides, **fields)
     data = load_data(base)
@@ -226,6 +237,14 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
         cfg = base.updated(epochs=BUDGET_EPOCHS)
     elif method == "progressive":
         cfg = base.updated(budget_macs=budget)
+    elif method in VARIANTS:
+        fields = dict(VARIANTS[method])
+        if "latency_table" in fields:
+            table = results / fields["latency_table"]
+            if not table.is_file():
+                raise SystemExit(f"--method {method} needs the latency table {table} (slimrt latency-table)")
+            fields["latency_table"] = str(table)
+        cfg = base.updated(budget_macs=budget, method="progressive", **fields)
     else:
         raise SystemExit(f"--method {method}: not part of the standard protocol yet (progressive, usnet)")
     if not ckpt_path.exists():
@@ -270,7 +289,7 @@ def parse_args(argv: list[str] | None = None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__.split("\n\n", 1)[1],
                                 formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     p.add_argument("--mode", default="standard", choices=["standard"])
-    p.add_argument("--method", choices=["pretrain", "progressive", "usnet", "independent"])
+    p.add_argument("--method", choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aggregate", action="store_true", help="measure latency, write the table and plot from run files")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
@@ -282,7 +301,7 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--force", action="store_true", help="rerun even when the run file exists")
     args = p.parse_args(argv)
     if not args.aggregate and not args.method:
-        p.error("give --method (pretrain, progressive, usnet, independent) or --aggregate")
+        p.error(f"give --method ({', '.join(METHODS)}) or --aggregate")
     return args
 
 
@@ -320,7 +339,7 @@ def main(argv: list[str] | None = None) -> int:
     from slimrt.train.loops import make_progress
 
     overrides = parse_overrides(args.set, args.data_dir)
-    with make_progress(disable=not sys.stderr.isatty()) as progress:
+    with make_progress() as progress:  # plain periodic lines when the output is a log file
         if args.aggregate:
             from accuracy_aggregate import aggregate
 
