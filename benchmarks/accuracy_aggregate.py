@@ -4,16 +4,19 @@
 
 Reads every ``<method>-seed<k>.json`` run file in the results folder (runs made at different times and on different
 machines add up), then measures on *this* machine, in one interleaved run, the latency of every architecture the runs
-recorded (progressive sub-nets, every US-Nets grid width, independent twins): each is extracted from a ResNet-20 with
-its recorded per-group widths (latency depends on the widths, not on the weights), exported with slimrt's ONNX
-exporter and timed with ``slimrt bench``'s protocol (ONNX Runtime CPU, the ``cpu`` device profile's warm-up, rounds
-and duration bound, round-robin interleaving) at batch 1 and batch 32.
+recorded (progressive sub-nets, every US-Nets grid width, the independent controls): each is extracted from a
+ResNet-20 with its recorded per-group widths (latency depends on the widths, not on the weights), exported with
+slimrt's ONNX exporter and timed with ``slimrt bench``'s protocol (ONNX Runtime CPU, the ``cpu`` device profile's
+warm-up, rounds and duration bound, round-robin interleaving) at batch 1 and batch 32.
 
 For each progressive sub-net of a seed:
 - matched latency: the most accurate US-Nets grid width of the same seed whose batch-1 p50 is not larger;
-- matched MACs: the US-Nets grid width whose MACs are nearest (both MACs reported).
-Gaps are averaged per sub-net rank over the seeds that have both runs (mean, sd, n). Writes ``aggregate.json``,
-``aggregate.md`` and ``aggregate.png`` beside the run files.
+- matched MACs: the US-Nets grid width whose MACs are nearest (both MACs reported);
+- when the seed has an ``independent`` run: its twin (the same widths trained alone from scratch) and the gap to it;
+- when the seed has an ``independent-uniform`` run: its uniform network with the nearest MACs, and the gap to it.
+Gaps are averaged per sub-net rank over the seeds that have both runs (mean, sd, n; the independent columns over the
+seeds that have those runs too). Writes ``aggregate.json``, ``aggregate.md`` and ``aggregate.png`` beside the run
+files.
 """
 
 from __future__ import annotations
@@ -61,10 +64,24 @@ def mean_sd(values: Sequence[float]) -> dict[str, Any]:
     return {"mean": statistics.fmean(vals), "sd": statistics.stdev(vals) if len(vals) > 1 else 0.0, "n": len(vals)}
 
 
-def compare_seed(prog: dict[str, Any], usnet: dict[str, Any],
-                 lat: dict[str, dict[str, float]]) -> list[dict[str, Any]]:  # fmt: skip
-    """Per progressive sub-net of one seed: latency, accuracy, US-Nets at matched latency and at matched MACs."""
+def _brief(row: dict[str, Any] | None, lat: dict[str, dict[str, float]]) -> dict[str, Any] | None:
+    if row is None:
+        return None
+    return {"name": row["name"], "macs": row["macs"], "b1_p50": lat.get(arch_key(row["widths"]), {}).get("b1_p50"),
+            "test_accuracy": row["test_accuracy"]}  # fmt: skip
+
+
+def compare_seed(
+    prog: dict[str, Any],
+    usnet: dict[str, Any],
+    lat: dict[str, dict[str, float]],
+    twins: dict[str, Any] | None = None,
+    uniform: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Per progressive sub-net of one seed: latency, accuracy, US-Nets at matched latency and at matched MACs, and
+    (when the seed has those runs) its independently trained twin and the uniform independent network at its MACs."""
     grid = [{**g, **lat[arch_key(g["widths"])]} for g in usnet["grid"]]
+    twin_by_arch = {arch_key(t["widths"]): t for t in twins["subnets"]} if twins else {}
     rows = []
     p_lat = [lat[arch_key(p["widths"])]["b1_p50"] for p in prog["subnets"]]
     mid = min(p_lat) + (max(p_lat) - min(p_lat)) / 2
@@ -78,6 +95,13 @@ def compare_seed(prog: dict[str, Any], usnet: dict[str, Any],
             "gap_at_latency": None if ml is None else p["test_accuracy"] - ml["test_accuracy"],
             "usnet_at_macs": {k: mm[k] for k in ("name", "macs", "b1_p50", "test_accuracy")},
             "gap_at_macs": p["test_accuracy"] - mm["test_accuracy"],
+        })  # fmt: skip
+        tw = twin_by_arch.get(arch_key(p["widths"]))
+        um = matched_macs(p["macs"], uniform["subnets"]) if uniform else None
+        rows[-1].update({
+            "twin": _brief(tw, lat), "gap_to_twin": None if tw is None else p["test_accuracy"] - tw["test_accuracy"],
+            "uniform_at_macs": _brief(um, lat),
+            "gap_to_uniform_at_macs": None if um is None else p["test_accuracy"] - um["test_accuracy"],
         })  # fmt: skip
     return rows
 
@@ -98,11 +122,17 @@ def summarize(per_seed: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
             "usnet_at_macs": mean_sd([r["usnet_at_macs"]["test_accuracy"] for r in rows]),
             "gap_at_macs": mean_sd([r["gap_at_macs"] for r in rows]),
             "smaller_half": sum(r["smaller_half"] for r in rows) * 2 > len(rows),
+            "twin": mean_sd([r["twin"]["test_accuracy"] for r in rows if r.get("twin")]),
+            "gap_to_twin": mean_sd([r.get("gap_to_twin") for r in rows]),
+            "uniform_at_macs": mean_sd([r["uniform_at_macs"]["test_accuracy"] for r in rows
+                                        if r.get("uniform_at_macs")]),
+            "gap_to_uniform_at_macs": mean_sd([r.get("gap_to_uniform_at_macs") for r in rows]),
         })  # fmt: skip
     lat_gaps = [t["gap_at_latency"]["mean"] for t in table if t["gap_at_latency"]["mean"] is not None]
     small = [t["gap_at_latency"]["mean"] for t in table
              if t["smaller_half"] and t["gap_at_latency"]["mean"] is not None]
     macs_gaps = [t["gap_at_macs"]["mean"] for t in table]
+    twin_gaps = [t["gap_to_twin"]["mean"] for t in table if t["gap_to_twin"]["mean"] is not None]
     seeds = len(per_seed)
     goals = {
         "seeds": seeds,
@@ -113,6 +143,9 @@ def summarize(per_seed: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
         "goal_never_below_minus_0.3": (min(lat_gaps) >= -0.3) if lat_gaps else None,
         "goal_macs_nonnegative": (statistics.fmean(macs_gaps) >= 0) if macs_gaps else None,
         "goal_read_over_3_seeds": seeds >= 3,
+        "min_gap_to_twin": min(twin_gaps) if twin_gaps else None,
+        "goal_within_0.5_of_twin": (min(twin_gaps) >= -0.5) if twin_gaps else None,
+        "twin_seeds": max((t["gap_to_twin"]["n"] for t in table), default=0),
     }
     return {"per_rank": table, "goals": goals}
 
@@ -184,14 +217,23 @@ def _fmt(ms: dict[str, Any], digits: int = 2) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
+    """The per-rank table; the independent columns appear when some seed has those runs (``(n)``: their seeds)."""
+    ranks = summary["per_rank"]
+    twins = any(t.get("gap_to_twin", {}).get("n") for t in ranks)
+    uniform = any(t.get("gap_to_uniform_at_macs", {}).get("n") for t in ranks)
     head = ["rank", "seeds", "MACs (M)", "b1 p50 ms", "progressive %", "US-Nets @ latency %", "gap @ latency",
             "US-Nets @ MACs %", "gap @ MACs"]  # fmt: skip
+    head += ["twin % (n)", "gap to twin"] if twins else []
+    head += ["uniform indep. @ MACs % (n)", "gap to uniform indep."] if uniform else []
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
-    for t in summary["per_rank"]:
+    for t in ranks:
         macs = t["macs"]["mean"] / 1e6
         cells = [str(t["rank"] + 1), str(t["seeds"]), f"{macs:.2f}", _fmt(t["b1_p50"], 3), _fmt(t["progressive"]),
                  _fmt(t["usnet_at_latency"]), _fmt({**t["gap_at_latency"], "signed": True}),
                  _fmt(t["usnet_at_macs"]), _fmt({**t["gap_at_macs"], "signed": True})]  # fmt: skip
+        for shown, acc, gap in ((twins, "twin", "gap_to_twin"), (uniform, "uniform_at_macs", "gap_to_uniform_at_macs")):
+            if shown:
+                cells += [f"{_fmt(t[acc])} ({t[acc]['n']})", _fmt({**t[gap], "signed": True})]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
@@ -203,7 +245,8 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     import matplotlib.pyplot as plt
 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    colors = {"progressive": "tab:blue", "usnet": "tab:orange", "independent": "tab:green"}
+    colors = {"progressive": "tab:blue", "usnet": "tab:orange", "independent": "tab:green",
+              "independent-uniform": "tab:red"}  # fmt: skip
     for method, seeds in runs.items():
         for k, (_seed, run) in enumerate(sorted(seeds.items())):
             rows = run.get("grid") or run["subnets"]
@@ -227,12 +270,20 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     plt.close(fig)
 
 
-def aggregate(results: Path, command: str) -> int:
-    """Read the run files in ``results``, measure latency here, write aggregate.{json,md,png}."""
+def read_runs(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
+    """Every run file ``<method>-seed<k>.json`` in ``results`` by method and seed (records without a ``method``,
+    such as the pre-trained network's ``pretrained-seed<k>.json``, are not runs)."""
     runs: dict[str, dict[int, dict[str, Any]]] = {}
     for f in sorted(results.glob("*-seed*.json")):
         run = json.loads(f.read_text())
-        runs.setdefault(run["method"], {})[int(run["seed"])] = run
+        if "method" in run:
+            runs.setdefault(run["method"], {})[int(run["seed"])] = run
+    return runs
+
+
+def aggregate(results: Path, command: str) -> int:
+    """Read the run files in ``results``, measure latency here, write aggregate.{json,md,png}."""
+    runs = read_runs(results)
     if not runs:
         raise SystemExit(f"no run files (<method>-seed<k>.json) in {results}")
     archs: dict[str, dict[str, int]] = {}
@@ -245,7 +296,8 @@ def aggregate(results: Path, command: str) -> int:
     load = os.getloadavg()
     lat, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
                                                                **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
-    per_seed = {s: compare_seed(runs["progressive"][s], runs["usnet"][s], lat)
+    per_seed = {s: compare_seed(runs["progressive"][s], runs["usnet"][s], lat, runs.get("independent", {}).get(s),
+                                runs.get("independent-uniform", {}).get(s))
                 for s in sorted(set(runs.get("progressive", {})) & set(runs.get("usnet", {})))}  # fmt: skip
     summary = summarize(per_seed) if per_seed else {"per_rank": [], "goals": {}}
     payload = {

@@ -3,7 +3,8 @@
     python benchmarks/accuracy.py --mode standard --method pretrain --seed 0     # shared pre-trained network
     python benchmarks/accuracy.py --mode standard --method usnet --seed 0        # pre-trains first if needed
     python benchmarks/accuracy.py --mode standard --method progressive --seed 0
-    python benchmarks/accuracy.py --mode standard --method independent --seed 0
+    python benchmarks/accuracy.py --mode standard --method independent --seed 0 --max-minutes 55   # twins
+    python benchmarks/accuracy.py --mode standard --method independent-uniform --seed 0 --max-minutes 55
     python benchmarks/accuracy.py --mode standard --aggregate                    # table + plot from the run files
 
 Protocol (issue 10): ResNet-20 on all 55,000 Fashion-MNIST training images (5,000 of the 60,000 carved out as the
@@ -15,8 +16,10 @@ validation split that drives every search decision), the 10,000-image test set f
 2. Every method then gets the same additional training compute: ``budget_epochs`` (6) epochs of US-Nets sandwich
    training on the 55,000 images, counted as forward + backward MACs (3 x forward MACs per trained image).
    US-Nets trains exactly that; progressive search spends part of it on the search (ranking, short fine-tunes)
-   and the rest, rounded down to whole epochs, on the final joint fine-tune (so it never gets more than US-Nets);
-   independent splits it (plus the pre-training compute, since it starts from scratch) across its sub-nets.
+   and the rest, rounded down to whole epochs, on the final joint fine-tune (so it never gets more than US-Nets).
+   The independent controls (the progressive architectures' twins, and uniform networks at their MACs) train each
+   network from scratch with the pre-training recipe instead, their compute recorded beside this budget; see
+   ``benchmarks/accuracy_independent.py`` (resumable per network and epoch, ``--max-minutes``).
 3. Each run goes through ``slimrt train``'s own code path (:func:`slimrt.train.trainer.run_training`), with its
    resume file under ``--work-dir``: an interrupted run continues where its last checkpoint left it.
 4. A US-Nets run evaluates test accuracy at every width of a 1-channel grid (widest channel group, 49 widths from
@@ -61,7 +64,7 @@ read from the results folder (``latency-table-cpu.json``: ``slimrt latency-table
 --image-size 28``, measured with the other runs paused). ``progressive-latency`` removes about 5% of the full
 network's *predicted* latency per step down to 45% of it (the table's smallest possible sub-net predicts 39%: a
 fixed cost per call and per layer), after a 2-epoch non-uniform supernet warm start, all inside the same budget."""
-METHODS = ("pretrain", "progressive", "usnet", "independent", *VARIANTS)
+METHODS = ("pretrain", "progressive", "usnet", "independent", "independent-uniform", *VARIANTS)
 USNET_GRID_CHANNELS = 64
 """The grid of uniform widths: c / 64 for c = 16..64 (1-channel steps of ResNet-20's widest group)."""
 
@@ -246,7 +249,8 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
             fields["latency_table"] = str(table)
         cfg = base.updated(budget_macs=budget, method="progressive", **fields)
     else:
-        raise SystemExit(f"--method {method}: not part of the standard protocol yet (progressive, usnet)")
+        raise SystemExit(f"--method {method}: not a trained method of the standard protocol (progressive, usnet, "
+                         "independent, independent-uniform)")  # fmt: skip
     if not ckpt_path.exists():
         res = run_training(cfg, progress)
         log.info("%s seed %d trained in %.0f s", method, seed, res.seconds)
@@ -299,9 +303,16 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
                    help="override a SearchConfig field (JSON value); the run is then not the standard protocol")
     p.add_argument("--force", action="store_true", help="rerun even when the run file exists")
+    p.add_argument("--max-minutes", type=float, default=None, metavar="M",
+                   help="independent methods: stop after the epoch when the next would not fit in M minutes "
+                        "(exit 0, no run file; the same command continues)")  # fmt: skip
     args = p.parse_args(argv)
     if not args.aggregate and not args.method:
         p.error(f"give --method ({', '.join(METHODS)}) or --aggregate")
+    if args.max_minutes is not None and (args.aggregate or not args.method.startswith("independent")):
+        p.error("--max-minutes applies to --method independent and independent-uniform only")
+    if args.max_minutes is not None and args.max_minutes < 0:
+        p.error(f"--max-minutes must be >= 0, got {args.max_minutes}")
     return args
 
 
@@ -344,10 +355,18 @@ def main(argv: list[str] | None = None) -> int:
             from accuracy_aggregate import aggregate
 
             return aggregate(args.results, command)
+        independent = args.method.startswith("independent")
+        if independent:
+            from accuracy_independent import progressive_run, run_independent
+
+            progressive_run(args.results, args.seed)  # its architectures are needed: fail before any training
         info = pretrain(args.seed, args.results, args.work_dir, overrides, progress)
         if args.method == "pretrain":
             print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2, default=str))
             return 0
+        if independent:
+            return run_independent(args.method, args.seed, args.results, args.work_dir, overrides, command, progress,
+                                   info, max_minutes=args.max_minutes, force=args.force)  # fmt: skip
         return run_method(args.method, args.seed, args.results, args.work_dir, overrides, command, progress, info,
                           force=args.force)  # fmt: skip
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -9,7 +10,15 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from accuracy_aggregate import arch_key, compare_seed, matched_latency, matched_macs, summarize  # noqa: E402
+from accuracy_aggregate import (  # noqa: E402
+    arch_key,
+    compare_seed,
+    markdown,
+    matched_latency,
+    matched_macs,
+    read_runs,
+    summarize,
+)
 
 
 def _row(name, c, macs, acc):
@@ -59,3 +68,51 @@ def test_compare_and_summarize_over_seeds():
     assert g["mean_gap_at_latency_smaller_half"] == pytest.approx(5.5) and g["goal_plus1_smaller_half"]
     assert g["min_gap_at_latency"] == pytest.approx(1.0) and g["goal_never_below_minus_0.3"]
     assert not g["goal_read_over_3_seeds"]
+    # without independent runs: no twin columns, no twin goal
+    assert first[0]["twin"] is None and first[0]["uniform_at_macs"] is None
+    assert g["goal_within_0.5_of_twin"] is None and "twin" not in markdown(s)
+    assert len(markdown(s).splitlines()[0].split("|")) - 2 == 9 and len(markdown(s).splitlines()) == 4
+
+
+PROG_WIDTHS = [{"g0": 5, "g1": 3}, {"g0": 6, "g1": 1}]
+
+
+def _prog(bump=0.0):
+    return {"subnets": [{"name": "m90", "widths": PROG_WIDTHS[0], "macs": 390, "test_accuracy": 89.5 + bump},
+                        {"name": "m20", "widths": PROG_WIDTHS[1], "macs": 120, "test_accuracy": 85.0 + bump}]}
+
+
+def test_twins_and_uniform_independent_columns():
+    lat = {**LAT, arch_key(PROG_WIDTHS[0]): {"b1_p50": 0.52}, arch_key(PROG_WIDTHS[1]): {"b1_p50": 0.31}}
+    # twins listed in another order than the progressive sub-nets: matched by widths, not by position
+    twins = {"subnets": [{"name": "m20", "widths": PROG_WIDTHS[1], "macs": 120, "test_accuracy": 85.8},
+                         {"name": "m90", "widths": PROG_WIDTHS[0], "macs": 390, "test_accuracy": 89.0}]}
+    uniform = {"subnets": [_row("w4", 4, 400, 89.9), _row("w1", 1, 100, 84.0)]}
+    seeds = {0: compare_seed(_prog(), {"grid": GRID}, lat, twins, uniform),
+             1: compare_seed(_prog(1.0), {"grid": GRID}, lat)}  # seed 1 has no independent runs
+    big, small = seeds[0]
+    assert big["twin"]["name"] == "m90" and big["gap_to_twin"] == pytest.approx(0.5)
+    assert small["twin"]["b1_p50"] == 0.31 and small["gap_to_twin"] == pytest.approx(-0.8)
+    assert big["uniform_at_macs"]["name"] == "w4" and big["gap_to_uniform_at_macs"] == pytest.approx(-0.4)
+    assert small["uniform_at_macs"]["name"] == "w1" and small["gap_to_uniform_at_macs"] == pytest.approx(1.0)
+    assert seeds[1][0]["twin"] is None and seeds[1][0]["gap_to_uniform_at_macs"] is None
+    s = summarize(seeds)
+    top, low = s["per_rank"]
+    assert top["progressive"]["n"] == 2 and top["gap_to_twin"]["n"] == 1  # the twin columns: only seed 0
+    assert top["twin"]["mean"] == pytest.approx(89.0) and low["gap_to_twin"]["mean"] == pytest.approx(-0.8)
+    assert low["uniform_at_macs"]["mean"] == pytest.approx(84.0)
+    g = s["goals"]
+    assert g["min_gap_to_twin"] == pytest.approx(-0.8) and g["goal_within_0.5_of_twin"] is False
+    assert g["twin_seeds"] == 1
+    md = markdown(s).splitlines()
+    assert "twin % (n)" in md[0] and "gap to uniform indep." in md[0]
+    assert len(md[0].split("|")) == len(md[2].split("|"))  # every row has every column
+    assert "89.00 ± 0.00 (1)" in md[2] and "-0.80 ± 0.00" in md[3]
+
+
+def test_read_runs_skips_the_pretrained_record(tmp_path):
+    (tmp_path / "pretrained-seed0.json").write_text(json.dumps({"seed": 0, "test_accuracy": 93.5}))
+    for method, seed in (("progressive", 0), ("independent-uniform", 0), ("progressive", 2)):
+        (tmp_path / f"{method}-seed{seed}.json").write_text(json.dumps({"method": method, "seed": seed}))
+    runs = read_runs(tmp_path)
+    assert {m: sorted(s) for m, s in runs.items()} == {"progressive": [0, 2], "independent-uniform": [0]}

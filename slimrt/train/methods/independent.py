@@ -8,7 +8,8 @@ method (3 x MACs per trained image).
 Budget rule: with ``budget_macs`` every sub-net gets the *same number of steps*, chosen so that the K trainings
 together spend the budget (``steps = ceil(budget / (3 x batch x sum of the K sub-nets' MACs))``); so a small
 sub-net costs less but is not trained longer. Without a budget each sub-net trains ``epochs`` epochs (default
-``cfg.pretrain_epochs``: the recipe of the full network's pre-training).
+``cfg.pretrain_epochs``: the recipe of the full network's pre-training), one sub-net at a time through
+:func:`train_twin_epochs`, which can also resume a twin from an epoch checkpoint (the standard accuracy benchmark).
 """
 
 from __future__ import annotations
@@ -25,7 +26,15 @@ from torch import nn
 from slimrt.errors import ConfigError
 from slimrt.models.registry import init_weights
 from slimrt.schema import SubnetSpec
-from slimrt.train.loops import ComputeMeter, derive_seed, fixed_sampler, train_epochs, train_steps
+from slimrt.train.loops import (
+    ComputeMeter,
+    TrainStats,
+    derive_seed,
+    fixed_sampler,
+    make_optimizer,
+    train_epochs,
+    train_steps,
+)
 from slimrt.train.methods.base import (
     BaselineReport,
     BatchTransform,
@@ -45,7 +54,16 @@ if TYPE_CHECKING:
     from slimrt.train.data import Dataset
     from slimrt.train.dynamic import DynamicNet
 
-__all__ = ["fresh_subnet", "independent_steps", "train_independent", "Independent"]
+__all__ = [
+    "fresh_subnet",
+    "independent_steps",
+    "twin_seed",
+    "twin_phase",
+    "train_twin_epochs",
+    "evaluate_twin",
+    "train_independent",
+    "Independent",
+]
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +97,65 @@ def independent_steps(specs: Sequence[SubnetSpec], batch_size: int, budget_macs:
     if per_step <= 0:
         raise ConfigError("sub-nets with zero MACs cannot be trained to a MACs budget")
     return max(1, math.ceil(budget_macs / per_step))
+
+
+def twin_seed(cfg: SearchConfig, spec: SubnetSpec) -> int:
+    """The initialisation seed of ``spec``'s twin: the run seed and the sub-net's name."""
+    return derive_seed(cfg.seed, "independent", spec.name)
+
+
+def twin_phase(spec: SubnetSpec) -> str:
+    """The training phase of ``spec``'s twin (names its compute and seeds its batch order)."""
+    return f"independent-{spec.name}"
+
+
+def train_twin_epochs(
+    cfg: SearchConfig,
+    data: Dataset,
+    net: DynamicNet,
+    spec: SubnetSpec,
+    progress: Progress | None = None,
+    meter: ComputeMeter | None = None,
+    *,
+    epochs: int | None = None,
+    start_epoch: int = 0,
+    model_state: dict[str, torch.Tensor] | None = None,
+    optimizer_state: dict | None = None,
+    on_epoch_end: Callable[[int, DynamicNet, torch.optim.Optimizer], None] | None = None,
+    wrap: Callable[[nn.Module], nn.Module] | None = None,
+    batch_transform: BatchTransform | None = None,
+) -> tuple[DynamicNet, TrainStats]:
+    """Train ``spec``'s architecture alone from scratch: ``epochs`` (default ``cfg.pretrain_epochs``) epochs of the
+    pre-training recipe (``cfg.lr``, cosine with ``cfg.warmup_epochs`` of warm-up, no distillation).
+
+    Resume a twin by passing ``start_epoch`` with the ``model_state`` (of ``sub.model``) and ``optimizer_state``
+    saved by ``on_epoch_end(epoch, sub, optimizer)`` after that many epochs: the schedule and the batch order
+    (seeded by :func:`twin_phase` and the epoch) continue where they stopped.
+
+    Returns:
+        The trained twin (a :class:`DynamicNet` of the extracted architecture) and the training statistics.
+    """
+    n_epochs = cfg.pretrain_epochs if epochs is None else int(epochs)
+    sub = fresh_subnet(net, spec, twin_seed(cfg, spec), cfg.use_channels_last())
+    if model_state is not None:
+        sub.model.load_state_dict(model_state)
+    opt = make_optimizer(sub, cfg.lr, cfg.momentum, cfg.weight_decay)
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
+    hook = None if on_epoch_end is None else (lambda epoch, o: on_epoch_end(epoch, sub, o))
+    stats = train_epochs(sub, data, fixed_sampler([sub.full_spec(spec.name)]), n_epochs, cfg, progress, meter,
+                         lr=cfg.lr, warmup_epochs=cfg.warmup_epochs, phase=twin_phase(spec), distill=False,
+                         optimizer=opt, start_epoch=start_epoch, on_epoch_end=hook,
+                         forward=wrap(sub) if wrap is not None else None, batch_transform=batch_transform)  # fmt: skip
+    return sub, stats
+
+
+def evaluate_twin(
+    sub: DynamicNet, spec: SubnetSpec, data: Dataset, cfg: SearchConfig, meter: ComputeMeter | None = None
+) -> SubnetSpec:
+    """``spec`` with the val/test accuracy of its trained twin ``sub`` (its own BN statistics, no calibration)."""
+    [scored] = evaluate_specs(sub, [sub.full_spec(spec.name)], data, cfg, meter, calibrate_bn=False)
+    return spec.with_accuracy(val=scored.val_accuracy, test=scored.test_accuracy)
 
 
 def train_independent(
@@ -121,23 +198,20 @@ def train_independent(
     t_all = time.perf_counter()
     out: list[SubnetSpec] = []
     for spec in specs:
-        phase = f"independent-{spec.name}"
+        phase = twin_phase(spec)
         before = meter.by_phase.get(phase, 0)
-        sub = fresh_subnet(net, spec, derive_seed(cfg.seed, "independent", spec.name), cfg.use_channels_last())
-        full = sub.full_spec(spec.name)
-        sampler = fixed_sampler([full])
         t0 = time.perf_counter()
         if steps is not None:
-            stats = train_steps(sub, data, sampler, steps, cfg, progress, meter, lr=cfg.lr, phase=phase, distill=False)
+            sub = fresh_subnet(net, spec, twin_seed(cfg, spec), cfg.use_channels_last())
+            stats = train_steps(sub, data, fixed_sampler([sub.full_spec(spec.name)]), steps, cfg, progress, meter,
+                                lr=cfg.lr, phase=phase, distill=False)  # fmt: skip
         else:
-            stats = train_epochs(sub, data, sampler, n_epochs, cfg, progress, meter, lr=cfg.lr,
-                                 warmup_epochs=cfg.warmup_epochs, phase=phase, distill=False,
-                                 forward=wrap(sub) if wrap is not None else None,
-                                 batch_transform=batch_transform)  # fmt: skip
+            sub, stats = train_twin_epochs(cfg, data, net, spec, progress, meter, epochs=n_epochs, wrap=wrap,
+                                           batch_transform=batch_transform)  # fmt: skip
         seconds = time.perf_counter() - t0
-        [scored] = evaluate_specs(sub, [full], data, cfg, meter, calibrate_bn=False)
+        scored = evaluate_twin(sub, spec, data, cfg, meter)
         val, test = scored.val_accuracy, scored.test_accuracy
-        out.append(spec.with_accuracy(val=val, test=test))
+        out.append(scored)
         spent = meter.by_phase.get(phase, 0) - before
         report.steps += stats.steps
         report.train_macs += spent
