@@ -63,3 +63,34 @@ def one_torch_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(n)
+
+
+def _export_and_serve(net, specs, root: Path, *, arch: str, arch_kwargs: dict, seed: int = 0):
+    """Checkpoint ``net`` with ``specs``, export it (ONNX validated against PyTorch, random inputs) and serve one
+    input with SlimRuntime; return ``(ExportResult, served sub-net name, served output, PyTorch output)``."""
+    import numpy as np
+    import torch
+
+    from slimrt import SlimRuntime
+    from slimrt.exporters import ExportOptions, export_artifact
+    from slimrt.train.checkpoint import load_checkpoint, save_checkpoint
+
+    c = net.input_shape[0]
+    path = save_checkpoint(root / "model.pt", net=net, arch=arch, arch_kwargs=arch_kwargs, subnets=specs,
+                           input_shape=net.input_shape, mean=[0.0] * c, std=[1.0] * c, dataset="synthetic", config={})
+    ckpt = load_checkpoint(path, arch_override=arch if ":" in arch else None)
+    result = export_artifact(ckpt, root / "net.slim", ExportOptions(validation_samples=0, random_samples=2))
+    x = np.random.default_rng(seed).standard_normal((1, *net.input_shape)).astype(np.float32)
+    with SlimRuntime(root / "net.slim", budget_ms=1e5, threads=1, measure_runs=2, measure_seconds=0.5) as rt:
+        assert len(rt.subnets) == len(specs)
+        name, y = rt.active.name, rt(x)
+    spec = next(s for s in specs if s.name == name)
+    with torch.no_grad(), net.use(spec):
+        ref = net(torch.from_numpy(x)).numpy()
+    return result, name, y, ref
+
+
+@pytest.fixture(scope="session")
+def export_and_serve() -> Callable[..., tuple]:
+    """Factory: ``export_and_serve(net, specs, root, arch=..., arch_kwargs=...)`` (see :func:`_export_and_serve`)."""
+    return _export_and_serve

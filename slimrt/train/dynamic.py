@@ -1,8 +1,12 @@
 """The dynamic network: one set of weights, many nested sub-nets selected by kept channels per channel group.
 
 Parameterised layers (Conv2d, BatchNorm, Linear) of the wrapped model are switched in place to dynamic
-subclasses that slice their weights to the active sub-net; every other op runs unchanged. Kept channels are a
-prefix of each group's current order, so a sub-net's weights are ``[:k]`` slices of the full ones.
+subclasses that slice their weights to the active sub-net; every other op runs unchanged, except a
+``torch.split`` / ``chunk`` along channels: the model's class is then switched to one whose ``forward`` is the
+torch.fx trace with each such call replaced by a :class:`~slimrt.train.graph.ChannelSplit` module that splits at
+the active sub-net's kept sizes (so, in a model with such splits, Python branches of the forward, e.g. on
+``self.training``, are fixed as they were when traced). Kept channels are a prefix of each group's current order,
+so a sub-net's weights are ``[:k]`` slices of the full ones.
 """
 
 from __future__ import annotations
@@ -14,12 +18,12 @@ import math
 from collections.abc import Iterable, Iterator
 
 import torch
-from torch import nn
+from torch import fx, nn
 
 from slimrt.errors import ConfigError
 from slimrt.schema import SubnetSpec
 from slimrt.train.dynamic_layers import _DYN_CLASS, Index, _take
-from slimrt.train.graph import ChannelGroup, LayerInfo, Layout, analyze
+from slimrt.train.graph import ChannelGroup, ChannelSplit, LayerInfo, Layout, SplitInfo, analyze
 
 __all__ = ["DynamicNet"]
 
@@ -40,7 +44,10 @@ class DynamicNet(nn.Module):
 
     def __init__(self, model: nn.Module, example_input: torch.Tensor) -> None:
         super().__init__()
-        analysis, _ = analyze(model, example_input)
+        analysis, gm = analyze(model, example_input)
+        self._splits: dict[str, SplitInfo] = {}
+        if analysis.splits:
+            self._install_splits(model, gm, analysis.splits)
         self.model = model
         self.input_shape: tuple[int, ...] = tuple(example_input.shape[1:])
         self.groups: list[ChannelGroup] = analysis.groups
@@ -60,6 +67,30 @@ class DynamicNet(nn.Module):
         self.bn_stats: dict[str, dict[str, dict[str, torch.Tensor]]] = {}
         self.active: SubnetSpec | None = None
         self._index_cache: dict[tuple, dict[str, tuple]] = {}
+
+    def _install_splits(self, model: nn.Module, gm: fx.GraphModule, splits: dict[str, SplitInfo]) -> None:
+        """Replace each channel split of the traced graph by a :class:`ChannelSplit` module and run that graph."""
+        nodes = {n.name: n for n in gm.graph.nodes}
+        for i, (name, info) in enumerate(splits.items()):
+            attr = f"slimrt_split{i}"
+            while hasattr(model, attr):
+                attr += "_"
+            mod = ChannelSplit([p.channels for p in info.pieces], info.dim)
+            model.add_module(attr, mod)
+            gm.add_submodule(attr, mod)
+            node = nodes[name]
+            with gm.graph.inserting_before(node):
+                new = gm.graph.call_module(attr, (node.args[0],))
+            node.replace_all_uses_with(new)
+            gm.graph.erase_node(node)
+            self._splits[attr] = info
+        gm.recompile()
+        cls = type(model)
+        model.__class__ = type(cls.__name__, (cls,), {"forward": type(gm).forward, "__module__": cls.__module__})
+
+    def _split_sizes(self, widths: dict[str, int]) -> dict[str, list[int]]:
+        return {attr: [self._count(self._idx(p, widths), p.channels) for p in info.pieces]
+                for attr, info in self._splits.items()}
 
     # ----------------------------------------------------------------- groups and specs
     @property
@@ -208,6 +239,9 @@ class DynamicNet(nn.Module):
     def _set_active(self, spec: SubnetSpec | None) -> None:
         self.active = spec
         is_full = spec is None or all(w == self.group(g).channels for g, w in spec.widths.items())
+        sizes = self._split_sizes(self.widths(None if is_full else spec))
+        for attr in self._splits:
+            getattr(self.model, attr).active = None if is_full else sizes[attr]
         if is_full and (spec is None or spec.name not in self.bn_stats):
             for info in self._layers.values():
                 info.module._slim = None
@@ -417,6 +451,9 @@ class DynamicNet(nn.Module):
             new = self._shrink(info, old, idx[name], stats.get(name))
             parent_name, _, attr = name.rpartition(".")
             setattr(mods[parent_name] if parent_name else model, attr, new)
+        for attr, sizes in self._split_sizes(self.widths(spec)).items():
+            split = getattr(model, attr)
+            split.sizes, split.active = sizes, None
         return model.eval()
 
     def _shrink(self, info: LayerInfo, old: nn.Module, ix: tuple, stats: dict[str, torch.Tensor] | None) -> nn.Module:

@@ -5,6 +5,22 @@ output channels of a plain conv, a residual stream (all tensors added together),
 depthwise conv. A concat along channels does not merge groups; its result is a *layout* of several segments.
 The network's input channels, the classifier's outputs and the channels of grouped (non-depthwise) convs are
 fixed (not prunable).
+
+Further rules:
+
+- A concat feeding an add (``cat([a(x), b(x)]) + proj(x)``) splits the other operand's group at the cut points,
+  each piece tied to its concatenated part.
+- Squeeze-and-excitation ``x * gate(x)``: the gate's last conv/linear output is tied to ``x``'s group; the reduce
+  width is a group of its own. Reshapes that only add or drop unit dims after the channels (``view(N, C, 1, 1)``,
+  ``unsqueeze(2)``, ``g[:, :, None, None]``, ``flatten(1)`` of ``N x C x 1 x 1``) keep the layout.
+- ``torch.split`` / ``chunk`` along channels cuts the source's groups at the split points (like a concat feeding
+  an add) and each piece gets its slice: :attr:`GraphAnalysis.splits`. Their sizes follow the active widths:
+  :class:`~slimrt.train.dynamic.DynamicNet` replaces each such call by a :class:`ChannelSplit` module that splits
+  at the kept sizes, and an extracted network keeps that module with its sub-net's sizes.
+- Channel shuffle (``view(N, g, C // g, H, W)`` ... ``view(N, C, H, W)`` or ``flatten(1, 2)``) interleaves
+  channels, which no prefix of kept channels survives. It is treated conservatively: the channels entering the
+  shuffle and those leaving it are fixed (not prunable); layers inside the branches between shuffles stay
+  prunable.
 """
 
 from __future__ import annotations
@@ -21,7 +37,7 @@ from torch.fx.passes.shape_prop import ShapeProp
 
 from slimrt.errors import GraphError
 
-__all__ = ["ChannelGroup", "Segment", "Layout", "LayerInfo", "GraphAnalysis", "analyze"]
+__all__ = ["ChannelGroup", "Segment", "Layout", "LayerInfo", "SplitInfo", "GraphAnalysis", "ChannelSplit", "analyze"]
 
 
 @dataclass(frozen=True)
@@ -66,9 +82,35 @@ class LayerInfo:
 
 
 @dataclass
+class SplitInfo:
+    """A ``torch.split`` / ``chunk`` of a tensor along its channels (fx node ``name``) and the layout of each piece."""
+
+    name: str
+    dim: int
+    pieces: list[Layout]
+
+
+@dataclass
 class GraphAnalysis:
     groups: list[ChannelGroup]
     layers: dict[str, LayerInfo] = field(default_factory=dict)
+    splits: dict[str, SplitInfo] = field(default_factory=dict)
+
+
+class ChannelSplit(nn.Module):
+    """Splits a tensor along channels at ``sizes``; ``active`` (set by DynamicNet) overrides them for a sub-net."""
+
+    def __init__(self, sizes: list[int], dim: int = 1) -> None:
+        super().__init__()
+        self.sizes = [int(v) for v in sizes]
+        self.dim = dim
+        self.active: list[int] | None = None
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return torch.split(x, self.active if self.active is not None else self.sizes, self.dim)
+
+    def extra_repr(self) -> str:
+        return f"sizes={self.sizes}, dim={self.dim}"
 
 
 _PASSTHROUGH_MODULES = (
@@ -205,6 +247,9 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
 
     uf = _UnionFind()
     layouts: dict[fx.Node, Layout] = {}
+    pieces: dict[fx.Node, list[Layout]] = {}  # the outputs of a split / chunk
+    splits: dict[str, SplitInfo] = {}
+    shuffled: dict[fx.Node, int] = {}  # channel-shuffle intermediates (channels split over two dims): channels
     layers: dict[str, LayerInfo] = {}
     modules = dict(gm.named_modules())
 
@@ -249,6 +294,62 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
     def fix(layout: Layout) -> None:
         uf.fixed.update(s.group for s in expand(layout).segments)
 
+    def split(node: fx.Node, src: Layout | None, dim: int) -> None:
+        meta = node.meta.get("tensor_meta")
+        in_shape = _shape(node.args[0])
+        if src is None or in_shape is None or not isinstance(meta, (tuple, list)):
+            raise err(node, "split of a tensor without tracked channels or known shapes")
+        dim %= len(in_shape)
+        if dim == 0:
+            raise err(node, "split along the batch dimension")
+        if dim != 1:
+            pieces[node] = [src] * len(meta)
+            return
+        if src.repeat != 1:
+            raise err(node, "split along features after a flatten")
+        sizes = [int(m.shape[1]) for m in meta]
+        refine(expand(src), set(itertools.accumulate(sizes)))
+        segs, out = list(expand(src).segments), []
+        for size in sizes:
+            mine: list[Segment] = []
+            while sum(x.size for x in mine) < size:
+                mine.append(segs.pop(0))
+            out.append(Layout(tuple(mine)))
+        pieces[node] = out
+        splits[node.name] = SplitInfo(node.name, 1, out)
+
+    def reshape(node: fx.Node, src: Layout | None) -> None:
+        in_shape, out_shape = _shape(node.args[0]), _shape(node)
+        if (src is not None and in_shape is not None and out_shape is not None and len(in_shape) >= 3
+                and len(out_shape) > len(in_shape) and out_shape[0] == in_shape[0]
+                and out_shape[1] != in_shape[1] and out_shape[1] * out_shape[2] == in_shape[1]):
+            # channel shuffle (or any split of the channels over two dims): fixed, see the module docstring
+            fix(src)
+            shuffled[node] = in_shape[1]
+            return
+        layouts[node] = _flatten(node, src, err)
+
+    def shuffle_step(node: fx.Node) -> None:
+        """A node reading a channel-shuffle intermediate: pass it on, or end it with a fixed group."""
+        src = node.args[0] if node.args else None
+        what = node.target if node.op == "call_method" else getattr(node.target, "__name__", node.target)
+        others = [a for a in node.all_input_nodes if a in shuffled and a is not src]
+        if src not in shuffled or others:
+            raise err(node, f"{what!r} of a channel-shuffle intermediate")
+        channels, out_shape = shuffled[src], _shape(node)
+        if what in ("contiguous", "clone", "transpose", "permute"):
+            ndim = len(_shape(src) or (0,))
+            if what == "transpose" and any(isinstance(d, int) and d % ndim == 0 for d in node.args[1:3]):
+                raise err(node, "transpose of the batch dimension")
+            if what == "permute" and _dims(node)[:1] != [0]:
+                raise err(node, "permute of the batch dimension")
+            shuffled[node] = channels
+        elif what in ("view", "reshape", "flatten") and out_shape is not None and out_shape[1] == channels:
+            layouts[node] = single(f"{node.name}", channels)
+            fix(layouts[node])
+        else:
+            raise err(node, f"{what!r} of a channel-shuffle intermediate")
+
     def check_channels(node: fx.Node, layout: Layout, expected: int) -> None:
         if layout.channels * layout.repeat != expected:
             raise err(node, f"expects {expected} input features, tracked layout has {layout.channels * layout.repeat}")
@@ -269,6 +370,10 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
         if node.op == "get_attr":
             if shape is not None and len(shape) >= 2:
                 raise err(node, f"tensor attribute {node.target!r} used outside a module")
+            continue
+
+        if any(a in shuffled for a in node.all_input_nodes):
+            shuffle_step(node)
             continue
 
         if node.op == "call_module":
@@ -346,6 +451,16 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
                 if start != 1:
                     raise err(node, f"torch.flatten with start_dim={start} (only 1 is supported)")
                 layouts[node] = _flatten(node, lay(node.args[0]), err)
+            elif fn is torch.reshape:
+                reshape(node, lay(node.args[0]))
+            elif fn in (torch.split, torch.chunk):
+                split(node, lay(node.args[0]), _arg(node, 2, "dim", 0))
+            elif fn is torch.unsqueeze:
+                layouts[node] = _unsqueeze(node, lay(node.args[0]), _arg(node, 1, "dim", None), err)
+            elif fn is operator.getitem and node.args[0] in pieces:
+                layouts[node] = pieces[node.args[0]][node.args[1]]
+            elif fn is operator.getitem and lay(node.args[0]) is not None and _unit_index(node.args[1]):
+                layouts[node] = lay(node.args[0])
             elif fn in _PASSTHROUGH_FUNCS:
                 if (src := lay(node.args[0])) is not None:
                     layouts[node] = src
@@ -375,7 +490,21 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
                     start = node.args[1] if len(node.args) > 1 else node.kwargs.get("start_dim", 0)
                     if start != 1:
                         raise err(node, f"flatten with start_dim={start} (only 1 is supported)")
-                layouts[node] = _flatten(node, src, err)
+                reshape(node, src)
+            elif m in ("split", "chunk"):
+                split(node, src, _arg(node, 2, "dim", 0))
+            elif m == "unsqueeze":
+                layouts[node] = _unsqueeze(node, src, _arg(node, 1, "dim", None), err)
+            elif m in ("transpose", "permute", "expand", "expand_as") and src is not None:
+                in_shape, out_shape = _shape(node.args[0]), _shape(node)
+                keeps = m == "transpose" and all(isinstance(d, int) and d % len(in_shape or (0,)) > 1
+                                                 for d in node.args[1:3])
+                keeps |= m == "permute" and tuple(_dims(node))[:2] == (0, 1)
+                keeps |= m in ("expand", "expand_as") and in_shape is not None and out_shape is not None and \
+                    in_shape[:2] == out_shape[:2]
+                if not keeps:
+                    raise err(node, f"tensor method {m!r} that moves the batch or channel dimension")
+                layouts[node] = src
             elif m in ("size", "dim"):
                 pass
             else:
@@ -401,9 +530,41 @@ def analyze(model: nn.Module, example_input: torch.Tensor) -> tuple[GraphAnalysi
     for info in layers.values():
         info.in_layout = resolve(info.in_layout)
         info.out_layout = resolve(info.out_layout)
+    for sp in splits.values():
+        sp.pieces = [resolve(p) for p in sp.pieces]
     used = {s.group for info in layers.values() for lo in (info.in_layout, info.out_layout) if lo for s in lo.segments}
+    used |= {s.group for sp in splits.values() for p in sp.pieces for s in p.segments}
     groups = [g for g in roots.values() if g.name in used]
-    return GraphAnalysis(groups=groups, layers=layers), gm
+    return GraphAnalysis(groups=groups, layers=layers, splits=splits), gm
+
+
+def _arg(node: fx.Node, pos: int, name: str, default: object) -> object:
+    return node.args[pos] if len(node.args) > pos else node.kwargs.get(name, default)
+
+
+def _dims(node: fx.Node) -> list[object]:
+    """The dims of a ``permute`` call (given as varargs or one sequence)."""
+    dims = list(node.args[1:]) or list(node.kwargs.get("dims", ()))
+    return list(dims[0]) if len(dims) == 1 and isinstance(dims[0], (tuple, list)) else dims
+
+
+def _unit_index(index: object) -> bool:
+    """True for ``[:, :, None, None]``-like indexing: batch and channels whole, only unit dims added."""
+    full = slice(None, None, None)
+    if not isinstance(index, tuple):
+        return False
+    if len(index) >= 2 and index[0] == full and index[1] == full:
+        return all(i is None or i == full or i is Ellipsis for i in index[2:])
+    return index[0] is Ellipsis and len(index) > 1 and all(i is None for i in index[1:])
+
+
+def _unsqueeze(node: fx.Node, src: Layout | None, dim: object, err) -> Layout:
+    out_shape = _shape(node)
+    if src is None or out_shape is None or not isinstance(dim, int):
+        raise err(node, "unsqueeze of a tensor without tracked channels or known shapes")
+    if dim % len(out_shape) < 2:
+        raise err(node, f"unsqueeze at dim {dim} moves the batch or channel dimension")
+    return src
 
 
 def _flatten(node: fx.Node, src: Layout | None, err) -> Layout:
@@ -413,8 +574,8 @@ def _flatten(node: fx.Node, src: Layout | None, err) -> Layout:
     out_shape = _shape(node)
     if in_shape is None or out_shape is None:
         raise err(node, "flatten without known shapes")
-    if len(out_shape) == len(in_shape) and out_shape[1] == in_shape[1]:
-        return src
+    if len(out_shape) >= 2 and out_shape[:2] == in_shape[:2] and math.prod(out_shape) == math.prod(in_shape):
+        return src  # channels stay at dim 1, only dims after them change (e.g. N x C -> N x C x 1 x 1)
     if len(out_shape) != 2 or out_shape[0] != in_shape[0]:
         raise err(node, f"reshape {tuple(in_shape)} -> {tuple(out_shape)} that does not keep (batch, features)")
     per_channel = math.prod(in_shape[2:]) if len(in_shape) > 2 else 1

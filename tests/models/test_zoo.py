@@ -15,7 +15,7 @@ from torch import nn
 from slimrt.errors import ConfigError
 from slimrt.models import create_model, is_registered, list_models, register_model, resolve_arch
 
-EXPECTED = {"resnet20", "resnet56", "resnet18", "vgg11_bn", "mobilenet_v1", "mobilenet_v2"}
+EXPECTED = {"resnet20", "resnet56", "resnet18", "vgg11_bn", "mobilenet_v1", "mobilenet_v2", "mobilenet_v3_small"}
 SHAPES = [(1, 28, 28), (3, 32, 32)]
 
 
@@ -228,3 +228,17 @@ def test_dynamic_net_over_the_zoo(name):
             macs, params = count_macs_params(sub, shape)
             assert macs == spec.macs == net.macs(spec)
             assert params == spec.params == net.params(spec)
+
+
+def test_mobilenet_v3_small_matches_torchvision_counts():
+    model = create_model("mobilenet_v3_small", num_classes=1000, small_input=False)
+    # torchvision.models.mobilenet_v3_small(): 2,542,856 parameters, ~56.5M MACs at 224 px, 9 SE blocks.
+    assert sum(p.numel() for p in model.parameters()) == 2_542_856
+    macs, _ = count_macs_params(model, (3, 224, 224))
+    assert 56e6 <= macs <= 57e6
+    se = [m for m in model.modules() if type(m).__name__ == "SqueezeExcitation"]
+    assert len(se) == 9 and all(isinstance(m.scale_activation, nn.Hardsigmoid) for m in se)
+    sd = model.state_dict()
+    for key in ["features.0.0.weight", "features.1.block.1.fc1.weight", "features.4.block.2.fc2.bias",
+                "features.12.0.weight", "classifier.0.weight", "classifier.3.bias"]:  # fmt: skip
+        assert key in sd, key
