@@ -128,6 +128,7 @@ def summarize(per_seed: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
                                         if r.get("uniform_at_macs")]),
             "gap_to_uniform_at_macs": mean_sd([r.get("gap_to_uniform_at_macs") for r in rows]),
         })  # fmt: skip
+    spans = [max(r["b1_p50"] for r in rows) / min(r["b1_p50"] for r in rows) for rows in per_seed.values() if rows]
     lat_gaps = [t["gap_at_latency"]["mean"] for t in table if t["gap_at_latency"]["mean"] is not None]
     small = [t["gap_at_latency"]["mean"] for t in table
              if t["smaller_half"] and t["gap_at_latency"]["mean"] is not None]
@@ -146,6 +147,11 @@ def summarize(per_seed: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
         "min_gap_to_twin": min(twin_gaps) if twin_gaps else None,
         "goal_within_0.5_of_twin": (min(twin_gaps) >= -0.5) if twin_gaps else None,
         "twin_seeds": max((t["gap_to_twin"]["n"] for t in table), default=0),
+        "b1_p50_span": mean_sd(spans),
+        "goal_span_2.5x": (statistics.fmean(spans) >= 2.5) if spans else None,
+        "gap_at_latency_smallest": table[-1]["gap_at_latency"]["mean"] if table else None,
+        "goal_smallest_plus1": (table[-1]["gap_at_latency"]["mean"] >= 1.0)
+        if table and table[-1]["gap_at_latency"]["mean"] is not None else None,
     }
     return {"per_rank": table, "goals": goals}
 
@@ -270,6 +276,26 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     plt.close(fig)
 
 
+SEARCHED = ("progressive", "progressive-latency")
+"""Searched families, each compared with US-Nets of the same seed (the twins are the ``progressive`` family's)."""
+
+
+def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]]) -> dict[str, Any]:
+    """Per searched family with US-Nets runs of the same seeds: ``per_seed`` rows, ``per_rank`` table, ``goals``."""
+    out: dict[str, Any] = {}
+    for fam in SEARCHED:
+        seeds = sorted(set(runs.get(fam, {})) & set(runs.get("usnet", {})))
+        if not seeds:
+            continue
+        twins = fam == "progressive"
+        per_seed = {s: compare_seed(runs[fam][s], runs["usnet"][s], lat,
+                                    runs.get("independent", {}).get(s) if twins else None,
+                                    runs.get("independent-uniform", {}).get(s) if twins else None)
+                    for s in seeds}  # fmt: skip
+        out[fam] = {"per_seed": per_seed, **summarize(per_seed)}
+    return out
+
+
 def read_runs(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """Every run file ``<method>-seed<k>.json`` in ``results`` by method and seed (records without a ``method``,
     such as the pre-trained network's ``pretrained-seed<k>.json``, are not runs)."""
@@ -296,21 +322,22 @@ def aggregate(results: Path, command: str) -> int:
     load = os.getloadavg()
     lat, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
                                                                **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
-    per_seed = {s: compare_seed(runs["progressive"][s], runs["usnet"][s], lat, runs.get("independent", {}).get(s),
-                                runs.get("independent-uniform", {}).get(s))
-                for s in sorted(set(runs.get("progressive", {})) & set(runs.get("usnet", {})))}  # fmt: skip
-    summary = summarize(per_seed) if per_seed else {"per_rank": [], "goals": {}}
+    families = compare_families(runs, lat)
+    per_seed = families.get("progressive", {}).get("per_seed", {})
+    summary = {k: v for k, v in families.get("progressive", {}).items() if k != "per_seed"} or \
+        {"per_rank": [], "goals": {}}
     payload = {
         "command": command, "commit": git_commit(), "machine": machine(), "load_average_at_start": load,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": {m: sorted(s) for m, s in runs.items()},
         "pretrained": {s: r.get("pretrained", {}).get("test_accuracy") for s, r in runs.get("usnet", {}).items()},
         "latency_protocol": protocol, "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
-        "per_seed": per_seed, **summary,
+        "per_seed": per_seed, **summary, "families": families,
     }  # fmt: skip
     write_results(results / "aggregate.json", payload)
-    table = markdown(summary) if per_seed else "(no seed has both a progressive and a US-Nets run yet)"
+    sections = [f"### {fam} vs US-Nets\n\n{markdown(res)}" for fam, res in families.items()]
+    table = "\n\n".join(sections) or "(no seed has both a progressive and a US-Nets run yet)"
     (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores).\n\n{table}\n")
     plot(results / "aggregate.png", runs, lat)
     print(table)
-    print(json.dumps(summary.get("goals", {}), indent=2))
+    print(json.dumps({fam: res["goals"] for fam, res in families.items()}, indent=2))
     return 0

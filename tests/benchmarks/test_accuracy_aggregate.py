@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from accuracy_aggregate import (  # noqa: E402
     arch_key,
+    compare_families,
     compare_seed,
     markdown,
     matched_latency,
@@ -116,3 +117,22 @@ def test_read_runs_skips_the_pretrained_record(tmp_path):
         (tmp_path / f"{method}-seed{seed}.json").write_text(json.dumps({"method": method, "seed": seed}))
     runs = read_runs(tmp_path)
     assert {m: sorted(s) for m, s in runs.items()} == {"progressive": [0, 2], "independent-uniform": [0]}
+
+
+def test_families_compare_each_searched_variant_with_usnet_of_its_seeds():
+    lat = {**LAT, arch_key(PROG_WIDTHS[0]): {"b1_p50": 0.52}, arch_key(PROG_WIDTHS[1]): {"b1_p50": 0.31}}
+    twins = {"subnets": [{**r, "test_accuracy": r["test_accuracy"] + 1} for r in _prog()["subnets"]]}
+    runs = {"usnet": {0: {"grid": GRID}, 1: {"grid": GRID}}, "progressive": {0: _prog(), 2: _prog()},
+            "progressive-latency": {0: _prog(0.5), 1: _prog(1.0)}, "independent": {0: twins}}
+    fams = compare_families(runs, lat)
+    assert list(fams) == ["progressive", "progressive-latency"]
+    assert list(fams["progressive"]["per_seed"]) == [0]  # seed 2 has no US-Nets run
+    assert list(fams["progressive-latency"]["per_seed"]) == [0, 1]
+    # the twins belong to the progressive family only
+    assert fams["progressive"]["per_seed"][0][0]["gap_to_twin"] == pytest.approx(-1.0)
+    assert fams["progressive-latency"]["per_seed"][0][0]["twin"] is None
+    g = fams["progressive-latency"]["goals"]
+    assert g["b1_p50_span"]["mean"] == pytest.approx(0.52 / 0.31) and g["goal_span_2.5x"] is False
+    # smallest sub-net: m20 at 0.31 ms vs w1 (80.0%) -> +5.5 and +6.0 over the two seeds
+    assert g["gap_at_latency_smallest"] == pytest.approx(5.75) and g["goal_smallest_plus1"]
+    assert compare_families({"usnet": {0: {"grid": GRID}}}, lat) == {}
