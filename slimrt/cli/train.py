@@ -22,6 +22,26 @@ def _fractions(text: str | None) -> list[float] | None:
         raise ConfigError(f"--macs-targets takes comma-separated fractions such as 1,0.5,0.25, not {text!r}") from None
 
 
+def _latency_targets(text: str | None) -> tuple[list[float] | None, list[float] | None]:
+    """``--latency-targets``: fractions of the full predicted latency (``1,0.6,0.45``) or milliseconds
+    (``0.9ms,0.6ms,0.45ms``) -> (fractions, ms)."""
+    if text is None:
+        return None, None
+    from slimrt.errors import ConfigError
+
+    items = [v.strip().lower() for v in text.split(",") if v.strip()]
+    in_ms = [v.endswith("ms") for v in items]
+    try:
+        if all(in_ms):
+            return None, [float(v[:-2]) for v in items]
+        if not any(in_ms):
+            return [float(v) for v in items], None
+    except ValueError:
+        pass
+    raise ConfigError(f"--latency-targets takes fractions of the full network's predicted latency (1,0.6,0.45) or "
+                      f"milliseconds (0.9ms,0.6ms,0.45ms), all in one unit, not {text!r}")  # fmt: skip
+
+
 def _floats(text: str | None, flag: str) -> list[float] | None:
     if text is None:
         return None
@@ -94,7 +114,8 @@ def train(
     = None,
     latency_table: Annotated[str | None, typer.Option(help="Latency table JSON from `slimrt latency-table`.")] = None,
     latency_targets: Annotated[
-        str | None, typer.Option(help="Pick sub-nets at these fractions of the full predicted latency, e.g. 1,0.5.")
+        str | None, typer.Option(help="Pick sub-nets at these fractions of the full predicted latency (1,0.6,0.45) "
+                                 "or at these predicted milliseconds (0.9ms,0.6ms,0.45ms).")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="Fine-tune when val accuracy drops more (points).")] = None,
     finetune_always: Annotated[bool, typer.Option("--finetune-always", help="Ablation: fine-tune every step.")]
@@ -137,6 +158,7 @@ def train(
     from slimrt.train.loops import make_progress
     from slimrt.train.trainer import run_training
 
+    targets_frac, targets_ms = _latency_targets(latency_targets)
     overrides = {
         "arch": arch, "dataset": data, "data_dir": data_dir, "method": method, "pretrain_epochs": pretrain_epochs,
         "epochs": epochs, "subnets": subnets, "min_macs": min_macs, "macs_step": macs_step,
@@ -148,7 +170,7 @@ def train(
         "std": _floats(std, "--std"), "skip_bad_images": True if skip_bad_images else None,
         "device": device, "init": init, "resume": True if resume else None, "out": out,
         "force": True if force else None, "cost": cost, "supernet_epochs": supernet_epochs,
-        "latency_table": latency_table, "latency_targets": _fractions(latency_targets),
+        "latency_table": latency_table, "latency_targets": targets_frac, "latency_targets_ms": targets_ms,
     }  # fmt: skip
     if config is not None:
         cfg = SearchConfig.from_toml(config, **overrides)

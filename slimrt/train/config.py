@@ -87,6 +87,9 @@ class SearchConfig(BaseModel):
                                "full network's predicted latency (the search also stops when nothing can go)")
     latency_targets: list[float] | None = Field(None, description="cost latency: pick the final sub-nets at these "
                                                 "fractions of the full network's predicted latency")
+    latency_targets_ms: list[float] | None = Field(None, description="cost latency: pick the final sub-nets at these "
+                                                   "predicted latencies in ms (on the table's device); the search "
+                                                   "goes down to the smallest of them")
 
     # --- ranking
     ranking: Ranking = "noise"
@@ -127,6 +130,15 @@ class SearchConfig(BaseModel):
             raise ValueError(f"device must be 'cpu', 'cuda' or 'cuda:N', got {v!r}")
         return v
 
+    @field_validator("latency_targets_ms")
+    @classmethod
+    def _targets_ms(cls, v: list[float] | None) -> list[float] | None:
+        if v is None:
+            return v
+        if not v or any(not (t > 0 and math.isfinite(t)) for t in v):
+            raise ValueError(f"latency targets must be positive milliseconds, got {v}")
+        return sorted(set(v), reverse=True)
+
     @field_validator("macs_targets", "latency_targets")
     @classmethod
     def _targets(cls, v: list[float] | None) -> list[float] | None:
@@ -155,6 +167,13 @@ class SearchConfig(BaseModel):
             raise ValueError(f"cost 'latency' and supernet_epochs apply to method 'progressive', not {self.method!r}")
         if self.latency_targets is not None and self.cost != "latency":
             raise ValueError("latency_targets need cost 'latency'")
+        if self.latency_targets_ms is not None:
+            if self.cost != "latency":
+                raise ValueError("latency_targets_ms need cost 'latency'")
+            if self.latency_targets is not None:
+                raise ValueError("give latency_targets (fractions) or latency_targets_ms (milliseconds), not both")
+            if len(self.latency_targets_ms) != self.subnets:
+                raise ValueError(f"{len(self.latency_targets_ms)} latency_targets_ms given but subnets={self.subnets}")
         return self
 
     # ------------------------------------------------------------------ loading

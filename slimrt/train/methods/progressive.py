@@ -252,6 +252,23 @@ def _evaluate_candidate(net: DynamicNet, spec: SubnetSpec, data: Dataset, cfg: S
     return evaluate(net, spec, data.x_val, data.y_val, cfg.eval_batch_size, meter)
 
 
+def latency_fractions(cfg: SearchConfig, full_ms: float) -> list[float] | None:
+    """The final sub-nets' latency targets as fractions of the full network's predicted ``full_ms``: ``latency_targets``
+    as given, or ``latency_targets_ms`` divided by ``full_ms``.
+
+    Raises:
+        ConfigError: a target in ms above the full network's predicted latency (no sub-net can be slower).
+    """
+    if cfg.latency_targets_ms is None:
+        return cfg.latency_targets
+    over = [t for t in cfg.latency_targets_ms if t > full_ms * (1 + 1e-6)]
+    if over:
+        raise ConfigError(f"latency targets {', '.join(f'{t:g} ms' for t in over)} are above the full network's "
+                          f"predicted {full_ms:.3f} ms on the table's device; give targets up to {full_ms:.3f} ms "
+                          "(or fractions with --latency-targets)")  # fmt: skip
+    return [t / full_ms for t in cfg.latency_targets_ms]
+
+
 def final_epochs_for_budget(specs: Sequence[SubnetSpec], data: Dataset, cfg: SearchConfig,
                             meter: ComputeMeter) -> int:  # fmt: skip
     """Whole epochs of the final joint fine-tune that fit in ``cfg.budget_macs`` minus what the search spent
@@ -310,10 +327,13 @@ def progressive_search(
         assert cfg.latency_table is not None  # SearchConfig checks it
         pred = LatencyPredictor(net, load_latency_table(cfg.latency_table))
         full_cost = pred.full_ms
-        min_cost = cfg.min_latency * full_cost * (1 + 1e-9)
-        n_steps = max(1, math.ceil((1 - cfg.min_latency) / cfg.latency_step - 1e-9))
+        latency_targets = latency_fractions(cfg, full_cost)
+        min_latency = min(cfg.min_latency, *(latency_targets or [1.0]))
+        min_cost = min_latency * full_cost * (1 + 1e-9)
+        n_steps = max(1, math.ceil((1 - min_latency) / cfg.latency_step - 1e-9))
     else:
         full_cost = float(full_macs)
+        latency_targets, min_latency = None, cfg.min_latency
         min_cost = cfg.min_macs * full_macs * (1 + 1e-9)
         n_steps = max(1, math.ceil((1 - cfg.min_macs) / cfg.macs_step - 1e-9))
 
@@ -357,7 +377,7 @@ def progressive_search(
                 saved = pred.unit_ms(cur, units)
                 ctx.unit_cost = saved
                 scores = per_ms(rank(net, cur, units, ctx), saved)
-                target = latency_step_target(pred.ms(cur), full_cost, cfg)
+                target = latency_step_target(pred.ms(cur), full_cost, cfg, min_latency)
                 new, removed = next_candidate(net, cur, units, scores, target_macs=target, name=f"c{i:02d}", cfg=cfg,
                                               cost=pred.ms)  # fmt: skip
             st.add_time("rank", time.perf_counter() - t0)
@@ -408,7 +428,7 @@ def progressive_search(
                              pareto=cfg.reselect)  # fmt: skip
         else:
             ms = [pred.ms(c.spec) for c in st.candidates]
-            picks = reselect(ms, accs, cfg.subnets, targets=cfg.latency_targets, full_macs=full_cost,
+            picks = reselect(ms, accs, cfg.subnets, targets=latency_targets, full_macs=full_cost,
                              pareto=cfg.reselect)  # fmt: skip
         chosen = [st.candidates[i].spec for i in picks]
         names = subnet_names([s.macs for s in chosen], full_macs)

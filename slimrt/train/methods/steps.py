@@ -48,11 +48,12 @@ def step_target(macs: float, full_macs: float, cfg: SearchConfig) -> float:
     return max(macs - cut, cfg.min_macs * full_macs)
 
 
-def latency_step_target(ms: float, full_ms: float, cfg: SearchConfig) -> float:
+def latency_step_target(ms: float, full_ms: float, cfg: SearchConfig, min_fraction: float | None = None) -> float:
     """Predicted ms of the next candidate (cost latency): ``latency_step`` of the full network's predicted ms less,
-    never more than ``max_cut`` of the current ms less, never below ``min_latency`` of the full."""
+    never more than ``max_cut`` of the current ms less, never below ``min_fraction`` (default ``min_latency``) of
+    the full."""
     cut = min(cfg.latency_step * full_ms, cfg.max_cut * ms)
-    return max(ms - cut, cfg.min_latency * full_ms)
+    return max(ms - cut, (cfg.min_latency if min_fraction is None else min_fraction) * full_ms)
 
 
 def per_ms(scores: torch.Tensor, ms_saved: torch.Tensor) -> torch.Tensor:

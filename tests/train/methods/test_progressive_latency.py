@@ -132,6 +132,40 @@ def test_latency_search_steps_remove_about_equal_predicted_ms(trained, data, tmp
                                                                           reverse=True)  # fmt: skip
 
 
+def test_latency_targets_in_ms(trained, data, tmp_path):
+    """Targets in milliseconds: the search goes down to the smallest (below min_latency) and picks near each."""
+    from slimrt.cli.train import _latency_targets
+    from slimrt.errors import ConfigError
+
+    assert _latency_targets("0.9ms, 0.5MS") == (None, [0.9, 0.5]) and _latency_targets("1,0.5") == ([1.0, 0.5], None)
+    with pytest.raises(ConfigError, match="all in one unit"):
+        _latency_targets("0.9ms,0.5")
+    with pytest.raises(ValueError, match="not both"):
+        SearchConfig.build({"cost": "latency", "latency_table": "t", "subnets": 1, "latency_targets": [1.0],
+                            "latency_targets_ms": [1.0]})  # fmt: skip
+    with pytest.raises(ValueError, match="positive milliseconds"):
+        SearchConfig.build({"cost": "latency", "latency_table": "t", "subnets": 1, "latency_targets_ms": [-1.0]})
+    net = _net(0)
+    net.model.load_state_dict(trained.model.state_dict())
+    t = synthetic_table(net)
+    path = tmp_path / "table.json"
+    path.write_text(t.model_dump_json())
+    full = LatencyPredictor(net, t).full_ms
+    base = {"cost": "latency", "latency_table": str(path), "latency_step": 0.1, "min_latency": 0.7, "max_cut": 1.0,
+            "ranking": "l1", "group_size": 4, "subnets": 3, "epochs": 0, "finetune_steps": 0, "calib_batches": 2,
+            "batch_size": 64, "augment": False}  # fmt: skip
+    with pytest.raises(ConfigError, match="above the full network's predicted"):
+        progressive_search(net, data, SearchConfig.build({**base, "latency_targets_ms": [2 * full, full, 0.5]}))
+    targets = [full, 0.75 * full, 0.45 * full]
+    final, report = progressive_search(net, data, SearchConfig.build({**base, "latency_targets_ms": targets}))
+    got = sorted(report.predicted_latency_ms.values(), reverse=True)
+    assert min(c.predicted_latency_ms for c in report.candidates) < 0.7 * full  # went below min_latency
+    # the smallest pick sits within one search step of the smallest target (re-selection keeps only candidates on
+    # the accuracy/latency Pareto front, so the others are near, not at, their targets)
+    assert len(got) == 3 and abs(got[-1] - targets[-1]) <= 0.1 * full + 1e-9, (targets, got)
+    assert got[1] < 0.95 * full
+
+
 def test_latency_cost_table_lands_in_checkpoint_and_manifest(tmp_path):
     pytest.importorskip("onnxruntime")
     from slimrt.exporters.artifact_writer import ExportOptions, export_artifact
