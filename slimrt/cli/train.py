@@ -118,6 +118,14 @@ def train(
     std: Annotated[str | None, typer.Option(help="Image folders: per-channel std (default: computed).")] = None,
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Image folders: skip unreadable images "
                                                   "(counted) instead of stopping.")] = False,
+    crop_scale: Annotated[str | None, typer.Option(help="Image folders: training random-resized-crop area range "
+                                                   "min,max (fractions of the image; default 0.08,1).")] = None,
+    crop_ratio: Annotated[str | None, typer.Option(help="Image folders: training random-resized-crop aspect-ratio "
+                                                   "range min,max (default 0.75,1.333).")] = None,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="No random horizontal flips in training (digits, text, "
+                                          "anything whose mirror image is another class).")] = False,
+    workers: Annotated[int | None, typer.Option(help="Image folders: decoding threads (default min(4, CPUs)).")]
+    = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
     init: Annotated[str | None, typer.Option(help="Start from this trained full network (skips pre-training).")]
     = None,
@@ -146,6 +154,8 @@ def train(
         "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,
         "val_size": val_size, "input_size": input_size, "grayscale": grayscale, "mean": _floats(mean, "--mean"),
         "std": _floats(std, "--std"), "skip_bad_images": True if skip_bad_images else None,
+        "crop_scale": _floats(crop_scale, "--crop-scale"), "crop_ratio": _floats(crop_ratio, "--crop-ratio"),
+        "flip": False if no_flip else None, "workers": workers,
         "device": device, "init": init, "resume": True if resume else None, "out": out,
         "force": True if force else None, "cost": cost, "supernet_epochs": supernet_epochs,
         "latency_table": latency_table, "latency_targets": _fractions(latency_targets),

@@ -53,6 +53,11 @@ class SearchConfig(BaseModel):
     std: list[float] | None = Field(None, description="image folders: per-channel std; None: computed")
     skip_bad_images: bool = Field(False, description="image folders: skip unreadable images (counted) instead of "
                                   "stopping")
+    crop_scale: list[float] | None = Field(None, description="image folders: training random-resized-crop area "
+                                           "range (min, max) as fractions of the image; None: 0.08, 1")
+    crop_ratio: list[float] | None = Field(None, description="image folders: training random-resized-crop aspect "
+                                           "ratio range (min, max); None: 3/4, 4/3")
+    workers: int | None = Field(None, ge=1, description="image folders: decoding threads; None: min(4, CPUs)")
 
     # --- optimisation
     pretrain_epochs: int = Field(30, ge=0, description="epochs of full-network pre-training")
@@ -65,7 +70,10 @@ class SearchConfig(BaseModel):
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up of pre-training, in epochs")
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    augment: bool = Field(True, description="random pad-and-crop and horizontal flip while training")
+    augment: bool = Field(True, description="augment training batches: random pad-and-crop, or random-resized-crop "
+                          "for image folders, plus the horizontal flip")
+    flip: bool = Field(True, description="random horizontal flips in the training augmentation (off for digits, "
+                       "text, anything whose mirror image is another class)")
     channels_last: bool | None = Field(None, description="channels-last memory format; None: on for CPU")
 
     # --- sub-nets

@@ -37,7 +37,7 @@ __all__ = ["TrainResult", "build_net", "load_init", "run_training", "RESUME_FORM
 log = logging.getLogger(__name__)
 
 RESUME_FORMAT = "slimrt-resume"
-RUN_ONLY_FIELDS = frozenset({"resume", "device", "out", "init", "force"})
+RUN_ONLY_FIELDS = frozenset({"resume", "device", "out", "init", "force", "workers"})
 """Config fields that may differ between an interrupted run and its resumption."""
 
 Hook = Callable[[str], None]
@@ -243,7 +243,8 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
             mean=data.mean, std=data.std, dataset=data.name, config=cfg.model_dump(),
             extra={"method": cfg.method, "report": report_dict, "compute": meter.state_dict(), "timings": timings,
                    "world_size": info.world_size, **_latency_extra(cfg),
-                   **({"image_folder": data.preprocess} if data.preprocess else {})},
+                   **({"image_folder": {**data.preprocess, "train_augmentation": data.augmentation(
+                       cfg.augment, cfg.flip)}} if data.preprocess else {})},
         )  # fmt: skip
         resume_path.unlink(missing_ok=True)
     distributed.barrier(info)
