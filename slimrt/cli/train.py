@@ -97,6 +97,12 @@ def train(
         str | None, typer.Option(help="Pick sub-nets at these fractions of the full predicted latency, e.g. 1,0.5.")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="Fine-tune when val accuracy drops more (points).")] = None,
+    noise_steps: Annotated[int | None, typer.Option(help="Noise-ranking steps per candidate (default 100, at most 2 "
+                                                    "epochs of the data, at least 20).")] = None,
+    finetune_steps: Annotated[int | None, typer.Option(help="Steps of each fine-tune in the search (default 100, "
+                                                       "at most 2 epochs of the data, at least 10).")] = None,
+    calib_batches: Annotated[int | None, typer.Option(help="Batches for BN calibration (default 20, one pass at "
+                                                      "most).")] = None,
     finetune_always: Annotated[bool, typer.Option("--finetune-always", help="Ablation: fine-tune every step.")]
     = False,
     ranking: Annotated[str | None, typer.Option(help="Unit ranking: noise, l1, bn or random.")] = None,
@@ -156,6 +162,7 @@ def train(
         "std": _floats(std, "--std"), "skip_bad_images": True if skip_bad_images else None,
         "crop_scale": _floats(crop_scale, "--crop-scale"), "crop_ratio": _floats(crop_ratio, "--crop-ratio"),
         "flip": False if no_flip else None, "workers": workers,
+        "noise_steps": noise_steps, "finetune_steps": finetune_steps, "calib_batches": calib_batches,
         "device": device, "init": init, "resume": True if resume else None, "out": out,
         "force": True if force else None, "cost": cost, "supernet_epochs": supernet_epochs,
         "latency_table": latency_table, "latency_targets": _fractions(latency_targets),

@@ -178,6 +178,9 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
         raise ConfigError(f"{data.name} has {len(data.y_train)} training images, fewer than --batch-size "
                           f"{cfg.batch_size}")  # fmt: skip
     net = build_net(cfg, data)
+    if progress is not None and info.is_main and cfg.method == "progressive":  # what the search will run, up front
+        progress.console.print(cfg.search_steps(len(data.y_train)).describe(), markup=False, highlight=False,
+                               soft_wrap=True)
     meter = ComputeMeter()
     resume_path = cfg.resume_path()
     resume = None
