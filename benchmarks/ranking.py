@@ -41,8 +41,8 @@ def one_shot(net, data, cfg, ranking: str, seed: int, calib, overrides: dict[str
     n = copy.deepcopy(net)
     full = n.full_spec()
     units = group_units(n, full, cfg.group_size, cfg.min_units)
-    knobs = {"noise_steps": cfg.noise_steps, "noise_lr": cfg.noise_lr, "noise_reward": cfg.noise_reward,
-             "noise_init": cfg.noise_init, **overrides}  # fmt: skip
+    knobs = {"noise_steps": cfg.search_steps(len(data.y_train)).noise_steps, "noise_lr": cfg.noise_lr,
+             "noise_reward": cfg.noise_reward, "noise_init": cfg.noise_init, **overrides}  # fmt: skip
     ctx = RankContext(data=data, seed=seed, key=1, batch_size=cfg.noise_batch_size, **knobs)
     t0 = time.perf_counter()
     scores = get_ranking(ranking)(n, full, units, ctx)
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
     t_start = time.perf_counter()
     with make_progress() as progress:
         net, _, _, pre_acc = pretrain_shared(cfg, data, progress, args.cache)
-    calib = calibration_batches(data, cfg.calib_batches, cfg.batch_size, cfg.seed)
+    calib = calibration_batches(data, cfg.search_steps(len(data.y_train)).calib_batches, cfg.batch_size, cfg.seed)
     variants = [("noise", "noise", {}), ("noise, 100 steps", "noise", {"noise_steps": 100}),
                 ("l1", "l1", {}), ("bn", "bn", {}), ("random", "random", {})]  # fmt: skip
     rows = []

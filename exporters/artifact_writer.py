@@ -172,6 +172,16 @@ def _check_target(target: Path, force: bool) -> None:
         )
 
 
+PREPROCESS_KEYS = ("input_size", "grayscale", "resize", "crop_fraction", "train_augmentation")
+"""Image-folder preprocessing copied from the checkpoint into the manifest's input spec."""
+
+
+def _preprocess(info: dict | None) -> dict | None:
+    if not info:
+        return None
+    return {k: info[k] for k in PREPROCESS_KEYS if k in info}
+
+
 def _image_options(info: dict, ckpt: Checkpoint) -> dict:
     from slimrt.train.imagefolder import image_options
 
@@ -336,6 +346,7 @@ def export_artifact(
                 programs[spec.name] = _file_ref(tmp, prel)
                 progress.advance(task)
 
+        image = ckpt.extra.get("image_folder")  # class names and preprocessing of an image-folder model
         batch: int | str = "batch" if options.dynamic_batch else 1
         c = list(ckpt.input_shape)
         assert opset is not None and out_shape is not None
@@ -347,7 +358,7 @@ def export_artifact(
             opset=opset,
             dynamic_batch=options.dynamic_batch,
             input=TensorSpec(name=INPUT_NAME, shape=[batch, *c], dtype="float32", layout="NCHW",
-                             mean=list(ckpt.mean), std=list(ckpt.std)),
+                             mean=list(ckpt.mean), std=list(ckpt.std), preprocess=_preprocess(image)),
             output=TensorSpec(name=OUTPUT_NAME, shape=[batch, *out_shape[1:]], dtype="float32"),
             weights=_file_ref(tmp, WEIGHTS_PATH),
             subnets=[
@@ -357,6 +368,7 @@ def export_artifact(
                 for (spec, rel, _s, _m), rep in zip(exported, reports, strict=True)
             ],
             latency_table=table,
+            labels=[str(v) for v in image["classes"]] if image and image.get("classes") else None,
         )
         write_manifest(tmp, manifest)
         engines = None

@@ -24,7 +24,11 @@ from rich.table import Table
 
 from slimrt.runtime.runtime import BudgetInfeasibleWarning
 
-__all__ = ["Phase", "PhaseResult", "plan_phases", "run_phase", "background_load", "main"]
+__all__ = ["Phase", "PhaseResult", "plan_phases", "run_phase", "background_load", "main", "DEMO_SEARCH"]
+
+DEMO_SEARCH = {"min_macs": 0.25, "macs_step": 0.15, "noise_steps": 20, "finetune_steps": 20, "threshold": 2.0,
+               "calib_batches": 8}  # fmt: skip
+"""The demo's short search schedule (every step count given, so it does not depend on the data size)."""
 
 
 class Phase(BaseModel):
@@ -215,9 +219,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         cfg = SearchConfig(
             arch="resnet20", dataset="fashion-mnist", data_dir=args.data, method="progressive",
             limit_train=args.limit_train, val_size=2000, pretrain_epochs=args.pretrain_epochs, epochs=args.epochs,
-            subnets=args.subnets, min_macs=0.25, macs_step=0.15, noise_steps=20, finetune_steps=20, threshold=2.0,
-            calib_batches=8,
-            seed=args.seed, out=str(out / "model.pt"),
+            subnets=args.subnets, **DEMO_SEARCH, seed=args.seed, out=str(out / "model.pt"),
         )  # fmt: skip
         from slimrt.progress import make_progress
 

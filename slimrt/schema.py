@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import math
 from pathlib import Path, PurePosixPath
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, BeforeValidator, ConfigDict, Field, field_validator, model_validator
 
@@ -153,7 +153,12 @@ class FileRef(_Frozen):
 
 
 class TensorSpec(_Frozen):
-    """Name, shape (ints, or strings for symbolic dims), dtype and layout of a model input/output."""
+    """Name, shape (ints, or strings for symbolic dims), dtype and layout of a model input/output.
+
+    ``mean``/``std`` normalize [0, 1] pixels; ``preprocess`` documents how image files became this tensor when the
+    model was trained on an image folder (``input_size``, ``grayscale``, ``resize``, ``crop_fraction``,
+    ``train_augmentation``): JSON values, informative only.
+    """
 
     name: str = Field(min_length=1)
     shape: list[int | str] = Field(min_length=1, max_length=8)
@@ -161,6 +166,7 @@ class TensorSpec(_Frozen):
     layout: str | None = None
     mean: list[float] | None = None
     std: list[float] | None = None
+    preprocess: dict[str, Any] | None = None
 
     @field_validator("shape")
     @classmethod
@@ -247,12 +253,23 @@ class Manifest(_Frozen):
     latency: list[LatencyRef] = Field(default_factory=list, max_length=256)
     engines: list[EngineSet] = Field(default_factory=list, max_length=64)
     latency_table: LatencyTable | None = None
+    labels: list[str] | None = Field(default=None, max_length=100_000,
+                                     description="class names: output index i is labels[i] (image folders)")
 
     @model_validator(mode="after")
     def _unique_names(self) -> Manifest:
         names = [s.name for s in self.subnets]
         if len(set(names)) != len(names):
             raise ValueError(f"sub-net names must be unique, got {names}")
+        return self
+
+    @model_validator(mode="after")
+    def _labels_fit_output(self) -> Manifest:
+        if self.labels is None:
+            return self
+        last = self.output.shape[-1]
+        if isinstance(last, int) and len(self.labels) != last:
+            raise ValueError(f"labels name {len(self.labels)} classes but the output has {last}")
         return self
 
     def subnet(self, name: str) -> SubnetEntry:

@@ -48,6 +48,7 @@ CASES = {
     "schema_version true": (lambda raw: raw.update(schema_version=True), "must be the integer 1, found bool True"),
     "schema_version 1.0": (lambda raw: raw.update(schema_version=1.0), "must be the integer 1, found float 1.0"),
     "schema_version '1'": (lambda raw: raw.update(schema_version="1"), "must be the integer 1, found str '1'"),
+    "labels miscounted": (lambda raw: raw.update(labels=["cat", "dog"] * 50), "labels name 100 classes but the output"),
 }
 
 
@@ -79,3 +80,16 @@ def test_manifest_symlink_refused(synthetic_artifact: Path, tmp_path: Path) -> N
     assert not report.ok and "is a symlink" in (report.error or "")
     with pytest.raises(ArtifactError, match="is a symlink"):
         SlimRuntime(synthetic_artifact, budget_ms=10.0, threads=1)
+
+
+def test_labels_optional_and_exposed_by_the_runtime(synthetic_artifact: Path) -> None:
+    raw = json.loads((synthetic_artifact / "manifest.json").read_text())
+    assert raw["labels"] is None and raw["input"]["preprocess"] is None
+    del raw["labels"], raw["input"]["preprocess"]  # as a manifest written before these fields existed
+    _reseal(synthetic_artifact, raw)
+    with SlimRuntime(synthetic_artifact, budget_ms=10.0, threads=1) as rt:
+        assert rt.labels is None
+    names = [f"class {i}" for i in range(raw["output"]["shape"][-1])]
+    _edit(synthetic_artifact, lambda r: (r.update(labels=names), r["input"].update(preprocess={"input_size": 16})))
+    with SlimRuntime(synthetic_artifact, budget_ms=10.0, threads=1) as rt:
+        assert rt.labels == names and rt.manifest.input.preprocess == {"input_size": 16}

@@ -63,6 +63,11 @@ def _render(data: ArtifactInfo) -> None:
         f"producer slimrt {m.producer.slimrt}",
         highlight=False,
     )
+    if m.labels:
+        shown = ", ".join(m.labels[:20]) + (f", ... ({len(m.labels)} in all)" if len(m.labels) > 20 else "")
+        console.print(f"labels ({len(m.labels)}): {shown}", highlight=False, markup=False)
+    if inp.preprocess:
+        console.print("preprocess: " + json.dumps(inp.preprocess), highlight=False, markup=False)
     full = m.subnets[0].widths
     t = Table(title="Sub-nets (largest first)")
     for col in ("sub-net", "width", "MACs", "params", "val acc %", "test acc %", "max |diff|", "torch"):

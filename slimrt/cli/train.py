@@ -118,6 +118,12 @@ def train(
                                  "or at these predicted milliseconds (0.9ms,0.6ms,0.45ms).")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="Fine-tune when val accuracy drops more (points).")] = None,
+    noise_steps: Annotated[int | None, typer.Option(help="Noise-ranking steps per candidate (default 100, at most 2 "
+                                                    "epochs of the data, at least 20).")] = None,
+    finetune_steps: Annotated[int | None, typer.Option(help="Steps of each fine-tune in the search (default 100, "
+                                                       "at most 2 epochs of the data, at least 10).")] = None,
+    calib_batches: Annotated[int | None, typer.Option(help="Batches for BN calibration (default 20, one pass at "
+                                                      "most).")] = None,
     finetune_always: Annotated[bool, typer.Option("--finetune-always", help="Ablation: fine-tune every step.")]
     = False,
     ranking: Annotated[str | None, typer.Option(help="Unit ranking: noise, l1, bn or random.")] = None,
@@ -139,6 +145,14 @@ def train(
     std: Annotated[str | None, typer.Option(help="Image folders: per-channel std (default: computed).")] = None,
     skip_bad_images: Annotated[bool, typer.Option("--skip-bad-images", help="Image folders: skip unreadable images "
                                                   "(counted) instead of stopping.")] = False,
+    crop_scale: Annotated[str | None, typer.Option(help="Image folders: training random-resized-crop area range "
+                                                   "min,max (fractions of the image; default 0.08,1).")] = None,
+    crop_ratio: Annotated[str | None, typer.Option(help="Image folders: training random-resized-crop aspect-ratio "
+                                                   "range min,max (default 0.75,1.333).")] = None,
+    no_flip: Annotated[bool, typer.Option("--no-flip", help="No random horizontal flips in training (digits, text, "
+                                          "anything whose mirror image is another class).")] = False,
+    workers: Annotated[int | None, typer.Option(help="Image folders: decoding threads (default min(4, CPUs)).")]
+    = None,
     device: Annotated[str | None, typer.Option(help="cpu or cuda.")] = None,
     init: Annotated[str | None, typer.Option(help="Start from this trained full network (skips pre-training).")]
     = None,
@@ -168,6 +182,9 @@ def train(
         "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,
         "val_size": val_size, "input_size": input_size, "grayscale": grayscale, "mean": _floats(mean, "--mean"),
         "std": _floats(std, "--std"), "skip_bad_images": True if skip_bad_images else None,
+        "crop_scale": _floats(crop_scale, "--crop-scale"), "crop_ratio": _floats(crop_ratio, "--crop-ratio"),
+        "flip": False if no_flip else None, "workers": workers,
+        "noise_steps": noise_steps, "finetune_steps": finetune_steps, "calib_batches": calib_batches,
         "device": device, "init": init, "resume": True if resume else None, "out": out,
         "force": True if force else None, "cost": cost, "supernet_epochs": supernet_epochs,
         "latency_table": latency_table, "latency_targets": targets_frac, "latency_targets_ms": targets_ms,

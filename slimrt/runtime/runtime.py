@@ -397,6 +397,11 @@ class SlimRuntime:
         return self._pair[self._ctl.active][1]
 
     @property
+    def labels(self) -> list[str] | None:
+        """Class names from the manifest (output index i is ``labels[i]``); None when the artifact has none."""
+        return None if self.manifest.labels is None else list(self.manifest.labels)
+
+    @property
     def subnets(self) -> list[SubnetInfo]:
         """Every sub-net (manifest order: largest first) at the primary thread count, with accuracy and latency."""
         return [self._info(i) for i in range(len(self._entries))]

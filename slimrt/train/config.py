@@ -26,10 +26,46 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
-__all__ = ["SearchConfig", "Method", "Ranking", "check_out_path"]
+__all__ = ["SearchConfig", "SearchSteps", "Method", "Ranking", "check_out_path", "AUTO_EPOCHS"]
 
 Method = Literal["progressive", "usnet", "independent"]
 Ranking = Literal["noise", "l1", "bn", "random"]
+
+
+DEFAULT_NOISE_STEPS = 100
+DEFAULT_FINETUNE_STEPS = 100
+DEFAULT_CALIB_BATCHES = 20
+AUTO_EPOCHS = 2
+"""Unset noise / fine-tune step counts are capped at this many epochs of the training images."""
+AUTO_MIN_NOISE_STEPS = 20
+AUTO_MIN_FINETUNE_STEPS = 10
+
+
+class SearchSteps(BaseModel):
+    """Step counts of the progressive search for one run, resolved from the config and the data size.
+
+    A count given in the config (or by its flag) is used as given. An unset one is its default (noise 100, fine-tune
+    100, calibration 20 batches) capped at :data:`AUTO_EPOCHS` epochs' worth of the training images, with a floor
+    (noise 20, fine-tune 10): on 200 images a candidate trains its noise scales for 20 steps, not 100 (~30 epochs).
+    From 6,400 training images at the default batch sizes (128, noise 64) the defaults apply unchanged. Calibration
+    never reads more than one pass over the training images, given or not.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    noise_steps: int
+    finetune_steps: int
+    calib_batches: int
+    train_images: int
+    auto: list[str] = Field(default_factory=list, description="the counts scaled to the data (not given)")
+
+    def describe(self) -> str:
+        """One line for logs: the counts, each marked given or scaled to the data."""
+        def one(name: str, v: int) -> str:
+            return f"{name} {v}" + (" (auto)" if name in self.auto else "")
+
+        return (f"search steps for {self.train_images:,} training images: {one('noise_steps', self.noise_steps)}, "
+                f"{one('finetune_steps', self.finetune_steps)}, {one('calib_batches', self.calib_batches)}")
 
 
 class SearchConfig(BaseModel):
@@ -53,6 +89,11 @@ class SearchConfig(BaseModel):
     std: list[float] | None = Field(None, description="image folders: per-channel std; None: computed")
     skip_bad_images: bool = Field(False, description="image folders: skip unreadable images (counted) instead of "
                                   "stopping")
+    crop_scale: list[float] | None = Field(None, description="image folders: training random-resized-crop area "
+                                           "range (min, max) as fractions of the image; None: 0.08, 1")
+    crop_ratio: list[float] | None = Field(None, description="image folders: training random-resized-crop aspect "
+                                           "ratio range (min, max); None: 3/4, 4/3")
+    workers: int | None = Field(None, ge=1, description="image folders: decoding threads; None: min(4, CPUs)")
 
     # --- optimisation
     pretrain_epochs: int = Field(30, ge=0, description="epochs of full-network pre-training")
@@ -65,7 +106,10 @@ class SearchConfig(BaseModel):
     warmup_epochs: float = Field(1.0, ge=0, description="linear warm-up of pre-training, in epochs")
     weight_decay: float = Field(5e-4, ge=0)
     momentum: float = Field(0.9, ge=0, lt=1)
-    augment: bool = Field(True, description="random pad-and-crop and horizontal flip while training")
+    augment: bool = Field(True, description="augment training batches: random pad-and-crop, or random-resized-crop "
+                          "for image folders, plus the horizontal flip")
+    flip: bool = Field(True, description="random horizontal flips in the training augmentation (off for digits, "
+                       "text, anything whose mirror image is another class)")
     channels_last: bool | None = Field(None, description="channels-last memory format; None: on for CPU")
 
     # --- sub-nets
@@ -93,7 +137,8 @@ class SearchConfig(BaseModel):
 
     # --- ranking
     ranking: Ranking = "noise"
-    noise_steps: int = Field(100, ge=1, description="steps of training the noise scales")
+    noise_steps: int | None = Field(None, ge=1, description="steps of training the noise scales per candidate; "
+                                    "None: 100, scaled down to 2 epochs of noise batches on small data (>= 20)")
     noise_lr: float = Field(0.05, gt=0, description="Adam learning rate of the log noise scales")
     noise_reward: float = Field(0.2, ge=0, description="lambda: weight of the MACs-weighted noise reward")
     noise_init: float = Field(0.05, gt=0, description="initial noise scale alpha of every unit")
@@ -105,11 +150,13 @@ class SearchConfig(BaseModel):
     supernet_lr: float = Field(0.01, gt=0, description="peak learning rate of the supernet warm start")
     threshold: float = Field(1.0, ge=0, description="fine-tune when val accuracy drops more than this (points)")
     finetune_always: bool = Field(False, description="ablation: fine-tune after every candidate")
-    finetune_steps: int = Field(100, ge=0, description="steps of each short joint fine-tune in the search")
+    finetune_steps: int | None = Field(None, ge=0, description="steps of each short joint fine-tune in the search; "
+                                       "None: 100, scaled down to 2 epochs on small data (>= 10)")
     reselect: bool = Field(True, description="Pareto + spread re-selection; off: K candidates evenly by index")
     distill: bool = Field(True, description="in-place distillation from the largest sub-net")
     sampled_subnets: int = Field(2, ge=0, description="sub-nets sampled per step besides the largest and smallest")
-    calib_batches: int = Field(20, ge=1, description="training batches for per-sub-net BN calibration")
+    calib_batches: int | None = Field(None, ge=1, description="training batches for per-sub-net BN calibration "
+                                      "(one pass over the training images at most); None: 20")
     budget_macs: int | None = Field(None, ge=1, description="progressive: training MACs (3 x forward MACs per "
                                     "trained image, ranking forwards included) the whole search may spend; the "
                                     "final joint fine-tune gets the whole epochs that fit in what the search left "
@@ -209,6 +256,27 @@ class SearchConfig(BaseModel):
     def updated(self, **changes: Any) -> SearchConfig:
         """A validated copy with ``changes`` applied (None values ignored)."""
         return self.build(self.model_dump(), changes)
+
+    def search_steps(self, train_images: int) -> SearchSteps:
+        """The step counts the search runs on ``train_images`` images (see :class:`SearchSteps`)."""
+        n = max(0, int(train_images))
+        auto: list[str] = []
+        noise = self.noise_steps
+        if noise is None:
+            noise = max(AUTO_MIN_NOISE_STEPS, min(DEFAULT_NOISE_STEPS,
+                                                  math.ceil(AUTO_EPOCHS * n / self.noise_batch_size)))  # fmt: skip
+            auto.append("noise_steps")
+        ft = self.finetune_steps
+        if ft is None:
+            ft = max(AUTO_MIN_FINETUNE_STEPS, min(DEFAULT_FINETUNE_STEPS,
+                                                  AUTO_EPOCHS * max(1, n // self.batch_size)))  # fmt: skip
+            auto.append("finetune_steps")
+        calib = self.calib_batches
+        if calib is None:
+            calib = DEFAULT_CALIB_BATCHES
+            auto.append("calib_batches")
+        calib = max(1, min(calib, math.ceil(n / self.batch_size)))  # calibration reads one pass at most
+        return SearchSteps(noise_steps=noise, finetune_steps=ft, calib_batches=calib, train_images=n, auto=auto)
 
     def use_channels_last(self) -> bool:
         """Channels-last memory format: measured faster for training on CPU here (~800 vs 640 img/s ResNet-20)."""

@@ -8,9 +8,17 @@ Layouts::
 Class ids are the sorted class-folder names of the training folder; an evaluation folder naming a class the training
 folder lacks is an error (never a silent wrong label). Every image is decoded once, converted to RGB or grayscale,
 resized so its shorter side is ``input_size / crop_fraction`` (bilinear) and center-cropped to ``input_size``
-squared, then held in memory as a tensor (the in-memory :class:`~slimrt.train.data.Dataset` design; training adds
-the usual pad-and-crop and flip). Mean and std are given or computed from the training images. The preprocessing
-is recorded in the checkpoint (``extra["image_folder"]``) and its mean/std/shape in the manifest's input spec.
+squared, then held in memory as a tensor (the in-memory :class:`~slimrt.train.data.Dataset` design). Files are
+decoded by a pool of ``workers`` threads (Pillow releases the GIL while decoding and resizing).
+
+Training batches get a random-resized-crop (area fraction in ``crop_scale``, aspect ratio in ``crop_ratio``,
+resampled back to ``input_size``) and, unless ``--no-flip``, a horizontal flip, vectorised in torch per batch
+(:func:`~slimrt.train.data.augment.random_resized_crop`). The crop is taken from the stored center crop (the view
+evaluation sees), not from the whole file: every split keeps one shape and one copy in memory, at the price of never
+showing the outer ``1 - crop_fraction`` border. Evaluation is resize + center-crop only, deterministic. Mean and
+std are given or computed from the training images. The preprocessing and training augmentation are recorded in
+the checkpoint (``extra["image_folder"]``) and the manifest's input spec (``preprocess``, with mean/std/shape),
+the class names in the manifest's ``labels``.
 
 An unreadable image stops loading with a one-line error naming the file, or is skipped and counted with
 ``skip_bad=True`` (``--skip-bad-images``).
@@ -30,9 +38,10 @@ import numpy as np
 import torch
 
 from slimrt.errors import DataError
+from slimrt.train.data.augment import CROP_RATIO, CROP_SCALE
 
 __all__ = ["IMAGE_EXTENSIONS", "EVAL_FOLDERS", "ImageFolderOptions", "is_image_folder", "load_image_folder",
-           "image_options"]  # fmt: skip
+           "image_options", "default_workers"]  # fmt: skip
 
 log = logging.getLogger(__name__)
 
@@ -53,6 +62,9 @@ class ImageFolderOptions:
         crop_fraction: the center crop keeps this fraction of the resized shorter side (0.875: ImageNet style).
         skip_bad: skip unreadable images (counted in the log) instead of stopping.
         test_fraction: share of the images held out as the test split when there is no ``val/`` folder.
+        crop_scale: training random-resized-crop area range, fractions of the (center-cropped) image.
+        crop_ratio: training random-resized-crop aspect-ratio (width / height) range.
+        workers: decoding threads; None: ``min(4, CPU count)``.
     """
 
     input_size: int | None = None
@@ -62,13 +74,17 @@ class ImageFolderOptions:
     crop_fraction: float = 0.875
     skip_bad: bool = False
     test_fraction: float = 0.1
+    crop_scale: tuple[float, float] = CROP_SCALE
+    crop_ratio: tuple[float, float] = CROP_RATIO
+    workers: int | None = None
 
 
 def image_options(source: Any) -> dict[str, Any]:
     """The image-folder options of a :class:`SearchConfig` (or a mapping with the same keys), for ``load_dataset``."""
     get = source.get if isinstance(source, Mapping) else (lambda k: getattr(source, k, None))
     out = {"input_size": get("input_size"), "grayscale": get("grayscale"), "skip_bad": bool(get("skip_bad_images")),
-           "mean": get("mean"), "std": get("std")}  # fmt: skip
+           "mean": get("mean"), "std": get("std"), "crop_scale": get("crop_scale"), "crop_ratio": get("crop_ratio"),
+           "workers": get("workers")}  # fmt: skip
     return {k: v for k, v in out.items() if v is not None}
 
 
@@ -161,14 +177,30 @@ def _decode_all(paths: Sequence[Path], labels: Sequence[int], size: int, gray: b
             raise DataError(f"cannot decode image {p}: {first}; fix or remove it, or pass --skip-bad-images to "
                             "skip unreadable files") from None  # fmt: skip
 
-    workers = max(1, min(8, os.cpu_count() or 1))
-    with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding and resizing
+    workers = opts.workers if opts.workers is not None else default_workers()
+    with ThreadPoolExecutor(max(1, workers)) as pool:  # Pillow releases the GIL while decoding and resizing
         arrays = list(pool.map(one, paths))
     keep = [i for i, a in enumerate(arrays) if a is not None]
     bad += [paths[i] for i, a in enumerate(arrays) if a is None]
     c = 1 if gray else 3
     x = np.stack([arrays[i] for i in keep]) if keep else np.zeros((0, c, size, size), np.uint8)
     return x, np.asarray([labels[i] for i in keep], dtype=np.int64)
+
+
+def default_workers() -> int:
+    """Decoding threads when ``--workers`` is not given: ``min(4, CPU count)``."""
+    return max(1, min(4, os.cpu_count() or 1))
+
+
+def _check_range(name: str, v: Sequence[float], low: float, high: float | None) -> tuple[float, float]:
+    flag = f"--{name.replace('_', '-')}"
+    if len(v) != 2:
+        raise DataError(f"{flag} takes two numbers (min,max), got {list(v)}")
+    a, b = float(v[0]), float(v[1])
+    if not (low < a <= b and (high is None or b <= high)) or not all(map(np.isfinite, (a, b))):
+        upper = "" if high is None else f" <= {high}"
+        raise DataError(f"{flag} must satisfy {low} < min <= max{upper}, got {a},{b}")
+    return a, b
 
 
 def _first_image(paths: Sequence[Path], skip_bad: bool) -> Any:
@@ -196,8 +228,13 @@ def load_image_folder(
         DataError: no class folders or images, an unreadable image (unless ``skip_bad``), unknown evaluation classes.
     """
     folder = Path(path).expanduser()
+    tuples = ("mean", "std", "crop_scale", "crop_ratio")
     o = opts if isinstance(opts, ImageFolderOptions) else ImageFolderOptions(
-        **{k: (tuple(v) if k in ("mean", "std") and v is not None else v) for k, v in dict(opts or {}).items()})
+        **{k: (tuple(v) if k in tuples and v is not None else v) for k, v in dict(opts or {}).items()})
+    scale = _check_range("crop_scale", o.crop_scale, 0.0, 1.0)
+    ratio = _check_range("crop_ratio", o.crop_ratio, 0.0, None)
+    if o.workers is not None and o.workers < 1:
+        raise DataError(f"--workers must be >= 1, got {o.workers}")
     train_dir = folder / "train" if (folder / "train").is_dir() else folder
     eval_dir = next((folder / n for n in EVAL_FOLDERS if train_dir != folder and (folder / n).is_dir()), None)
     paths, labels, classes = _scan(train_dir, None)
@@ -228,6 +265,7 @@ def load_image_folder(
         "crop_fraction": o.crop_fraction, "resize": "shorter side to input_size / crop_fraction, bilinear",
         "mean": list(o.mean) if o.mean is not None else None, "std": list(o.std) if o.std is not None else None,
         "split": split, "skipped": [str(p) for p in bad[:20]], "skipped_count": len(bad),
+        "crop_scale": list(scale), "crop_ratio": list(ratio),
     }  # fmt: skip
     log.info("image folder %s: %d classes, %d train / %d test images at %s %dx%d (%s)", folder, len(classes),
              len(x_tr), len(x_te), "grayscale" if gray else "RGB", size, size, split)  # fmt: skip

@@ -320,7 +320,8 @@ class TrainStats:
 
 def _train_batches(data: Dataset, cfg: SearchConfig, phase: str, epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
     g = make_generator(cfg.seed, phase, "epoch", epoch)
-    return data.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment, generator=g, drop_last=True)
+    return data.batches("train", cfg.batch_size, shuffle=True, augment=cfg.augment, generator=g, drop_last=True,
+                        flip=cfg.flip)  # fmt: skip
 
 
 def steps_per_epoch(data: Dataset, batch_size: int) -> int:

@@ -13,7 +13,7 @@ import time
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from slimrt.train.config import SearchConfig
+from slimrt.train.config import AUTO_EPOCHS, SearchConfig, SearchSteps
 
 __all__ = ["PhasePlan", "TrainPlan", "plan_training"]
 
@@ -44,6 +44,7 @@ class TrainPlan(BaseModel):
     full_macs: int
     seconds_per_full_step: float | None = None
     phases: list[PhasePlan] = Field(default_factory=list)
+    search_steps: SearchSteps | None = Field(None, description="progressive: the step counts the search will run")
 
     @property
     def total_seconds(self) -> float | None:
@@ -64,6 +65,8 @@ class TrainPlan(BaseModel):
             bound = "up to " if p.up_to else ""
             note = f" ({p.note})" if p.note else ""
             out.append(f"  {p.phase}: {bound}{p.steps:,} steps of {p.batch_size} images{est}{note}")
+        if self.search_steps is not None:
+            out.append("  " + self.search_steps.describe())
         if self.total_seconds is not None:
             out.append(f"estimated total: ~{format_seconds(self.total_seconds)} (rough; upper bounds included)")
         return out
@@ -129,21 +132,28 @@ def plan_training(cfg: SearchConfig, measure_steps: int = 3) -> TrainPlan:
         n = cfg.pretrain_epochs * spe
         phases.append(PhasePlan(phase="pretrain", steps=n, batch_size=cfg.batch_size, seconds=est(n, 1.0),
                                 note=f"{cfg.pretrain_epochs} epochs, full network"))  # fmt: skip
+    search = None
     if cfg.method == "progressive":
+        search = cfg.search_steps(len(data.y_train))
+
+        def given(name: str) -> str:
+            return f"auto: at most {AUTO_EPOCHS} epochs" if name in search.auto else "as given"
+
         cands = max(1, math.ceil((1 - cfg.min_macs) / cfg.macs_step - 1e-9))
         if cfg.ranking == "noise":
-            n = cands * cfg.noise_steps
+            n = cands * search.noise_steps
             phases.append(PhasePlan(phase="search ranking", steps=n, batch_size=cfg.noise_batch_size, up_to=True,
                                     seconds=est(n, mid, cfg.noise_batch_size),
-                                    note=f"{cands} candidates x {cfg.noise_steps} noise steps"))  # fmt: skip
-        never = cfg.finetune_steps == 0 or (math.isinf(cfg.threshold) and not cfg.finetune_always)
-        ft = 0 if never else cfg.finetune_steps
+                                    note=f"{cands} candidates x {search.noise_steps} noise steps "
+                                    f"({given('noise_steps')})"))  # fmt: skip
+        never = search.finetune_steps == 0 or (math.isinf(cfg.threshold) and not cfg.finetune_always)
+        ft = 0 if never else search.finetune_steps
         if ft:
             n = cands * ft
             why = "every candidate" if cfg.finetune_always else f"candidates dropping > {cfg.threshold} points"
             phases.append(PhasePlan(phase="search fine-tunes", steps=n, batch_size=cfg.batch_size,
                                     up_to=not cfg.finetune_always, seconds=est(n, sandwich),
-                                    note=f"{ft} steps after {why}"))  # fmt: skip
+                                    note=f"{ft} steps after {why} ({given('finetune_steps')})"))  # fmt: skip
         n = cfg.epochs * spe
         note = f"{cfg.epochs} epochs, {cfg.subnets} sub-nets (sandwich)"
         if cfg.budget_macs is not None:
@@ -160,4 +170,4 @@ def plan_training(cfg: SearchConfig, measure_steps: int = 3) -> TrainPlan:
                                 note=f"{cfg.subnets} sub-nets x {cfg.pretrain_epochs} epochs"))  # fmt: skip
     return TrainPlan(arch=cfg.arch, dataset=data.name, method=cfg.method, train_images=len(data.y_train),
                      steps_per_epoch=spe, full_macs=net.macs(), seconds_per_full_step=per_step,
-                     phases=phases)  # fmt: skip
+                     phases=phases, search_steps=search)  # fmt: skip

@@ -37,7 +37,7 @@ __all__ = ["TrainResult", "build_net", "load_init", "run_training", "RESUME_FORM
 log = logging.getLogger(__name__)
 
 RESUME_FORMAT = "slimrt-resume"
-RUN_ONLY_FIELDS = frozenset({"resume", "device", "out", "init", "force"})
+RUN_ONLY_FIELDS = frozenset({"resume", "device", "out", "init", "force", "workers"})
 """Config fields that may differ between an interrupted run and its resumption."""
 
 Hook = Callable[[str], None]
@@ -178,6 +178,9 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
         raise ConfigError(f"{data.name} has {len(data.y_train)} training images, fewer than --batch-size "
                           f"{cfg.batch_size}")  # fmt: skip
     net = build_net(cfg, data)
+    if progress is not None and info.is_main and cfg.method == "progressive":  # what the search will run, up front
+        progress.console.print(cfg.search_steps(len(data.y_train)).describe(), markup=False, highlight=False,
+                               soft_wrap=True)
     meter = ComputeMeter()
     resume_path = cfg.resume_path()
     resume = None
@@ -243,7 +246,8 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
             mean=data.mean, std=data.std, dataset=data.name, config=cfg.model_dump(),
             extra={"method": cfg.method, "report": report_dict, "compute": meter.state_dict(), "timings": timings,
                    "world_size": info.world_size, **_latency_extra(cfg),
-                   **({"image_folder": data.preprocess} if data.preprocess else {})},
+                   **({"image_folder": {**data.preprocess, "train_augmentation": data.augmentation(
+                       cfg.augment, cfg.flip)}} if data.preprocess else {})},
         )  # fmt: skip
         resume_path.unlink(missing_ok=True)
     distributed.barrier(info)

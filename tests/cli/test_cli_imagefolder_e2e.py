@@ -60,12 +60,15 @@ def test_png_class_folders_train_export_serve_and_plain_state_dict_init(tmp_path
     model = tmp_path / "model.pt"
     common = ["train", "--arch", "resnet20", "--data", str(folder), "--config", str(cfg), "--input-size", "16",
               "--epochs", "1", "--subnets", "2", "--min-macs", "0.5", "--batch-size", "16", "--json"]  # fmt: skip
-    trained = _json(runner.invoke(app, [*common, "--pretrain-epochs", "6", "--out", str(model)]))
+    trained = _json(runner.invoke(app, [*common, "--pretrain-epochs", "6", "--crop-scale", "0.5,1", "--workers", "2",
+                                        "--out", str(model)]))  # fmt: skip
     assert trained["dataset"] == str(folder.resolve()) and len(trained["subnets"]) == 2
     ck = load_checkpoint(model)
     assert ck.input_shape == (1, 16, 16)
     pre = ck.extra["image_folder"]
     assert pre["classes"][:2] == ["bag", "boot"] and pre["grayscale"] is True and pre["input_size"] == 16
+    assert pre["train_augmentation"] == {"kind": "random-resized-crop", "scale": [0.5, 1.0], "ratio": [0.75, 4 / 3],
+                                         "flip": True}  # fmt: skip
 
     art = tmp_path / "fashion.slim"
     exported = _json(runner.invoke(app, ["export", str(model), "-o", str(art), "--json"]))
@@ -74,21 +77,30 @@ def test_png_class_folders_train_export_serve_and_plain_state_dict_init(tmp_path
     assert manifest["input"]["shape"][1:] == [1, 16, 16]
     assert manifest["input"]["mean"] == pytest.approx(list(ck.mean)) and manifest["input"]["std"] == pytest.approx(
         list(ck.std))
+    assert manifest["labels"] == pre["classes"] and len(manifest["labels"]) == manifest["output"]["shape"][-1] == 10
+    assert manifest["input"]["preprocess"]["train_augmentation"] == pre["train_augmentation"]
+    assert manifest["input"]["preprocess"]["grayscale"] is True
+    shown = runner.invoke(app, ["info", str(art)])
+    assert shown.exit_code == 0 and "labels (10): bag, boot, coat, dress" in shown.output, shown.output
+    assert _json(runner.invoke(app, ["info", str(art), "--json"]))["manifest"]["labels"] == pre["classes"]
 
     data = load_dataset(str(folder), image_options={"input_size": 16, "mean": list(ck.mean), "std": list(ck.std)})
     x, y = data.x_test.numpy().astype(np.float32), data.y_test.numpy()
     with SlimRuntime(art, budget_ms=1e3, device="cpu") as rt:
         full = rt.manifest.subnets[0]
+        labels = rt.labels
         correct = sum(int(np.argmax(rt(x[i : i + 1])[0]) == y[i]) for i in range(len(y)))
     assert 100.0 * correct / len(y) == pytest.approx(full.test_accuracy, abs=1.01)  # <= 1 near-tie
     assert full.test_accuracy > 30  # learned something from the PNG files (chance: 10%)
+    assert labels == pre["classes"] and data.preprocess["classes"] == labels  # index i means the folder labels[i]
 
     # Second run: your own weights as a training script saves them (plain state_dict, DDP prefix, wrapped).
     weights = tmp_path / "mine.pth"
     torch.save({"epoch": 3, "model": {f"module.{k}": v for k, v in ck.state_dict.items()}}, weights)
     model2 = tmp_path / "model2.pt"
     again = _json(runner.invoke(app, [*common, "--pretrain-epochs", "50", "--epochs", "0", "--init", str(weights),
-                                      "--out", str(model2)]))  # fmt: skip
+                                      "--no-flip", "--out", str(model2)]))  # fmt: skip
     ck2 = load_checkpoint(model2)
+    assert ck2.extra["image_folder"]["train_augmentation"]["flip"] is False and ck2.config["flip"] is False
     assert ck2.config["init"] == str(weights) and "pretrain" not in ck2.extra["timings"]  # 50 epochs skipped
     assert again["report"]["candidates"][0]["val_accuracy"] > 25  # the search started from the loaded weights

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import subprocess
@@ -28,6 +29,7 @@ def test_train_with_stderr_in_a_file_writes_periodic_progress_lines(tmp_path, ti
     assert len([x for x in lines if step.match(x) and "ETA" in x]) >= 5, text
     assert any(x.startswith(tuple("0123456789")) and " search " in x and "| started" in x for x in lines)
     assert any(" finetune " in x and "| done" in x for x in lines)
+    assert "search steps for 192 training images: noise_steps 4, finetune_steps 2, calib_batches 1" in text
     assert "\x1b[" not in text  # plain text, no terminal escapes
     assert '"subnets"' in res.stdout  # the result still goes to stdout
 
@@ -48,3 +50,22 @@ def test_dry_run_counts_steps_per_phase_without_training(tmp_path, tiny_config):
     res = CliRunner().invoke(app, [*args, "--json", "--init", str(tmp_path / "w.pt")])
     assert res.exit_code == 0, res.output
     assert '"steps": 0' in res.stdout and "--init" in res.stdout
+
+
+def test_dry_run_shows_search_steps_scaled_to_the_data_unless_given(tmp_path, tiny_config):
+    cfg = tiny_config(val_size=64, noise_steps=None, finetune_steps=None, calib_batches=None, macs_step=0.3,
+                      threshold=0.0)  # fmt: skip
+    args = ["train", "--data", "synthetic-1x8x8", "--config", str(cfg), "--limit-train", "192", "--batch-size", "32",
+            "--min-macs", "0.4", "--out", str(tmp_path / "m.pt"), "--dry-run"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    # 192 images: noise 2 epochs of 32 = 12 -> floor 20; fine-tune 2 epochs of 6 steps = 12; calibration one pass of 6
+    assert "noise_steps 20 (auto), finetune_steps 12 (auto), calib_batches 6 (auto)" in res.stdout, res.stdout
+    assert "search ranking: up to 40 steps of 32 images" in res.stdout and "auto: at most 2 epochs" in res.stdout
+    assert "search fine-tunes: up to 24 steps of 32 images" in res.stdout
+    res = CliRunner().invoke(app, [*args, "--noise-steps", "7", "--finetune-steps", "100", "--json"])
+    assert res.exit_code == 0, res.output
+    plan = json.loads(res.stdout)
+    assert plan["search_steps"] | {"auto": None} == {"noise_steps": 7, "finetune_steps": 100, "calib_batches": 6,
+                                                     "train_images": 192, "auto": None}  # fmt: skip
+    assert plan["search_steps"]["auto"] == ["calib_batches"]

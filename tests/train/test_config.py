@@ -71,3 +71,38 @@ def test_infinite_threshold_and_updates():
     assert SearchConfig(out="/tmp/x/model.pt").resume_path().name == "model.pt.resume.pt"
     assert SearchConfig(device="cpu").use_channels_last() is True
     assert SearchConfig(device="cuda", channels_last=None).use_channels_last() is False
+
+
+# ------------------------------------------------------------------------------------ search step counts
+
+
+def test_unset_search_steps_scale_with_the_data_given_ones_are_honoured_exactly():
+    auto = SearchConfig()
+    small = auto.search_steps(180)
+    assert (small.noise_steps, small.finetune_steps, small.calib_batches) == (20, 10, 2)  # floors; one calib pass
+    assert small.auto == ["noise_steps", "finetune_steps", "calib_batches"]
+    mid = auto.search_steps(1000)  # 2 epochs: ceil(2 * 1000 / 64) noise steps, 2 * (1000 // 128) fine-tune steps
+    assert (mid.noise_steps, mid.finetune_steps, mid.calib_batches) == (32, 14, 8)
+    big = auto.search_steps(6400)
+    assert (big.noise_steps, big.finetune_steps, big.calib_batches) == (100, 100, 20)  # the old fixed defaults
+    given = SearchConfig(noise_steps=100, finetune_steps=0, calib_batches=20).search_steps(180)
+    assert (given.noise_steps, given.finetune_steps, given.calib_batches, given.auto) == (100, 0, 2, [])
+    assert "noise_steps 20 (auto)" in small.describe() and "(auto)" not in given.describe()
+
+
+def test_demo_and_benchmark_configs_keep_their_step_counts():
+    import sys
+    from pathlib import Path
+
+    from slimrt.demo import DEMO_SEARCH
+
+    sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+    from accuracy import FULL, QUICK
+    from accuracy_standard import STANDARD
+
+    # (config, training images: limit_train applies after the validation split) -> the counts these runs always used
+    cases = [(DEMO_SEARCH, 12000, (20, 20, 8)), (QUICK, 15000, (30, 20, 10)),
+             (FULL, 55000, (100, 150, 20)), (STANDARD, 55000, (100, 150, 20))]  # fmt: skip
+    for cfg, n, expected in cases:
+        steps = SearchConfig.build(cfg).search_steps(n)
+        assert (steps.noise_steps, steps.finetune_steps, steps.calib_batches) == expected and steps.auto == []

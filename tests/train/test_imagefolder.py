@@ -73,3 +73,66 @@ def test_idx_folder_still_means_fashion_mnist(tmp_path):
     (tmp_path / "extra").mkdir()  # a stray sub-folder does not turn it into an image folder
     with pytest.raises(DataError, match="truncated"):
         load_dataset(str(tmp_path))
+
+
+# ------------------------------------------------------------------------------------- training augmentation
+
+
+def test_random_resized_crop_whole_image_is_identity_flip_mirrors_and_generator_reproduces():
+    import torch
+
+    from slimrt.train.data import random_resized_crop
+
+    x = torch.randn(32, 3, 9, 7)
+    same = random_resized_crop(x, torch.Generator().manual_seed(0), scale=(1, 1), ratio=(7 / 9, 7 / 9), flip=False)
+    assert torch.allclose(same, x, atol=1e-5)  # whole-image crop, half-pixel grid: exact resampling
+    flipped = random_resized_crop(x, torch.Generator().manual_seed(1), scale=(1, 1), ratio=(7 / 9, 7 / 9))
+    mirrored = [bool(torch.allclose(f, i.flip(-1), atol=1e-5)) for f, i in zip(flipped, x, strict=True)]
+    kept = [bool(torch.allclose(f, i, atol=1e-5)) for f, i in zip(flipped, x, strict=True)]
+    assert all(m or k for m, k in zip(mirrored, kept, strict=True)) and any(mirrored) and any(kept)
+    a = random_resized_crop(x, torch.Generator().manual_seed(2))
+    assert a.shape == x.shape and not torch.allclose(a, x, atol=1e-3)
+    assert torch.equal(a, random_resized_crop(x, torch.Generator().manual_seed(2)))
+    # a crop only magnifies part of the image: every output value lies within the image's own range
+    assert float(a.amin()) >= float(x.amin()) - 1e-5 and float(a.amax()) <= float(x.amax()) + 1e-5
+
+
+def test_png_folder_training_batches_are_cropped_and_flipped_evaluation_is_deterministic(tmp_path):
+    import torch
+
+    _write(tmp_path / "p", {"a": 10, "b": 10}, size=(24, 20))
+    ds = load_dataset(str(tmp_path / "p"), val_size=4, image_options={"input_size": 12})
+    assert ds.resized_crop == ((0.08, 1.0), (3 / 4, 4 / 3)) and ds.preprocess["crop_scale"] == [0.08, 1.0]
+    plain = list(ds.batches("train", 8))
+    aug = list(ds.batches("train", 8, augment=True, generator=torch.Generator().manual_seed(0)))
+    assert [xb.shape for xb, _ in aug] == [xb.shape for xb, _ in plain]
+    assert all(torch.equal(ya, yp) for (_, ya), (_, yp) in zip(aug, plain, strict=True))  # labels travel along
+    assert all(not torch.allclose(xa, xp, atol=1e-3) for (xa, _), (xp, _) in zip(aug, plain, strict=True))
+    for split in ("val", "test"):  # evaluation: resize + center-crop only, the same every pass
+        assert all(torch.equal(a, b) for (a, _), (b, _) in zip(ds.batches(split, 3), ds.batches(split, 3), strict=True))
+    assert ds.augmentation(True, flip=False) == {"kind": "random-resized-crop", "scale": [0.08, 1.0],
+                                                 "ratio": [0.75, 4 / 3], "flip": False}  # fmt: skip
+    assert ds.augmentation(False) == {"kind": "none"}
+
+    whole = load_dataset(str(tmp_path / "p"), val_size=4, image_options={"input_size": 12, "crop_scale": [1, 1],
+                                                                           "crop_ratio": [1, 1]})  # fmt: skip
+    g = torch.Generator().manual_seed(0)
+    unflipped = next(whole.batches("train", 16, augment=True, flip=False, generator=g))[0]
+    assert torch.allclose(unflipped, whole.x_train[:16], atol=1e-5)  # --no-flip and whole-image crops: unchanged
+    with pytest.raises(DataError, match="--crop-scale must satisfy"):
+        load_dataset(str(tmp_path / "p"), val_size=4, image_options={"input_size": 12, "crop_scale": [0.5, 1.5]})
+    with pytest.raises(DataError, match="--crop-ratio takes two numbers"):
+        load_dataset(str(tmp_path / "p"), val_size=4, image_options={"input_size": 12, "crop_ratio": [1.0]})
+
+
+def test_decoding_threads_give_the_same_arrays_and_name_a_bad_file(tmp_path):
+    _write(tmp_path / "p", {"a": 9, "b": 9})
+    one = load_image_folder(tmp_path / "p", {"input_size": 8, "workers": 1})
+    three = load_image_folder(tmp_path / "p", {"input_size": 8, "workers": 3})
+    assert all(np.array_equal(u, v) for u, v in zip(one[:4], three[:4], strict=True))
+    bad = tmp_path / "p" / "a" / "zz.jpg"
+    bad.write_bytes(b"\xff\xd8\xff truncated")
+    with pytest.raises(DataError, match=f"cannot decode image {bad}"):
+        load_image_folder(tmp_path / "p", {"input_size": 8, "workers": 3})
+    with pytest.raises(DataError, match="--workers must be >= 1"):
+        load_image_folder(tmp_path / "p", {"input_size": 8, "workers": 0})

@@ -4,7 +4,7 @@
 
 from __future__ import annotations
 
-from slimrt.train.data.augment import augment_batch, batches
+from slimrt.train.data.augment import augment_batch, batches, random_resized_crop
 from slimrt.train.data.dataset import Dataset, load_dataset
 from slimrt.train.data.sources import (
     DATA_ENV,
@@ -22,6 +22,7 @@ __all__ = [
     "load_dataset",
     "batches",
     "augment_batch",
+    "random_resized_crop",
     "find_fashion_mnist",
     "read_idx",
     "make_synthetic",

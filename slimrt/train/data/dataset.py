@@ -30,7 +30,6 @@ from slimrt.train.data.sources import (
     make_synthetic,
     read_fashion_mnist,
 )
-from slimrt.train.imagefolder import is_image_folder, load_image_folder, normalization
 
 __all__ = ["Dataset", "load_dataset"]
 
@@ -55,6 +54,8 @@ class Dataset:
     input_shape: tuple[int, int, int]
     num_classes: int
     preprocess: dict[str, Any] | None = None  # image folders: how files became tensors (slimrt.train.imagefolder)
+    resized_crop: tuple[tuple[float, float], tuple[float, float]] | None = None
+    """Training augmentation: ``(scale, ratio)`` of a random-resized-crop (image folders); None: pad-and-crop."""
 
     def __post_init__(self) -> None:
         for split in ("train", "val", "test"):
@@ -84,14 +85,24 @@ class Dataset:
 
     def batches(
         self, split: str, batch_size: int, *, shuffle: bool = False, augment: bool = False,
-        generator: torch.Generator | None = None, drop_last: bool = False,
+        generator: torch.Generator | None = None, drop_last: bool = False, flip: bool = True,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:  # fmt: skip
-        """:func:`batches` over one split, padding augmented crops with :attr:`fill`."""
+        """:func:`batches` over one split: augmented with :attr:`resized_crop` when set, else pad-and-crop padded
+        with :attr:`fill`; ``flip`` adds random horizontal flips to either."""
         x, y = self.split(split)
         return batches(
             x, y, batch_size, shuffle=shuffle, augment=augment, generator=generator, drop_last=drop_last,
-            fill=self.fill,
+            fill=self.fill, flip=flip, resized_crop=self.resized_crop,
         )  # fmt: skip
+
+    def augmentation(self, augment: bool = True, flip: bool = True) -> dict[str, Any]:
+        """What :meth:`batches` does to training batches with these settings (recorded in checkpoints)."""
+        if not augment:
+            return {"kind": "none"}
+        if self.resized_crop is not None:
+            scale, ratio = self.resized_crop
+            return {"kind": "random-resized-crop", "scale": list(scale), "ratio": list(ratio), "flip": flip}
+        return {"kind": "pad-and-crop", "pad": 4 if min(self.input_shape[1:]) >= 32 else 2, "flip": flip}
 
     def describe(self) -> str:
         """One line: name, split sizes, input shape, classes."""
@@ -127,6 +138,8 @@ def load_dataset(
     Raises:
         DataError: unknown name, files missing or unreadable, or split sizes that do not fit.
     """
+    from slimrt.train.imagefolder import is_image_folder, load_image_folder, normalization  # imports this package
+
     synth = _SYNTHETIC.match(name)
     folder = Path(name).expanduser()
     image_info = None
@@ -203,6 +216,8 @@ def load_dataset(
         num_classes=len(image_info["classes"]) if image_info is not None
         else int(max(int(y_tr_t.max()), int(y_te_t.max()) if len(y_te_t) else 0) + 1),
         preprocess=image_info,
+        resized_crop=None if image_info is None
+        else (tuple(image_info["crop_scale"]), tuple(image_info["crop_ratio"])),  # type: ignore[arg-type]
     )
     log.info("loaded %s", ds.describe())
     return ds

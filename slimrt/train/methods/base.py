@@ -185,7 +185,8 @@ def evaluate_specs(
     """
     if calibrate_bn:
         if batches is None:
-            batches = calibration_batches(data, cfg.calib_batches, cfg.batch_size, cfg.seed)
+            batches = calibration_batches(data, cfg.search_steps(len(data.y_train)).calib_batches, cfg.batch_size,
+                                          cfg.seed)  # fmt: skip
         calibrate(net, specs, batches, meter, progress)
     out = []
     for spec in specs:

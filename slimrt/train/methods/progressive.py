@@ -132,6 +132,7 @@ class SearchReport(MethodReport):
     supernet_epochs: int = 0
     full_predicted_ms: float | None = None
     predicted_latency_ms: dict[str, float] = Field(default_factory=dict, description="final sub-nets (cost latency)")
+    search_steps: dict[str, Any] = Field(default_factory=dict, description="the step counts run (SearchSteps)")
 
 
 @dataclass
@@ -318,7 +319,9 @@ def progressive_search(
     st = state if state is not None else SearchState()
     save = checkpoint or (lambda s, o: None)
     full_macs = net.macs()
-    calib = calibration_batches(data, cfg.calib_batches, cfg.batch_size, cfg.seed)
+    steps = cfg.search_steps(len(data.y_train))
+    log.info("%s", steps.describe())
+    calib = calibration_batches(data, steps.calib_batches, cfg.batch_size, cfg.seed)
     rank = get_ranking(cfg.ranking)
     pred = None
     if cfg.cost == "latency":
@@ -366,7 +369,7 @@ def progressive_search(
             cur = st.candidates[-1].spec
             t0 = time.perf_counter()
             units = group_units(net, cur, cfg.group_size, cfg.min_units)
-            ctx = RankContext(data=data, seed=cfg.seed, key=i, noise_steps=cfg.noise_steps, noise_lr=cfg.noise_lr,
+            ctx = RankContext(data=data, seed=cfg.seed, key=i, noise_steps=steps.noise_steps, noise_lr=cfg.noise_lr,
                               noise_reward=cfg.noise_reward, noise_init=cfg.noise_init,
                               batch_size=cfg.noise_batch_size, meter=meter, progress=progress)  # fmt: skip
             if pred is None:
@@ -393,11 +396,11 @@ def progressive_search(
             rec = CandidateRecord(spec=new.with_accuracy(val=acc), macs_fraction=new.macs / full_macs,
                                   val_accuracy=acc, removed_units=removed, version=st.version,
                                   predicted_latency_ms=predicted(new))  # fmt: skip
-            if needs_finetune(prev_acc, acc, cfg.threshold, cfg.finetune_always, cfg.finetune_steps):
+            if needs_finetune(prev_acc, acc, cfg.threshold, cfg.finetune_always, steps.finetune_steps):
                 t0 = time.perf_counter()
                 specs = [c.spec for c in st.candidates] + [new]
                 sampler = sandwich_sampler(specs, cfg.sampled_subnets, cfg.seed, phase=f"step-finetune-{i}")
-                train_steps(net, data, sampler, cfg.finetune_steps, cfg, progress, meter, lr=cfg.step_finetune_lr,
+                train_steps(net, data, sampler, steps.finetune_steps, cfg, progress, meter, lr=cfg.step_finetune_lr,
                             phase=f"step-finetune-{i}", forward=forward, batch_transform=batch_transform)  # fmt: skip
                 st.finetunes += 1
                 st.version += 1
@@ -477,7 +480,7 @@ def progressive_search(
         ranking=cfg.ranking, full_macs=full_macs, threshold=cfg.threshold, finetune_always=cfg.finetune_always,
         reselect=cfg.reselect, candidates=st.candidates, finetunes=st.finetunes, selected=st.selected,
         final_names=[s.name for s in final], compute=meter.state_dict(), timings=dict(st.timings), cost=cfg.cost,
-        supernet_epochs=cfg.supernet_epochs,
+        supernet_epochs=cfg.supernet_epochs, search_steps=steps.model_dump(),
         full_predicted_ms=None if pred is None else pred.full_ms,
         predicted_latency_ms={} if pred is None else {s.name: pred.ms(s) for s in final},
     )  # fmt: skip
