@@ -94,13 +94,34 @@ def create_model(name: str, in_channels: int = 3, num_classes: int = 10, **kwarg
         ConfigError: unknown architecture, bad options, or the factory did not return an nn.Module.
     """
     factory = resolve_arch(name)
+    channels = {} if _rgb_only(factory) else {"in_channels": in_channels}
+    if not channels and in_channels != 3:
+        raise ConfigError(f"factory {name!r} has no in_channels parameter (it builds networks for 3-channel RGB "
+                          f"images, as torchvision's builders do) but the data has {in_channels} channel(s): "
+                          "train on RGB images (no --grayscale), or wrap the factory in one that adapts the stem")
     try:
-        model = factory(in_channels=in_channels, num_classes=num_classes, **kwargs)
+        model = factory(**channels, num_classes=num_classes, **kwargs)
     except TypeError as e:
         raise ConfigError(f"cannot build {name!r} with options {kwargs}: {e}") from e
     if not isinstance(model, nn.Module):
         raise ConfigError(f"factory {name!r} returned {type(model).__name__}, expected a torch.nn.Module")
     return model
+
+
+def _rgb_only(factory: ModelFactory) -> bool:
+    """True when ``factory`` takes neither ``in_channels`` nor ``**kwargs`` (torchvision's ``resnet18(*, weights=None,
+    progress=True, **kwargs)`` takes ``**kwargs`` but passes them to the model class, so it is inspected too)."""
+    import inspect
+
+    try:
+        params = inspect.signature(factory).parameters
+    except (TypeError, ValueError):
+        return False
+    if "in_channels" in params:
+        return False
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return getattr(factory, "__module__", "").startswith("torchvision.")
+    return True
 
 
 def init_weights(model: nn.Module) -> None:

@@ -242,3 +242,35 @@ def test_mobilenet_v3_small_matches_torchvision_counts():
     for key in ["features.0.0.weight", "features.1.block.1.fc1.weight", "features.4.block.2.fc2.bias",
                 "features.12.0.weight", "classifier.0.weight", "classifier.3.bias"]:  # fmt: skip
         assert key in sd, key
+
+
+def test_rgb_only_factories_get_no_in_channels(tmp_path, monkeypatch):
+    """torchvision-style builders take ``num_classes`` but not ``in_channels``: built for RGB, refused otherwise."""
+    (tmp_path / "rgb_arch_mod.py").write_text(
+        textwrap.dedent(
+            """
+            from torch import nn
+
+            def _net(num_classes):
+                return nn.Sequential(nn.Conv2d(3, 4, 3), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                                     nn.Linear(4, num_classes))
+
+            def plain(num_classes=10):
+                return _net(num_classes)
+
+            def tv_style(*, weights=None, progress=True, **kwargs):  # torchvision.models.resnet18's signature
+                return _net(**kwargs)
+
+            tv_style.__module__ = "torchvision.models.fake"
+            """
+        )
+    )
+    monkeypatch.syspath_prepend(str(tmp_path))
+    try:
+        for name in ("rgb_arch_mod:plain", "rgb_arch_mod:tv_style"):
+            model = create_model(name, in_channels=3, num_classes=5)
+            assert model(torch.zeros(1, 3, 8, 8)).shape == (1, 5)
+            with pytest.raises(ConfigError, match="no in_channels parameter.*1 channel"):
+                create_model(name, in_channels=1, num_classes=5)
+    finally:
+        sys.modules.pop("rgb_arch_mod", None)
