@@ -143,11 +143,11 @@ def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[
     """rt(x) on the largest sub-net vs a *default* InferenceSession on the same file (issue 15).
 
     Blocks interleaved round by round (drift hits every kind alike), 50 ms apart (an idle spinning worker of the
-    block before spins ~40 ms of CPU): 10 default-session calls (8 timed); then per mode (one runtime each, see
-    :func:`_vs_default_kwargs`) a run on the largest sub-net long enough to reach its steady session
-    (``steady_after + 10`` calls, the last 8 timed: ``steady``), 10 timed calls on the smallest sub-net right
-    after it (``after_steady_small``: what the spinning sub-net left behind costs), and the switch patterns of
-    budget changes: largest/smallest alternating every call (``alternate_1``) and every 10 calls
+    block before spins ~40 ms of CPU): a run of default-session calls, then per mode (one runtime each, see
+    :func:`_vs_default_kwargs`) a run on the largest sub-net, both as long as any mode needs to reach its steady
+    session (``steady_after + 16`` calls; the last 16 timed: ``default``, ``steady``), 10 timed calls on the
+    smallest sub-net right after it (``after_steady_small``: what the spinning sub-net left behind costs), and the
+    switch patterns of budget changes: largest/smallest alternating every call (``alternate_1``) and every 10 calls
     (``alternate_10``), the largest sub-net's calls timed and compared against the default session.
     """
     from contextlib import ExitStack
@@ -173,14 +173,20 @@ def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[
             feeds = {iname: x}
             per_call_ms = max(big.latency.p50_ms * b, 0.01)
             small_ms = max(small.latency.p50_ms * b, 0.01)
-            run_len = {md: max(10, (rt.steady_after or 0) + 10) for md, rt in rts.items()}
-            round_ms = (10 * per_call_ms + 1e3 * _GAP_S * (1 + 3 * len(modes))
-                        + sum((n + 20) * per_call_ms + 30 * small_ms for n in run_len.values()))
+            # every steady block (default session included) as long as the longest run any mode needs to reach its
+            # steady session, its last `n_timed` calls timed (all on the steady session even for a run that starts
+            # afresh): the same warm-up for every kind
+            n_timed = 16
+            run = max([n_timed + 2] + [(rt.steady_after or 0) + n_timed for rt in rts.values()])
+            round_ms = (run * per_call_ms + 1e3 * _GAP_S * (1 + 3 * len(modes))
+                        + len(modes) * ((run + 20) * per_call_ms + 30 * small_ms))
             blocks = int(min(150 if not quick else 40,
                              max(6, (15.0 if not quick else 3.0) * 1e3 * (1 + len(modes)) / round_ms)))
             kinds = ("steady", "after_steady_small", "alternate_1", "alternate_10")
             timed: dict[str, list[int]] = {"default": [], **{f"{md}/{k}": [] for md in modes for k in kinds}}
             for rt in rts.values():
+                if rt.steady_after is not None:
+                    rt.prepare_steady([big.name])  # built once, lazily in use: not part of steady-state timing
                 rt.reset_stats()
                 for _ in range(3):
                     ref.run(outs, feeds)
@@ -195,17 +201,16 @@ def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[
 
             for _ in range(blocks):  # one block of each kind per round: drift hits every kind alike
                 time.sleep(_GAP_S)
-                for j in range(10):
+                for j in range(run):
                     t0 = _clock()
                     ref.run(outs, feeds)
-                    if j >= 2:
+                    if j >= run - n_timed:
                         timed["default"].append(_clock() - t0)
                 for md, rt in rts.items():
                     time.sleep(_GAP_S)
-                    n = run_len[md]  # a run long enough to reach the steady session; its last 8 calls timed
-                    for j in range(n):
+                    for j in range(run):
                         dt = call_rt(rt, b_big)
-                        if j >= n - 8:
+                        if j >= run - n_timed:
                             timed[f"{md}/steady"].append(dt)
                     for _ in range(10):  # right after the run: the sub-net left behind may still spin
                         timed[f"{md}/after_steady_small"].append(call_rt(rt, b_small))
@@ -219,7 +224,8 @@ def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[
                     timed[f"{md}/alternate_10"] += [call_rt(rt, b_big) for _ in range(10)]
             med = {k: median_us(v) for k, v in timed.items()}
             p95 = {k: float(np.percentile(v, 95) / 1e3) for k, v in timed.items()}
-            res: dict[str, Any] = {"subnet": big.name, "blocks": blocks, "steady_after": steady_after,
+            res: dict[str, Any] = {"subnet": big.name, "blocks": blocks, "steady_block_calls": run,
+                                   "steady_block_timed": n_timed, "steady_after": steady_after,
                                    "median_us": med, "p95_us": p95, "modes": {}}
             for md, rt in rts.items():
                 st = rt.stats()

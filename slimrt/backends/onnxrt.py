@@ -8,18 +8,18 @@ remove that penalty:
 
 * ``"nospin"`` (the default): per-session pools with ``session.intra_op.allow_spinning=0``. Local to our
   sessions, so nothing else in the process changes; but every parallel section of every op then wakes its workers
-  through the OS, which cost about 26% at batch 1 against a default session on a quiet 2-core machine (issue 15:
-  734 vs 567 us p50).
+  through the OS: 1.14x a default session's p50 at batch 1 in long runs on a quiet 2-vCPU machine, 1.01x at batch
+  32 (issue 15, ``benchmarks/results/runtime-issue15-steady.json``).
 * ``"spinstop"`` (opt-in, experimental): per-session pools that spin *during* a run (ONNX Runtime's default) with
   ``session.force_spinning_stop=1``, meant to keep the steady-state speed of spinning without idle sessions
-  spinning after their run. Measured (issue 15, loaded 2-core machine, ``benchmarks/runtime.py --sections
-  threading``): steady calls as fast as nospin, but calls alternating between sessions 2.5-10x slower than steady,
-  in every round: not the default until understood and re-measured on a quiet machine.
-  The global pool breaks the host app's own sessions (below).
-* Steady sessions (:meth:`OnnxRuntimeRunner.steady_infer`, used by ``SlimRuntime(steady_after=N)``): spinning is
-  fixed when a session is created, so spinning for the active sub-net only takes a second, spinning (ONNX Runtime
-  default) session of that sub-net, served once it has run N calls in a row; a switch goes back to the other
-  sub-net's nospin session, so only the sub-net just left spins, briefly.
+  spinning after their run. Measured (issue 15): on a loaded machine calls alternating between sessions ran
+  2.5-10x slower than steady; in a quiet window (section vs_default) it was as slow as nospin, steady and
+  alternating. Not the default.
+* Steady sessions (:meth:`OnnxRuntimeRunner.steady_infer`, used by ``SlimRuntime(steady_after=N)``, default 64):
+  spinning is fixed when a session is created, so spinning for the active sub-net only takes a second, spinning
+  (ONNX Runtime default) session of that sub-net, served once it has run N calls in a row (1.03x a default
+  session at batch 1, issue 15); a switch goes back to the other sub-net's nospin session, so only the sub-net
+  just left spins (~40 ms of CPU after its last run, measured here), slowing the next calls meanwhile.
 * ``"global"``: one process-wide pool (``onnxruntime.set_global_thread_pool_sizes`` +
   ``use_per_session_threads=False``). Verified here with 1.32: once the global pool exists, *every* later
   session of the process must also opt out of per-session threads, so an app's own plain
