@@ -119,66 +119,125 @@ def bench_overhead(root: Path, threads: int | None, quick: bool) -> dict[str, An
 # ----------------------------------------------------------------------------------------- vs a default session
 
 
-def bench_vs_default(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
-    """rt(x) on the largest sub-net vs a *default* InferenceSession on the same file (issue 15), in blocks of 10
-    calls interleaved (block-wise, so neither side's idle workers sit in the other's timing): steady calls, and the
-    switch patterns where the runtime alternates between the largest and the smallest sub-net every call or every
-    10 calls (budget changes; only the calls on the largest sub-net are compared)."""
+VS_DEFAULT_MODES = ("nospin", "steady", "spin")
+_GAP_S = 0.05  # between blocks: an idle spinning ONNX Runtime worker spins ~40 ms of CPU after its last run
+
+
+def _vs_default_kwargs(mode: str, steady_after: int) -> dict[str, Any]:
+    """SlimRuntime arguments of a vs_default mode: ``nospin`` (no steady sessions), ``steady`` (nospin sessions plus
+    a spinning one for the sub-net in a steady run; ``steady:N`` with ``steady_after=N``), ``spin``/``spinstop``
+    (every session with that threading), ``t1`` (nospin sessions with one intra-op thread: no pool to wake)."""
+    if mode == "steady":
+        return {"steady_after": steady_after}
+    if mode.startswith("steady:") and mode[7:].isdigit():
+        return {"steady_after": int(mode[7:])}
+    if mode == "t1":
+        return {"steady_after": None, "threads": 1}
+    if mode in ("nospin", "spin", "spinstop"):
+        return {"steady_after": None, "backend_options": {"threading": mode}}
+    raise ValueError(f"unknown vs_default mode {mode!r}; expected nospin, steady, steady:N, spin, spinstop or t1")
+
+
+def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[str, ...] = VS_DEFAULT_MODES,
+                     steady_after: int = 64) -> dict[str, Any]:
+    """rt(x) on the largest sub-net vs a *default* InferenceSession on the same file (issue 15).
+
+    Blocks interleaved round by round (drift hits every kind alike), 50 ms apart (an idle spinning worker of the
+    block before spins ~40 ms of CPU): a run of default-session calls, then per mode (one runtime each, see
+    :func:`_vs_default_kwargs`) a run on the largest sub-net, both as long as any mode needs to reach its steady
+    session (``steady_after + 16`` calls; the last 16 timed: ``default``, ``steady``), 10 timed calls on the
+    smallest sub-net right after it (``after_steady_small``: what the spinning sub-net left behind costs), and the
+    switch patterns of budget changes: largest/smallest alternating every call (``alternate_1``) and every 10 calls
+    (``alternate_10``), the largest sub-net's calls timed and compared against the default session.
+    """
+    from contextlib import ExitStack
+
     from slimrt import SlimRuntime
     from slimrt.artifact import resolve_inside
 
     out: dict[str, Any] = {}
-    with SlimRuntime(root, budget_ms=1e6, threads=threads, measure_runs=20, measure_seconds=2.0) as rt, \
-            warnings.catch_warnings():
+    with ExitStack() as stack, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        m = rt.manifest
-        big = rt.subnets[0]
-        small = min(rt.subnets, key=lambda s: s.latency.p95_ms)
+        rts = {mode: stack.enter_context(SlimRuntime(root, budget_ms=1e6, measure_runs=20, measure_seconds=2.0,
+                                                     **{"threads": threads, **_vs_default_kwargs(mode, steady_after)}))
+               for mode in modes}
+        rt0 = next(iter(rts.values()))
+        m = rt0.manifest
+        big = rt0.subnets[0]
+        small = min(rt0.subnets, key=lambda s: s.latency.p95_ms)
         ref = _default_session(resolve_inside(root, m.subnet(big.name).onnx.path), threads)
         outs, iname = [m.output.name], m.input.name
-        batches = [1, 32] if m.dynamic_batch else [rt.batch_size]
+        batches = [1, 32] if m.dynamic_batch else [rt0.batch_size]
         for b in batches:
             x = _input(m, b)
             feeds = {iname: x}
             per_call_ms = max(big.latency.p50_ms * b, 0.01)
-            blocks = int(min(150 if not quick else 40, max(6, (4.0 if not quick else 1.5) * 1e3 / per_call_ms / 40)))
-            timed: dict[str, list[int]] = {"default": [], "steady": [], "alternate_1": [], "alternate_10": []}
-            for _ in range(3):
-                ref.run(outs, feeds)
-                rt(x)
+            small_ms = max(small.latency.p50_ms * b, 0.01)
+            # every steady block (default session included) as long as the longest run any mode needs to reach its
+            # steady session, its last `n_timed` calls timed (all on the steady session even for a run that starts
+            # afresh): the same warm-up for every kind
+            n_timed = 16
+            run = max([n_timed + 2] + [(rt.steady_after or 0) + n_timed for rt in rts.values()])
+            round_ms = (run * per_call_ms + 1e3 * _GAP_S * (1 + 3 * len(modes))
+                        + len(modes) * ((run + 20) * per_call_ms + 30 * small_ms))
+            blocks = int(min(150 if not quick else 40,
+                             max(6, (15.0 if not quick else 3.0) * 1e3 * (1 + len(modes)) / round_ms)))
+            kinds = ("steady", "after_steady_small", "alternate_1", "alternate_10")
+            timed: dict[str, list[int]] = {"default": [], **{f"{md}/{k}": [] for md in modes for k in kinds}}
+            for rt in rts.values():
+                if rt.steady_after is not None:
+                    rt.prepare_steady([big.name])  # built once, lazily in use: not part of steady-state timing
+                rt.reset_stats()
+                for _ in range(3):
+                    ref.run(outs, feeds)
+                    rt(x)
             b_big, b_small = 1e6, small.latency.p95_ms
 
-            def call_rt(budget: float, x: np.ndarray = x) -> int:
+            def call_rt(rt: SlimRuntime, budget: float, x: np.ndarray = x) -> int:
                 rt.budget_ms = budget
                 t0 = _clock()
                 rt(x)
                 return _clock() - t0
 
             for _ in range(blocks):  # one block of each kind per round: drift hits every kind alike
-                for j in range(10):
+                time.sleep(_GAP_S)
+                for j in range(run):
                     t0 = _clock()
                     ref.run(outs, feeds)
-                    if j >= 2:
+                    if j >= run - n_timed:
                         timed["default"].append(_clock() - t0)
-                for j in range(10):
-                    dt = call_rt(b_big)
-                    if j >= 2:
-                        timed["steady"].append(dt)
-                for _ in range(10):  # big, small, big, small ...: the big calls are timed
-                    timed["alternate_1"].append(call_rt(b_big))
-                    call_rt(b_small)
-                for _ in range(10):  # 10 on the small sub-net, then 10 on the big one (all timed)
-                    call_rt(b_small)
-                timed["alternate_10"] += [call_rt(b_big) for _ in range(10)]
+                for md, rt in rts.items():
+                    time.sleep(_GAP_S)
+                    for j in range(run):
+                        dt = call_rt(rt, b_big)
+                        if j >= run - n_timed:
+                            timed[f"{md}/steady"].append(dt)
+                    for _ in range(10):  # right after the run: the sub-net left behind may still spin
+                        timed[f"{md}/after_steady_small"].append(call_rt(rt, b_small))
+                    time.sleep(_GAP_S)
+                    for _ in range(10):  # big, small, big, small ...: the big calls are timed
+                        timed[f"{md}/alternate_1"].append(call_rt(rt, b_big))
+                        call_rt(rt, b_small)
+                    time.sleep(_GAP_S)
+                    for _ in range(10):  # 10 on the small sub-net, then 10 on the big one (big ones timed)
+                        call_rt(rt, b_small)
+                    timed[f"{md}/alternate_10"] += [call_rt(rt, b_big) for _ in range(10)]
             med = {k: median_us(v) for k, v in timed.items()}
-            out[f"batch_{b}"] = {
-                "subnet": big.name, "blocks": blocks, "median_us": med,
-                "ratio_steady": med["steady"] / med["default"],
-                "ratio_alternate_every_call": med["alternate_1"] / med["default"],
-                "ratio_alternate_every_10": med["alternate_10"] / med["default"],
-                "goal_steady_met": med["steady"] / med["default"] <= 1.03,
-                "goal_alternate_met": med["alternate_1"] / med["default"] <= 1.15,
-            }
+            p95 = {k: float(np.percentile(v, 95) / 1e3) for k, v in timed.items()}
+            res: dict[str, Any] = {"subnet": big.name, "blocks": blocks, "steady_block_calls": run,
+                                   "steady_block_timed": n_timed, "steady_after": steady_after,
+                                   "median_us": med, "p95_us": p95, "modes": {}}
+            for md, rt in rts.items():
+                st = rt.stats()
+                r_steady, r_alt = med[f"{md}/steady"] / med["default"], med[f"{md}/alternate_1"] / med["default"]
+                res["modes"][md] = {
+                    "ratio_steady": r_steady, "ratio_alternate_every_call": r_alt,
+                    "ratio_alternate_every_10": med[f"{md}/alternate_10"] / med["default"],
+                    "goal_steady_met": r_steady <= 1.03, "goal_alternate_met": r_alt <= 1.15,
+                    "steady_session_share": st.steady_calls / max(st.total_calls, 1),
+                    "after_steady_small_median_us": med[f"{md}/after_steady_small"],
+                }
+            out[f"batch_{b}"] = res
     return out
 
 
@@ -287,13 +346,16 @@ def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
     m = load_manifest(root, verify=False)
     x = _input(m, 1)
     base = rss_bytes()
-    if which in ("all", "all_thread_variants"):
+    if which in ("all", "all_thread_variants", "all_steady"):
         from slimrt import SlimRuntime
 
-        counts = threads if which == "all" else ((threads, 1) if threads != 1 else (1, 2))
-        rt = SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=5, measure_seconds=0.5)
+        counts = threads if which != "all_thread_variants" else ((threads, 1) if threads != 1 else (1, 2))
+        rt = SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=5, measure_seconds=0.5,
+                         steady_after=8 if which == "all_steady" else None)
         for s in rt.variants:
             rt.runner(s.name, s.threads).infer(x)
+        if which == "all_steady":
+            rt.prepare_steady()
     else:
         from slimrt.artifact import resolve_inside
 
@@ -323,7 +385,7 @@ def _weight_bytes(root: Path) -> dict[str, Any]:
 
 def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
     res = {}
-    for which in ("full", "all_bare", "all", "all_thread_variants"):
+    for which in ("full", "all_bare", "all", "all_thread_variants", "all_steady"):
         vals = []
         for _ in range(2):
             args = [__file__, "--_mem-worker", which, str(root), str(threads or 0)]
@@ -334,6 +396,8 @@ def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
             "rss_all_bare_sessions_bytes": res["all_bare"],
             "rss_all_with_thread_variants_bytes": res["all_thread_variants"],
             "thread_variants_extra_bytes": res["all_thread_variants"] - res["all"],
+            "rss_all_with_steady_sessions_bytes": res["all_steady"],
+            "steady_sessions_extra_bytes": res["all_steady"] - res["all"],
             "note": "RSS growth after loading: 'all' = SlimRuntime (every sub-net + runtime), 'all_bare' = one plain "
                     "session per sub-net, 'full' = one plain session of the largest sub-net",
             "all_over_full": res["all"] / max(res["full"], 1), "weight_bytes": wb,
@@ -361,9 +425,11 @@ def _table(result: dict[str, Any]) -> str:
             rows.append(f"| threading {mode} | alternating/steady worst {v['worst_ratio']:.2f}x, alternating vs spin "
                         f"steady {v['mean_alternating_vs_spin_steady']:.2f}x | chosen: {s['threading']['chosen']} |")
     for k, v in s.get("vs_default", {}).items():
-        rows.append(f"| vs default session {k} ({v['subnet']}) | steady {v['ratio_steady']:.3f}x, alternate every call "
-                    f"{v['ratio_alternate_every_call']:.3f}x, every 10 {v['ratio_alternate_every_10']:.3f}x | "
-                    f"<= 1.03 / <= 1.15 |")
+        for md, r in v["modes"].items():
+            rows.append(f"| vs default session {k} ({v['subnet']}, {md}; default {v['median_us']['default']:.0f} us) "
+                        f"| steady {r['ratio_steady']:.3f}x, alternate every call "
+                        f"{r['ratio_alternate_every_call']:.3f}x, every 10 {r['ratio_alternate_every_10']:.3f}x | "
+                        "<= 1.03 / <= 1.15 |")
     if "adherence" in s:
         v = s["adherence"]
         for pname, pv in v["patterns"].items():
@@ -374,7 +440,8 @@ def _table(result: dict[str, Any]) -> str:
     if "memory" in s:
         v = s["memory"]
         rows.append(f"| memory | all {v['rss_all_subnets_bytes'] / 2**20:.1f} MiB (with a 2nd thread count "
-                    f"{v['rss_all_with_thread_variants_bytes'] / 2**20:.1f} MiB) vs full alone "
+                    f"{v['rss_all_with_thread_variants_bytes'] / 2**20:.1f} MiB, with every steady session "
+                    f"{v['rss_all_with_steady_sessions_bytes'] / 2**20:.1f} MiB) vs full alone "
                     f"{v['rss_full_alone_bytes'] / 2**20:.1f} MiB; weight sum {v['weight_bytes']['sum'] / 2**20:.2f} "
                     "MiB | |")
     return "\n".join(rows)
@@ -389,6 +456,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ONNX Runtime's)")
     p.add_argument("--budget-ms", type=float, default=None, help="adherence budget (default: 1.5 x full p95 idle)")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
+    p.add_argument("--vs-default-modes", default=",".join(VS_DEFAULT_MODES),
+                   help="comma list of vs_default runtime modes: nospin, steady, steady:N, spin, spinstop, t1")
+    p.add_argument("--steady-after", type=int, default=None,
+                   help="steady_after of the vs_default mode 'steady' (default: the runtime's default)")
     p.add_argument("--_thread-worker", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--_mem-worker", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -438,7 +509,10 @@ def main(argv: list[str] | None = None) -> int:
         elif sec == "threading":
             r = bench_threading(root, a.threads, a.quick)
         elif sec == "vs_default":
-            r = bench_vs_default(root, a.threads, a.quick)
+            from slimrt.runtime.runtime import DEFAULT_STEADY_AFTER
+
+            modes = tuple(md.strip() for md in a.vs_default_modes.split(",") if md.strip())
+            r = bench_vs_default(root, a.threads, a.quick, modes, a.steady_after or DEFAULT_STEADY_AFTER or 64)
         elif sec == "adherence":
             r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms)
         else:

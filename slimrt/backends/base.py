@@ -95,6 +95,12 @@ class Runner(ABC):
     def infer(self, x: np.ndarray) -> np.ndarray:
         """Run the model on ``x`` and return its output (a new array)."""
 
+    def steady_infer(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """An ``infer`` for long runs of calls on this runner alone (e.g. ONNX Runtime with spinning workers), or
+        None when the backend has nothing faster. Creates what it needs on the first call (slow: call it off the
+        hot path); thread-safe; :meth:`close` releases it too."""
+        return None
+
     def close(self) -> None:
         """Release the session/engine. Idempotent."""
         if self.loaded:

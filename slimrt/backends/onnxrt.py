@@ -8,15 +8,18 @@ remove that penalty:
 
 * ``"nospin"`` (the default): per-session pools with ``session.intra_op.allow_spinning=0``. Local to our
   sessions, so nothing else in the process changes; but every parallel section of every op then wakes its workers
-  through the OS, which cost about 26% at batch 1 against a default session on a quiet 2-core machine (issue 15:
-  734 vs 567 us p50).
+  through the OS: 1.14x a default session's p50 at batch 1 in long runs on a quiet 2-vCPU machine, 1.01x at batch
+  32 (issue 15, ``benchmarks/results/runtime-issue15-steady.json``).
 * ``"spinstop"`` (opt-in, experimental): per-session pools that spin *during* a run (ONNX Runtime's default) with
   ``session.force_spinning_stop=1``, meant to keep the steady-state speed of spinning without idle sessions
-  spinning after their run. Measured (issue 15, loaded 2-core machine, ``benchmarks/runtime.py --sections
-  threading``): steady calls as fast as nospin, but calls alternating between sessions 2.5-10x slower than steady,
-  in every round: not the default until understood and re-measured on a quiet machine.
-  Other options weighed: spinning on for the active session only is not possible without a second session per
-  sub-net (spinning is fixed when a session is created); the global pool breaks the host app's own sessions (below).
+  spinning after their run. Measured (issue 15): on a loaded machine calls alternating between sessions ran
+  2.5-10x slower than steady; in a quiet window (section vs_default) it was as slow as nospin, steady and
+  alternating. Not the default.
+* Steady sessions (:meth:`OnnxRuntimeRunner.steady_infer`, used by ``SlimRuntime(steady_after=N)``, default 64):
+  spinning is fixed when a session is created, so spinning for the active sub-net only takes a second, spinning
+  (ONNX Runtime default) session of that sub-net, served once it has run N calls in a row (1.03x a default
+  session at batch 1, issue 15); a switch goes back to the other sub-net's nospin session, so only the sub-net
+  just left spins (~40 ms of CPU after its last run, measured here), slowing the next calls meanwhile.
 * ``"global"``: one process-wide pool (``onnxruntime.set_global_thread_pool_sizes`` +
   ``use_per_session_threads=False``). Verified here with 1.32: once the global pool exists, *every* later
   session of the process must also opt out of per-session threads, so an app's own plain
@@ -141,6 +144,8 @@ class OnnxRuntimeRunner(Runner):
     def __init__(self, model_path: str | Path, options: RunnerOptions | None = None) -> None:
         super().__init__(model_path, options)
         self.session: Any = None
+        self.steady_session: Any = None
+        self._steady_lock = threading.Lock()
         self.threading: ThreadingMode = self.options.extra.get("threading", DEFAULT_THREADING)
 
     @property
@@ -149,11 +154,11 @@ class OnnxRuntimeRunner(Runner):
             return list(self.session.get_providers())
         return [p if isinstance(p, str) else p[0] for p in providers_for(self.options.device, self.options.precision)]
 
-    def _load_impl(self) -> None:
+    def _session(self, threading_mode: ThreadingMode) -> Any:
         import onnxruntime as ort
 
         opts = self.options
-        so = session_options(opts.threads, self.threading)
+        so = session_options(opts.threads, threading_mode)
         provs = providers_for(opts.device, opts.precision)
         try:
             sess = ort.InferenceSession(str(self.model_path), sess_options=so, providers=provs)
@@ -166,7 +171,11 @@ class OnnxRuntimeRunner(Runner):
         if opts.device != "cpu" and sess.get_providers()[0] == "CPUExecutionProvider":
             raise BackendUnavailableError(f"ONNX Runtime could not start a GPU session for {self.model_path.name}; "
                                           f"{_GPU_HINT}.")
-        self.session = sess
+        return sess
+
+    def _bind(self, sess: Any) -> Any:
+        """``infer`` as a closure over ``sess.run`` (input and output names checked once)."""
+        opts = self.options
         in_names = [i.name for i in sess.get_inputs()]
         if opts.input_name not in in_names:
             raise ConfigError(f"{self.model_path.name}: expected input {opts.input_name!r}, the model has {in_names}")
@@ -177,14 +186,38 @@ class OnnxRuntimeRunner(Runner):
         def infer(x: np.ndarray) -> np.ndarray:
             return run(out, {iname: x})[0]
 
-        self.infer = infer  # type: ignore[method-assign]
+        return infer
+
+    def _load_impl(self) -> None:
+        sess = self._session(self.threading)
+        self.session = sess
+        self.infer = self._bind(sess)  # type: ignore[method-assign]
 
     def infer(self, x: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"{self!r} is not loaded; call load() first")
 
+    def steady_infer(self) -> Any:
+        """A second session of the same file with ONNX Runtime's default (spinning) intra-op pool, for long runs
+        of calls on this sub-net; None unless this runner is a CPU ``"nospin"`` one with more than one thread
+        (one thread has no pool to spin; the other modes already spin or share a pool)."""
+        opts = self.options
+        if not self.loaded or opts.device != "cpu" or self.threading != "nospin" or opts.threads == 1:
+            return None
+        with self._steady_lock:
+            if self.session is None:  # closed meanwhile (close clears it before taking this lock)
+                return None
+            if self.steady_session is None:
+                sess = self._session("spin")
+                self._steady_infer = self._bind(sess)
+                self.steady_session = sess
+            return self._steady_infer
+
     def _close_impl(self) -> None:
         self.__dict__.pop("infer", None)
         self.session = None
+        with self._steady_lock:
+            self.steady_session = None
+            self.__dict__.pop("_steady_infer", None)
 
 
 register_backend(BackendInfo(name="onnxruntime", factory=OnnxRuntimeRunner, probe=probe, model_kind="onnx"))

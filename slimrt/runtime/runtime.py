@@ -5,6 +5,11 @@ latency from a stored profile whose device fingerprint matches (else measure and
 the input against the manifest, read the controller's decision (one attribute read of (candidate, feasible,
 budget), so a call never mixes sub-nets or budgets), run it outside any lock, then under a short lock count it and
 feed its latency to the adaptation controller, which picks the (sub-net, threads) pair for the next call.
+
+Steady sessions (``steady_after``): once one candidate has served ``steady_after`` calls in a row, a second session
+of it with the backend's fastest steady-state settings (ONNX Runtime: spinning intra-op workers) is built in a
+background thread, and serves from then on while the run lasts; the first call after a switch goes back to the
+regular (non-spinning) session, so sessions that alternate call by call never fight each other's spinning workers.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ import logging
 import math
 import numbers
 import os
+import sys
 import threading
 import time
 import warnings
@@ -36,9 +42,14 @@ from slimrt.schema import DeviceFingerprint, LatencyProfile, SubnetEntry, Subnet
 
 # resolve_backend and matching_engines live in slimrt.backends; re-exported here for existing imports
 __all__ = ["SlimRuntime", "SubnetInfo", "RuntimeStats", "BudgetInfeasibleWarning", "resolve_backend",
-           "matching_engines"]
+           "matching_engines", "DEFAULT_STEADY_AFTER"]
 
 log = logging.getLogger(__name__)
+
+#: Calls in a row on one sub-net after which its steady (spinning) session serves (see ``benchmarks/runtime.py``,
+#: section vs_default); None turns steady sessions off.
+DEFAULT_STEADY_AFTER: int | None = 64
+_NEVER = sys.maxsize
 
 
 class BudgetInfeasibleWarning(RuntimeWarning):
@@ -77,6 +88,7 @@ class RuntimeStats(BaseModel):
     active_threads: int | None = None
     calls_by_threads: dict[str, int] = {}
     slowdown_by_threads: dict[str, float] = {}
+    steady_calls: int = 0
 
 
 def _is_int(v: object) -> bool:
@@ -107,7 +119,7 @@ def _thread_counts(threads: object, device: str) -> list[int | None]:
     return seq  # type: ignore[return-value]
 
 
-def _check_args(artifact: object, quantile: object, runs: object, seconds: object) -> None:
+def _check_args(artifact: object, quantile: object, runs: object, seconds: object, steady_after: object) -> None:
     """ConfigError (a SlimrtError) naming the first constructor argument of the wrong type or range."""
     if not isinstance(artifact, str | os.PathLike) or not str(artifact):
         raise ConfigError(f"artifact must be the path of an artifact directory (str or Path), got {artifact!r}")
@@ -117,6 +129,9 @@ def _check_args(artifact: object, quantile: object, runs: object, seconds: objec
         raise ConfigError(f"measure_runs must be a whole number >= 1 (timed rounds at load), got {runs!r}")
     if not _is_real(seconds) or not 0 < float(seconds) < math.inf:  # type: ignore[arg-type]
         raise ConfigError(f"measure_seconds must be a positive finite number of seconds, got {seconds!r}")
+    if steady_after is not None and (not _is_int(steady_after) or steady_after < 1):  # type: ignore[operator]
+        raise ConfigError(f"steady_after must be a whole number >= 1 (calls in a row) or None (off), got "
+                          f"{steady_after!r}")
 
 
 class SlimRuntime:
@@ -142,6 +157,10 @@ class SlimRuntime:
         measure_runs: timed rounds when measuring at load (bounded by ``measure_seconds``).
         measure_seconds: time limit of the measurement at load.
         backend_options: backend switches, e.g. ``{"threading": "nospin"}`` for ONNX Runtime.
+        steady_after: after this many calls in a row on one (sub-net, threads) pair, serve it from a second session
+            with the backend's fastest steady settings (ONNX Runtime on CPU: spinning workers), built in the
+            background on first need; a switch goes back to the regular session. None: never. Costs one more
+            session per sub-net that reaches a steady run (:meth:`prepare_steady` builds them up front).
     """
 
     def __init__(
@@ -162,9 +181,10 @@ class SlimRuntime:
         measure_runs: int = 100,
         measure_seconds: float = 3.0,
         backend_options: dict[str, Any] | None = None,
+        steady_after: int | None = DEFAULT_STEADY_AFTER,
     ) -> None:
         self._budget = check_budget(budget_ms)
-        _check_args(artifact, quantile, measure_runs, measure_seconds)
+        _check_args(artifact, quantile, measure_runs, measure_seconds, steady_after)
         self.thread_counts = _thread_counts(threads, device)
         self.root = Path(artifact)
         self.manifest = verify_artifact(self.root)
@@ -174,6 +194,7 @@ class SlimRuntime:
         self.check_finite = check_finite
         self.backend = resolve_backend(self.manifest, device, backend)
         self._runners: list[Runner] = []
+        self._builders: list[threading.Thread] = []
         self._closed = False
         self._lock = threading.Lock()
         self._warned = False
@@ -206,6 +227,12 @@ class SlimRuntime:
                  for i, t in self._pair]
         self._selector = Selector(cands, quantile)
         self._ctl = Controller(self._selector, self._budget, adapt_config, adapt=adapt)
+        self.steady_after = steady_after
+        self._steady_n = _NEVER if steady_after is None else steady_after
+        self._steady: list[Any] = [None] * len(cands)  # built steady infers
+        self._steady_asked = [False] * len(cands)
+        self._floor_ms = [c.latency.p50_ms for c in cands]
+        self._run_of, self._run_len = -1, 0  # the candidate of the current run of calls in a row, its length
         self.reset_stats()
         log.info("SlimRuntime ready: %d sub-nets x threads %s on %s/%s, latency %s, serving %s at budget %.3g ms",
                  len(self._entries), [_thread_label(t) for t in self.thread_counts], self.backend, device,
@@ -311,10 +338,26 @@ class SlimRuntime:
             self._check_input(x)
         ctl = self._ctl
         i, feasible, budget = ctl.decision  # one read: this call runs entirely on candidate i, under this budget
+        f = self._steady[i]
+        steady = f is not None and self._run_of == i and self._run_len >= self._steady_n
+        if not steady:
+            f = self._infers[i]
         ti = clock()
-        y = self._infers[i](x)
+        y = f(x)
         t1 = clock()
+        ms = (t1 - ti) * 1e-6
         with self._lock:
+            if i == self._run_of:
+                self._run_len += 1
+            else:
+                self._run_of, self._run_len = i, 1
+            if steady:
+                self._steady_calls += 1
+                # the profile describes the regular session (what a switch lands on): a faster steady call must
+                # not pull the slowdown estimate, hence every other sub-net's prediction, below it
+                ms = max(ms, self._floor_ms[i])
+            elif self._run_len == self._steady_n and not self._steady_asked[i] and not self._closed:
+                self._start_steady(i)
             self._calls[i] += 1
             if t1 - t0 > budget * 1e6:
                 self._misses[i] += 1
@@ -323,7 +366,7 @@ class SlimRuntime:
                 # a budget replaced during the call is not warned about: the next call reports on the new one
                 if not self._warned and budget == self._budget:
                     self._warn_infeasible(i, budget)
-            ctl.observe(i, (t1 - ti) * 1e-6)
+            ctl.observe(i, ms)
         return y
 
     def _check_input(self, x: Any) -> None:
@@ -359,6 +402,66 @@ class SlimRuntime:
         warnings.warn(f"budget {budget:.3g} ms is below the predicted latency of every sub-net; serving the "
                       f"fastest ({self._entries[k].name}{on}, predicted {pred:.3g} ms)", BudgetInfeasibleWarning,
                       stacklevel=3)
+
+    # ------------------------------------------------------------------ steady sessions
+    def _start_steady(self, i: int) -> None:
+        """Build candidate ``i``'s steady session in a background thread (caller holds the lock)."""
+        self._steady_asked[i] = True
+        t = threading.Thread(target=self._build_steady, args=(i,), name=f"slimrt-steady-{i}", daemon=True)
+        self._builders.append(t)
+        t.start()
+
+    def _build_steady(self, i: int) -> bool:
+        try:
+            f = self._runners[i].steady_infer()
+            if f is not None and self._feat is not None:
+                x = np.zeros((self.batch_size, *self._feat), dtype=self._dtype)
+                for _ in range(3):  # first runs are slow (allocations): not on a served call
+                    f(x)
+        except Exception as e:  # the regular session keeps serving
+            log.warning("could not open a steady session for %s: %s", self._entries[self._pair[i][0]].name, e)
+            return False
+        if f is None:
+            return False
+        with self._lock:
+            if self._closed:
+                return False
+            self._steady[i] = f
+        return True
+
+    def prepare_steady(self, names: Sequence[str] | None = None) -> int:
+        """Build now (in this thread) the steady sessions of ``names`` (default: every sub-net) at every thread
+        count, instead of on first need; returns how many are ready. Each costs about one more session's memory."""
+        if names is not None:
+            known = {s.name for s in self._entries}
+            bad = [n for n in names if n not in known]
+            if bad:
+                raise ConfigError(f"no sub-net {bad[0]!r}; the artifact has {sorted(known)}")
+        want = set(names) if names is not None else None
+        for k, (i, _t) in enumerate(self._pair):
+            if want is not None and self._entries[i].name not in want:
+                continue
+            with self._lock:
+                if self._steady_asked[k] or self._closed:
+                    continue
+                self._steady_asked[k] = True
+            self._build_steady(k)
+        return sum(f is not None for f in self._steady)
+
+    def wait_steady(self, timeout: float | None = None) -> bool:
+        """Wait for steady sessions being built in the background; True when none is still being built."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        with self._lock:
+            builders = list(self._builders)
+        for t in builders:
+            t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
+        return not any(t.is_alive() for t in builders)
+
+    @property
+    def steady_ready(self) -> list[tuple[str, int | None]]:
+        """The (sub-net, threads) pairs whose steady session is built."""
+        return [(self._entries[i].name, t) for (i, t), f in zip(self._pair, self._steady, strict=True)
+                if f is not None]
 
     # ------------------------------------------------------------------ public state
     @property
@@ -458,6 +561,7 @@ class SlimRuntime:
                 latency_source=self.latency_source, backend=self.backend, device=self.device,
                 active_threads=self.active_threads, calls_by_threads=by_threads,
                 slowdown_by_threads={_thread_label(t): v for t, v in self._ctl.slowdowns.items()},
+                steady_calls=self._steady_calls,
             )
 
     def reset_stats(self) -> None:
@@ -467,14 +571,23 @@ class SlimRuntime:
             self._calls = [0] * n
             self._misses = [0] * n
             self._infeasible = 0
+            self._steady_calls = 0
             self._switch0 = self._ctl.switches
 
     # ------------------------------------------------------------------ lifetime
     def close(self) -> None:
-        """Release every session. Later calls raise SlimrtError."""
-        self._closed = True
+        """Release every session (steady ones too, after waiting for any being built). Later calls raise
+        SlimrtError."""
+        with self._lock:
+            self._closed = True
+            builders = list(self._builders)
+        for t in builders:
+            if t is not threading.current_thread():
+                t.join()
         for r in self._runners:
             r.close()
+        if hasattr(self, "_steady"):
+            self._steady = [None] * len(self._steady)
 
         def closed(_x: np.ndarray) -> np.ndarray:
             raise SlimrtError("this SlimRuntime is closed")
