@@ -286,15 +286,19 @@ def _check_file(root: Path, kind: FileKind, rel: str, sha: str, size: int | None
         path = resolve_inside(root, rel)
     except ArtifactError as e:
         return FileCheck(path=rel, kind=kind, ok=False, error=str(e))
+    missing = FileCheck(path=rel, kind=kind, ok=False, error=f"{rel}: missing ({kind} listed in the manifest)")
     if not path.is_file():
-        return FileCheck(path=rel, kind=kind, ok=False, error=f"{rel}: missing ({kind} listed in the manifest)")
-    actual = path.stat().st_size
+        return missing
+    try:
+        actual = path.stat().st_size
+        found = sha256_file(path)
+    except FileNotFoundError:  # removed between the checks (a concurrent save replaced it): the caller re-reads
+        return missing
     if size is not None and actual != size:
         return FileCheck(
             path=rel, kind=kind, bytes=actual, ok=False,
             error=f"{rel}: {actual} bytes, the manifest records {size} (truncated or replaced)",
         )
-    found = sha256_file(path)
     if found != sha:
         return FileCheck(
             path=rel, kind=kind, bytes=actual, ok=False,
