@@ -147,6 +147,7 @@ class SearchState:
     final_specs: list[SubnetSpec] = field(default_factory=list)
     finetune_epoch: int = 0
     final_epochs: int | None = None  # epochs of the final fine-tune when set by a MACs budget
+    supernet_epoch: int = 0  # supernet warm-start epochs done
     timings: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
@@ -159,6 +160,7 @@ class SearchState:
             "final_specs": [s.model_dump(mode="json") for s in self.final_specs],
             "finetune_epoch": self.finetune_epoch,
             "final_epochs": self.final_epochs,
+            "supernet_epoch": self.supernet_epoch,
             "timings": dict(self.timings),
         }
 
@@ -173,6 +175,7 @@ class SearchState:
             final_specs=[SubnetSpec.model_validate(s) for s in d["final_specs"]],
             finetune_epoch=int(d["finetune_epoch"]),
             final_epochs=None if d.get("final_epochs") is None else int(d["final_epochs"]),
+            supernet_epoch=int(d.get("supernet_epoch", 0)),
             timings={str(k): float(v) for k, v in d["timings"].items()},
         )
 
@@ -349,12 +352,21 @@ def progressive_search(
 
     if st.stage == "candidates":
         if not st.candidates:
-            if cfg.supernet_epochs > 0:
+            if st.supernet_epoch < cfg.supernet_epochs:
                 from slimrt.train.methods.supernet import supernet_warm_start
 
-                t0 = time.perf_counter()
-                supernet_warm_start(net, data, cfg, progress, meter, forward=forward, batch_transform=batch_transform)
-                st.add_time("supernet", time.perf_counter() - t0)
+                t_sn = [time.perf_counter()]
+
+                def supernet_epoch_done(epoch: int, o: torch.optim.Optimizer) -> None:
+                    st.supernet_epoch = epoch + 1
+                    st.add_time("supernet", time.perf_counter() - t_sn[0])
+                    t_sn[0] = time.perf_counter()
+                    save(st, o)
+
+                supernet_warm_start(net, data, cfg, progress, meter, start_epoch=st.supernet_epoch,
+                                    optimizer_state=optimizer_state if st.supernet_epoch > 0 else None,
+                                    on_epoch_end=supernet_epoch_done, forward=forward,
+                                    batch_transform=batch_transform)  # fmt: skip
             t0 = time.perf_counter()
             full = net.full_spec("c00")
             acc = _evaluate_candidate(net, full, data, cfg, calib, meter)
@@ -499,7 +511,12 @@ class Progressive(TrainingMethod):
         opt_state = resume.get("optimizer") if resume and resume["phase"] == "search" else None
 
         def checkpoint(st: SearchState, opt: torch.optim.Optimizer | None) -> None:
-            event = f"search-{len(st.candidates)}" if st.stage == "candidates" else f"{st.stage}-{st.finetune_epoch}"
+            if st.stage == "candidates" and not st.candidates:
+                event = f"supernet-{st.supernet_epoch}"
+            elif st.stage == "candidates":
+                event = f"search-{len(st.candidates)}"
+            else:
+                event = f"{st.stage}-{st.finetune_epoch}"
             ctx.checkpoint({"search": st.to_dict(), "optimizer": opt.state_dict() if opt is not None else None}, event)
 
         return progressive_search(ctx.net, ctx.data, ctx.cfg, ctx.progress, ctx.meter, state=state,

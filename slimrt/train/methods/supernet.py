@@ -79,10 +79,21 @@ def importance_order(net: DynamicNet) -> dict[str, list[int]]:
 
 
 def supernet_warm_start(net: DynamicNet, data: Dataset, cfg: SearchConfig, progress: Progress | None = None,
-                        meter: ComputeMeter | None = None, **kwargs) -> TrainStats:  # fmt: skip
+                        meter: ComputeMeter | None = None, *, start_epoch: int = 0,
+                        optimizer_state: dict | None = None, **kwargs) -> TrainStats:  # fmt: skip
     """Reorder channels by importance, then train ``cfg.supernet_epochs`` epochs with :func:`supernet_sampler`
     (learning rate ``cfg.supernet_lr``, in-place distillation when ``cfg.distill``). ``kwargs`` go to
-    :func:`~slimrt.train.loops.train_epochs` (forward, batch_transform)."""
-    net.reorder(importance_order(net))
+    :func:`~slimrt.train.loops.train_epochs` (forward, batch_transform, on_epoch_end).
+
+    Resume after epoch ``start_epoch`` with the checkpointed weights (already reordered: the reorder is not redone)
+    and ``optimizer_state``; the run then continues exactly as an uninterrupted one."""
+    from slimrt.train.loops import make_optimizer
+
+    if start_epoch == 0:
+        net.reorder(importance_order(net))
+    opt = make_optimizer(net, cfg.supernet_lr, cfg.momentum, cfg.weight_decay)
+    if optimizer_state is not None:
+        opt.load_state_dict(optimizer_state)
     return train_epochs(net, data, supernet_sampler(net, cfg), cfg.supernet_epochs, cfg, progress, meter,
-                        lr=cfg.supernet_lr, phase="supernet", **kwargs)  # fmt: skip
+                        lr=cfg.supernet_lr, phase="supernet", optimizer=opt, start_epoch=start_epoch,
+                        **kwargs)  # fmt: skip

@@ -343,3 +343,25 @@ def test_usnet_resumes_after_each_epoch_identically(tmp_path):
     ck_b, w_b = _state(tmp_path / "b.pt")
     assert torch.equal(w_a, w_b)
     assert ck_b.subnets == load_checkpoint(tmp_path / "a.pt").subnets
+
+
+def test_supernet_warm_start_resumes_after_each_epoch_identically(tmp_path):
+    """An interruption inside the supernet warm start loses at most the current epoch, and the resumed run ends with
+    the same weights and sub-nets as an uninterrupted one (no second channel reorder, the optimizer restored)."""
+    cfg = SearchConfig.build({**TINY, "supernet_epochs": 2, "sampled_subnets": 1, "out": str(tmp_path / "a.pt")})
+    events: list[str] = []
+    run_training(cfg, hook=events.append)
+    assert "supernet-1" in events and "supernet-2" in events
+    ck_a, w_a = _state(tmp_path / "a.pt")
+    cfg_b = cfg.updated(out=str(tmp_path / "b.pt"), resume=True)
+
+    def hook(event: str) -> None:
+        if event == "supernet-1":
+            raise KeyboardInterrupt(event)
+
+    with pytest.raises(KeyboardInterrupt, match="supernet-1"):
+        run_training(cfg_b, hook=hook)
+    res = run_training(cfg_b)
+    assert res.resumed
+    ck_b, w_b = _state(tmp_path / "b.pt")
+    assert torch.equal(w_a, w_b) and ck_b.subnets == ck_a.subnets and ck_b.channel_order == ck_a.channel_order
