@@ -289,16 +289,16 @@ def _check_file(root: Path, kind: FileKind, rel: str, sha: str, size: int | None
     missing = FileCheck(path=rel, kind=kind, ok=False, error=f"{rel}: missing ({kind} listed in the manifest)")
     if not path.is_file():
         return missing
-    try:
+    try:  # the file may be removed between the checks (a concurrent save replaced it): the caller re-reads
         actual = path.stat().st_size
-        found = sha256_file(path)
-    except FileNotFoundError:  # removed between the checks (a concurrent save replaced it): the caller re-reads
+        if size is not None and actual != size:
+            return FileCheck(
+                path=rel, kind=kind, bytes=actual, ok=False,
+                error=f"{rel}: {actual} bytes, the manifest records {size} (truncated or replaced)",
+            )
+        found = sha256_file(path)  # only once the size matches: no hashing of a truncated file
+    except FileNotFoundError:
         return missing
-    if size is not None and actual != size:
-        return FileCheck(
-            path=rel, kind=kind, bytes=actual, ok=False,
-            error=f"{rel}: {actual} bytes, the manifest records {size} (truncated or replaced)",
-        )
     if found != sha:
         return FileCheck(
             path=rel, kind=kind, bytes=actual, ok=False,
