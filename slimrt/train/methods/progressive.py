@@ -445,7 +445,9 @@ def progressive_search(
             ms = [pred.ms(c.spec) for c in st.candidates]
             picks = reselect(ms, accs, cfg.subnets, targets=latency_targets, full_macs=full_cost,
                              pareto=cfg.reselect)  # fmt: skip
-        chosen = [st.candidates[i].spec for i in picks]
+        # Chain order: each candidate is nested in every earlier one. Predicted latency need not fall along the chain
+        # (a measured table is not monotonic in width), so the order by cost that reselect returns may break nesting.
+        chosen = [st.candidates[i].spec for i in sorted(picks)]
         names = subnet_names([s.macs for s in chosen], full_macs)
         st.selected = [s.name for s in chosen]
         st.final_specs = [net.spec(s.widths, name=n) for s, n in zip(chosen, names, strict=True)]
