@@ -32,7 +32,7 @@ from pathlib import Path
 from typing import Any
 
 from _common import write_results
-from accuracy_standard import cpu_model, git_commit, machine
+from accuracy_standard import VARIANTS, cpu_model, git_commit, machine
 
 log = logging.getLogger("bench.accuracy.aggregate")
 
@@ -276,8 +276,77 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     plt.close(fig)
 
 
-SEARCHED = ("progressive", "progressive-latency")
+SEARCHED = ("progressive", *VARIANTS)
 """Searched families, each compared with US-Nets of the same seed (the twins are the ``progressive`` family's)."""
+
+
+def search_mechanics(run: dict[str, Any]) -> dict[str, Any]:
+    """What one progressive run's threshold and re-selection did, read from its search report: the steps that
+    fine-tuned, and which final picks differ from ``k`` candidates evenly spaced along the chain (what the search
+    would have kept without re-selection), with how many of those even picks a re-selection pick dominates (at
+    most the same cost, at least the same validation accuracy on the final search weights, one of them strictly)."""
+    from slimrt.selection import reselect
+
+    rep = run["report"]
+    cands = rep["candidates"]
+    latency = rep.get("cost") == "latency"
+    cost = [c["predicted_latency_ms"] if latency else c["spec"]["macs"] for c in cands]
+    acc = [c["final_val_accuracy"] for c in cands]
+    index = {c["spec"]["name"]: i for i, c in enumerate(cands)}
+    picked = sorted(index[n] for n in rep["selected"])
+    even = sorted(reselect(cost, acc, len(picked), pareto=False))
+    differ = [i for i in even if i not in picked]
+
+    def dominates(j: int, i: int) -> bool:
+        return cost[j] <= cost[i] and acc[j] >= acc[i] and (cost[j], acc[j]) != (cost[i], acc[i])
+
+    dominated = [i for i in differ if any(dominates(j, i) for j in picked)]
+    return {"cost": rep.get("cost", "macs"), "ranking": rep["ranking"],
+            "supernet_epochs": rep.get("supernet_epochs", 0), "steps": len(cands) - 1, "finetunes": rep["finetunes"],
+            "picked": [cands[i]["spec"]["name"] for i in picked],
+            "even": [cands[i]["spec"]["name"] for i in even], "picks_differ": len(differ),
+            "even_picks_dominated": len(dominated),
+            "budget_spent": run.get("budget", {}).get("spent_fraction")}  # fmt: skip
+
+
+def ablation(runs: dict[str, dict[int, dict[str, Any]]], families: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per searched family: its factors, the goals read at matched measured latency, and what the
+    threshold and re-selection did (summed over its seeds)."""
+    rows = []
+    for fam, res in families.items():
+        mech = [search_mechanics(runs[fam][s]) for s in res["per_seed"]]
+        g = res["goals"]
+        rows.append({
+            "family": fam, "seeds": g["seeds"], "cost": mech[0]["cost"], "ranking": mech[0]["ranking"],
+            "supernet_epochs": mech[0]["supernet_epochs"],
+            "mean_gap_at_latency_smaller_half": g["mean_gap_at_latency_smaller_half"],
+            "min_gap_at_latency": g["min_gap_at_latency"], "mean_gap_at_macs": g["mean_gap_at_macs"],
+            "gap_at_latency_smallest": g["gap_at_latency_smallest"], "b1_p50_span": g["b1_p50_span"]["mean"],
+            "finetunes": sum(m["finetunes"] for m in mech), "steps": sum(m["steps"] for m in mech),
+            "picks_differ": sum(m["picks_differ"] for m in mech), "picks": sum(len(m["picked"]) for m in mech),
+            "even_picks_dominated": sum(m["even_picks_dominated"] for m in mech),
+            "budget_spent": max((m["budget_spent"] for m in mech if m["budget_spent"] is not None), default=None),
+        })  # fmt: skip
+    return rows
+
+
+def ablation_markdown(rows: list[dict[str, Any]]) -> str:
+    def f(v: float | None, spec: str = "+.2f") -> str:
+        return "-" if v is None else format(v, spec)
+
+    head = ["family", "seeds", "cost", "supernet epochs", "ranking", "gap @ latency, smaller half", "min gap @ latency",
+            "gap @ latency, smallest", "gap @ MACs", "b1 p50 span", "budget spent (max)", "fine-tuned steps",
+            "re-selection: picks changed", "even picks it dominates"]  # fmt: skip
+    lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    for r in rows:
+        lines.append("| " + " | ".join([
+            r["family"], str(r["seeds"]), r["cost"], str(r["supernet_epochs"]), r["ranking"],
+            f(r["mean_gap_at_latency_smaller_half"]), f(r["min_gap_at_latency"]), f(r["gap_at_latency_smallest"]),
+            f(r["mean_gap_at_macs"]), f(r["b1_p50_span"], ".2f") + "x", f(r["budget_spent"], ".0%"),
+            f"{r['finetunes']}/{r['steps']}",
+            f"{r['picks_differ']}/{r['picks']}", f"{r['even_picks_dominated']}/{r['picks_differ']}",
+        ]) + " |")  # fmt: skip
+    return "\n".join(lines)
 
 
 def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]]) -> dict[str, Any]:
@@ -333,8 +402,12 @@ def aggregate(results: Path, command: str) -> int:
         "latency_protocol": protocol, "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
         "per_seed": per_seed, **summary, "families": families,
     }  # fmt: skip
+    payload["ablation"] = ablation(runs, families)
     write_results(results / "aggregate.json", payload)
     sections = [f"### {fam} vs US-Nets\n\n{markdown(res)}" for fam, res in families.items()]
+    if payload["ablation"]:
+        sections.append("### Ablation: every searched family against US-Nets of its seeds (gaps in points, "
+                        "means over seeds)\n\n" + ablation_markdown(payload["ablation"]))
     table = "\n\n".join(sections) or "(no seed has both a progressive and a US-Nets run yet)"
     (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores).\n\n{table}\n")
     plot(results / "aggregate.png", runs, lat)

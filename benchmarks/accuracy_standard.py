@@ -55,10 +55,17 @@ STANDARD = {
 }  # fmt: skip
 BUDGET_EPOCHS = 6
 """Training compute every method gets after pre-training, in epochs of US-Nets sandwich training."""
+_LATENCY = {"cost": "latency", "latency_table": "latency-table-cpu.json", "latency_step": 0.05, "min_latency": 0.45}
 VARIANTS: dict[str, dict[str, Any]] = {
-    "progressive-latency": {"cost": "latency", "latency_table": "latency-table-cpu.json", "supernet_epochs": 2,
-                            "latency_step": 0.05, "min_latency": 0.45},
-}  # fmt: skip
+    "progressive-latency": {**_LATENCY, "supernet_epochs": 2},
+    # issue 11's ablations, each one factor away from progressive-latency (or from progressive), read at matched
+    # measured latency by the aggregate: cost (macs vs latency) x supernet (0 vs 2 epochs), and the ranking
+    "progressive-latency-nosupernet": {**_LATENCY, "supernet_epochs": 0},
+    "progressive-supernet": {"supernet_epochs": 2},
+    "progressive-latency-l1": {**_LATENCY, "supernet_epochs": 2, "ranking": "l1"},
+    "progressive-latency-bn": {**_LATENCY, "supernet_epochs": 2, "ranking": "bn"},
+    "progressive-latency-random": {**_LATENCY, "supernet_epochs": 2, "ranking": "random"},
+}
 """Named variants of progressive (issue 11): SearchConfig fields over the standard ones; a ``latency_table`` is
 read from the results folder (``latency-table-cpu.json``: ``slimrt latency-table --arch resnet20 --in-channels 1
 --image-size 28``, measured with the other runs paused). ``progressive-latency`` removes about 5% of the full

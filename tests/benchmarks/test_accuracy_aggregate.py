@@ -136,3 +136,46 @@ def test_families_compare_each_searched_variant_with_usnet_of_its_seeds():
     # smallest sub-net: m20 at 0.31 ms vs w1 (80.0%) -> +5.5 and +6.0 over the two seeds
     assert g["gap_at_latency_smallest"] == pytest.approx(5.75) and g["goal_smallest_plus1"]
     assert compare_families({"usnet": {0: {"grid": GRID}}}, lat) == {}
+
+
+def _report(cost, accs, selected, finetunes=1):
+    """A progressive search report of a 7-candidate chain (costs fall 100, 90, ..., 40)."""
+    cands = [{"spec": {"name": f"c{i:02d}", "macs": 100 - 10 * i}, "predicted_latency_ms": 1.0 - 0.1 * i,
+              "final_val_accuracy": a} for i, a in enumerate(accs)]  # fmt: skip
+    return {"cost": cost, "ranking": "noise", "supernet_epochs": 2 if cost == "latency" else 0, "candidates": cands,
+            "selected": selected, "finetunes": finetunes}  # fmt: skip
+
+
+def test_search_mechanics_reports_what_threshold_and_reselection_did():
+    from accuracy_aggregate import search_mechanics
+
+    # evenly spaced picks of 3 from 7: c00, c03, c06. c03 (88) is dominated by the cheaper, more accurate c04 (89).
+    run = {"report": _report("macs", [92, 91, 90, 88, 89, 85, 80], ["c00", "c04", "c06"], finetunes=4),
+           "budget": {"spent_fraction": 0.95}}  # fmt: skip
+    m = search_mechanics(run)
+    assert m["even"] == ["c00", "c03", "c06"] and m["picked"] == ["c00", "c04", "c06"]
+    assert (m["picks_differ"], m["even_picks_dominated"], m["steps"], m["finetunes"]) == (1, 1, 6, 4)
+    assert m["budget_spent"] == 0.95 and m["cost"] == "macs"
+    # re-selection that keeps the even picks changes nothing
+    same = search_mechanics({"report": _report("latency", [92, 91, 90, 88, 89, 85, 80], ["c06", "c00", "c03"])})
+    assert (same["picks_differ"], same["even_picks_dominated"], same["budget_spent"]) == (0, 0, None)
+
+
+def test_ablation_rows_one_per_family_with_its_factors():
+    from accuracy_aggregate import ablation, ablation_markdown
+
+    lat = {**LAT, arch_key(PROG_WIDTHS[0]): {"b1_p50": 0.52}, arch_key(PROG_WIDTHS[1]): {"b1_p50": 0.31}}
+    accs, picks = [92, 91, 90, 88, 89, 85, 80], ["c00", "c04", "c06"]
+    runs = {"usnet": {0: {"grid": GRID}, 1: {"grid": GRID}},
+            "progressive": {0: {**_prog(), "report": _report("macs", accs, picks, 3)}},
+            "progressive-latency": {s: {**_prog(0.5 * s), "report": _report("latency", accs, picks, 2)}
+                                    for s in (0, 1)}}  # fmt: skip
+    fams = compare_families(runs, lat)
+    rows = ablation(runs, fams)
+    assert [r["family"] for r in rows] == ["progressive", "progressive-latency"]
+    lat_row = rows[1]
+    assert (lat_row["seeds"], lat_row["cost"], lat_row["supernet_epochs"]) == (2, "latency", 2)
+    assert (lat_row["finetunes"], lat_row["steps"], lat_row["picks_differ"], lat_row["picks"]) == (4, 12, 2, 6)
+    assert lat_row["gap_at_latency_smallest"] == fams["progressive-latency"]["goals"]["gap_at_latency_smallest"]
+    table = ablation_markdown(rows)
+    assert table.count("\n") == 3 and "| progressive-latency | 2 | latency | 2 | noise |" in table
