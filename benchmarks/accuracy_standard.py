@@ -81,14 +81,26 @@ log = logging.getLogger("bench.accuracy.standard")
 # ------------------------------------------------------------------------------------------------------ helpers
 
 
-def git_commit() -> str | None:
+def _commit_of(repo: Path) -> str | None:
     try:
-        out = subprocess.run(["git", "-C", str(ROOT), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
-        dirty = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--untracked-files=no"],
+        out = subprocess.run(["git", "-C", str(repo), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(repo), "status", "--porcelain", "--untracked-files=no"],
                                capture_output=True, text=True, timeout=10).stdout.strip()  # fmt: skip
         return out.stdout.strip() + ("-dirty" if dirty else "") if out.returncode == 0 else None
     except (OSError, subprocess.SubprocessError):
         return None
+
+
+def git_commit() -> str | None:
+    """The benchmark checkout's commit, and the commit of the checkout ``slimrt`` was really imported from when that
+    is another one (an editable install pointing at another worktree would otherwise go unnoticed)."""
+    import slimrt
+
+    commit = _commit_of(ROOT)
+    code = Path(slimrt.__file__).resolve().parents[1]
+    if code != ROOT.resolve():
+        return f"{commit} (slimrt imported from {code} at {_commit_of(code)})"
+    return commit
 
 
 def cpu_model() -> str:
