@@ -1,6 +1,6 @@
 """Runtime benchmark (issues 5, 15): overhead against a default ONNX Runtime session (steady and switching), switch
 cost, ONNX Runtime threading modes (benchmarks/_threading.py), adherence under ramps of busy processes
-(benchmarks/_adherence.py), memory.
+(benchmarks/_adherence.py), recovery of the slowdown estimates after a storm of busy processes, memory.
 
 Usage::
 
@@ -28,13 +28,13 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from _adherence import bench_adherence_ramps
+from _adherence import bench_adherence_ramps, bench_recovery
 from _common import command_line, median_us, rss_bytes, run_json_worker, write_results
 from _common import random_input as _input
 from _threading import bench_threading, thread_worker
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "vs_default", "switch", "threading", "adherence", "memory")
+SECTIONS = ("overhead", "vs_default", "switch", "threading", "adherence", "recovery", "memory")
 
 
 def _clock() -> int:
@@ -437,6 +437,12 @@ def _table(result: dict[str, Any]) -> str:
                 rows.append(f"| adherence {pname} {name} @ {v['budget_ms']:.2f} ms | {100 * r['within_budget']:.1f}% "
                             f"within, mean acc {r['mean_accuracy']:.2f} | >= 99% and >= 99% of oracle acc |")
             rows.append(f"| adherence {pname} oracle per phase | {', '.join(pv['oracle_best_per_phase'])} | |")
+    if "recovery" in s:
+        v = s["recovery"]
+        rows.append(f"| recovery after {v['storm_s']:.0f} s of {v['storm_procs']} busy processes | "
+                    f"every estimate <= 1.1 after {v['calls_to_clear']} calls, first <= 1.1 after "
+                    f"{v['calls_to_first_clear']} (control trials without a storm: {v['control_calls_to_clear']}) | "
+                    f"<= 200 calls: {'met' if v['goal_clear_within_200_calls'] else 'MISSED'} |")
     if "memory" in s:
         v = s["memory"]
         rows.append(f"| memory | all {v['rss_all_subnets_bytes'] / 2**20:.1f} MiB (with a 2nd thread count "
@@ -515,6 +521,8 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_vs_default(root, a.threads, a.quick, modes, a.steady_after or DEFAULT_STEADY_AFTER or 64)
         elif sec == "adherence":
             r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms)
+        elif sec == "recovery":
+            r = bench_recovery(root, a.threads, a.quick, a.budget_ms)
         else:
             r = bench_memory(root, a.threads)
         result["sections"][sec] = r
