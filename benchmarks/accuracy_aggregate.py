@@ -365,6 +365,41 @@ def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     return out
 
 
+def previous_windows(path: Path, mach: dict[str, Any]) -> list[dict[str, Any]]:
+    """The latency windows an earlier aggregate (``path``) stored, if it was measured on the same kind of machine
+    (CPU model and core count); an aggregate from before windows were kept counts as one window."""
+    if not path.is_file():
+        return []
+    try:
+        old = json.loads(path.read_text())
+    except (OSError, ValueError):
+        log.warning("%s is unreadable; its latency windows are not reused", path)
+        return []
+    if (old.get("machine", {}).get("cpu"), old.get("machine", {}).get("cores")) != (mach["cpu"], mach["cores"]):
+        log.info("%s was measured on another machine (%s); starting a new series of latency windows", path,
+                 old.get("machine", {}).get("cpu"))  # fmt: skip
+        return []
+    if "latency_windows" in old:
+        return list(old["latency_windows"])
+    if "latency" in old:
+        lat = {k: {f: v for f, v in row.items() if f != "widths"} for k, row in old["latency"].items()}
+        return [{"finished": old.get("finished"), "latency": lat}]
+    return []
+
+
+def combine_windows(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per architecture and field, the median over the windows that measured it (a window's machine state moves
+    every latency by tens of percent here; the median of several is what matched-latency reads)."""
+    out: dict[str, dict[str, list[float]]] = {}
+    for w in windows:
+        for key, row in w["latency"].items():
+            for field, v in row.items():
+                if isinstance(v, (int, float)) and not field.endswith("_runs"):
+                    out.setdefault(key, {}).setdefault(field, []).append(float(v))
+    return {k: {**{f: statistics.median(v) for f, v in fields.items()}, "windows": len(fields.get("b1_p50", []))}
+            for k, fields in out.items()}
+
+
 def read_runs(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
     """Every run file ``<method>-seed<k>.json`` in ``results`` by method and seed (records without a ``method``,
     such as the pre-trained network's ``pretrained-seed<k>.json``, are not runs)."""
@@ -376,8 +411,10 @@ def read_runs(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-def aggregate(results: Path, command: str) -> int:
-    """Read the run files in ``results``, measure latency here, write aggregate.{json,md,png}."""
+def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
+    """Read the run files in ``results``, measure latency here (one more window: the median over this and the
+    earlier windows of the same kind of machine is what the tables read, unless ``fresh_latency``), write
+    aggregate.{json,md,png}."""
     runs = read_runs(results)
     if not runs:
         raise SystemExit(f"no run files (<method>-seed<k>.json) in {results}")
@@ -389,17 +426,22 @@ def aggregate(results: Path, command: str) -> int:
     any_run = next(iter(next(iter(runs.values())).values()))
     cfg = any_run["config"]
     load = os.getloadavg()
-    lat, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
+    mach = machine()
+    windows = [] if fresh_latency else previous_windows(results / "aggregate.json", mach)
+    now, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
                                                                **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
+    windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load, "latency": now})
+    lat = {k: v for k, v in combine_windows(windows).items() if k in archs}
     families = compare_families(runs, lat)
     per_seed = families.get("progressive", {}).get("per_seed", {})
     summary = {k: v for k, v in families.get("progressive", {}).items() if k != "per_seed"} or \
         {"per_rank": [], "goals": {}}
     payload = {
-        "command": command, "commit": git_commit(), "machine": machine(), "load_average_at_start": load,
+        "command": command, "commit": git_commit(), "machine": mach, "load_average_at_start": load,
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": {m: sorted(s) for m, s in runs.items()},
         "pretrained": {s: r.get("pretrained", {}).get("test_accuracy") for s, r in runs.get("usnet", {}).items()},
-        "latency_protocol": protocol, "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
+        "latency_protocol": protocol, "latency_windows": windows,
+        "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
         "per_seed": per_seed, **summary, "families": families,
     }  # fmt: skip
     payload["ablation"] = ablation(runs, families)
@@ -409,7 +451,9 @@ def aggregate(results: Path, command: str) -> int:
         sections.append("### Ablation: every searched family against US-Nets of its seeds (gaps in points, "
                         "means over seeds)\n\n" + ablation_markdown(payload["ablation"]))
     table = "\n\n".join(sections) or "(no seed has both a progressive and a US-Nets run yet)"
-    (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores).\n\n{table}\n")
+    (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores); latency: median of "
+                                          f"{len(windows)} measurement window(s) "
+                                          f"({', '.join(str(w['finished']) for w in windows)}).\n\n{table}\n")
     plot(results / "aggregate.png", runs, lat)
     print(table)
     print(json.dumps({fam: res["goals"] for fam, res in families.items()}, indent=2))

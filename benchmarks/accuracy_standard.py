@@ -315,6 +315,9 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--method", choices=METHODS)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--aggregate", action="store_true", help="measure latency, write the table and plot from run files")
+    p.add_argument("--fresh-latency", action="store_true",
+                   help="with --aggregate: read only this window's latency, not the median over the earlier windows "
+                        "stored in aggregate.json")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"run files and pre-trained weights ({RESULTS})")
     p.add_argument("--work-dir", type=Path, default=WORK, help=f"resume files of unfinished runs ({WORK})")
@@ -373,7 +376,7 @@ def main(argv: list[str] | None = None) -> int:
         if args.aggregate:
             from accuracy_aggregate import aggregate
 
-            return aggregate(args.results, command)
+            return aggregate(args.results, command, fresh_latency=args.fresh_latency)
         independent = args.method.startswith("independent")
         if independent:
             from accuracy_independent import progressive_run, run_independent

@@ -179,3 +179,26 @@ def test_ablation_rows_one_per_family_with_its_factors():
     assert lat_row["gap_at_latency_smallest"] == fams["progressive-latency"]["goals"]["gap_at_latency_smallest"]
     table = ablation_markdown(rows)
     assert table.count("\n") == 3 and "| progressive-latency | 2 | latency | 2 | noise |" in table
+
+
+def test_latency_windows_add_up_as_medians_on_the_same_machine(tmp_path):
+    from accuracy_aggregate import combine_windows, previous_windows
+
+    mach = {"cpu": "AMD EPYC", "cores": 2}
+    a, b = arch_key({"g0": 1}), arch_key({"g0": 2})
+    path = tmp_path / "aggregate.json"
+    assert previous_windows(path, mach) == []
+    # an aggregate from before windows were kept: its one latency table is one window
+    path.write_text(json.dumps({"machine": mach, "finished": "t0",
+                                "latency": {a: {"widths": {"g0": 1}, "b1_p50": 1.0, "b1_runs": 200}}}))  # fmt: skip
+    old = previous_windows(path, mach)
+    assert old == [{"finished": "t0", "latency": {a: {"b1_p50": 1.0, "b1_runs": 200}}}]
+    windows = [*old, {"latency": {a: {"b1_p50": 1.3}, b: {"b1_p50": 0.5}}}, {"latency": {a: {"b1_p50": 1.2}}}]
+    lat = combine_windows(windows)
+    assert lat[a] == {"b1_p50": pytest.approx(1.2), "windows": 3}  # the median, runs counts dropped
+    assert lat[b] == {"b1_p50": 0.5, "windows": 1}
+    path.write_text(json.dumps({"machine": mach, "latency_windows": windows}))
+    assert len(previous_windows(path, mach)) == 3
+    assert previous_windows(path, {"cpu": "Intel Xeon", "cores": 2}) == []  # another machine: a new series
+    path.write_text("{truncated")
+    assert previous_windows(path, mach) == []
