@@ -23,9 +23,11 @@ Thread counts: when the candidates are (sub-net, threads) pairs, the controller 
 count (contention slows multi-threaded sessions far more) and selects with every count's own factor. A count that
 is not being served gets no observations, so its estimate would stay at whatever a storm left (the stale
 prediction that keeps the runtime off the faster variant forever): an estimate not refreshed for ``stale_calls``
-calls is forgotten (back to 1.0). If the device is still contended, stepping back to that count is seen within
-``fast_window`` calls, and the doubling patience keeps such probes rare. Hence, once the device is quiet, every
-prediction is back to the profile within ``max(window, stale_calls)`` calls.
+calls is lowered to what the served count shows now (its estimate, or 1.0 if lower), never raised. Under
+contention that slows every count the stale ones thus stay high, and the runtime steps down to smaller sub-nets
+instead of probing a count reset to 1.0; when only the served count is spared, the others come back to 1.0 and a
+probe of them is seen within ``fast_window`` calls, the doubling patience keeping such probes rare. Once the device
+is quiet, every prediction is back to the profile within ``window + stale_calls`` calls.
 """
 
 from __future__ import annotations
@@ -72,18 +74,19 @@ class SlowdownEstimator:
         self._hi = math.log(self.config.max_slowdown)
         self.reset()
 
-    def reset(self) -> None:
-        """Forget every observation (slowdown back to 1.0)."""
+    def reset(self, prior: float = 1.0) -> None:
+        """Forget every observation: the slowdown is back to ``prior`` (1.0: as profiled), held by a full window."""
         n = self.config.window
-        self._window: deque[float] = deque([0.0] * n)
-        self._sorted: list[float] = [0.0] * n
-        self._twindow: deque[float] = deque([0.0] * n)
-        self._tsorted: list[float] = [0.0] * n
+        r = min(max(math.log(prior), self._lo), self._hi) if prior > 0 else 0.0
+        self._window: deque[float] = deque([r] * n)
+        self._sorted: list[float] = [r] * n
+        self._twindow: deque[float] = deque([r] * n)
+        self._tsorted: list[float] = [r] * n
         self._recent: deque[float] = deque(maxlen=self.config.fast_window)
         self._mid = n // 2
         self._even = n % 2 == 0
         self._q90 = int(0.9 * (n - 1))  # never the maximum (n >= 2): one outlier cannot move it
-        self.value = 1.0
+        self.value = math.exp(r)
         self.count = 0
 
     def update(self, observed_ms: float, profiled_ms: float, spread: float = 1.0, tail_ms: float | None = None
@@ -197,14 +200,17 @@ class Controller:
         self.feasible = feasible
 
     def _forget_stale(self, g: int) -> None:
-        """Reset the estimate of every thread count other than ``g`` not observed for ``stale_calls`` calls."""
+        """Lower the estimate of every thread count other than ``g`` not observed for ``stale_calls`` calls to what
+        the device shows now: ``g``'s own estimate, or 1.0 if that is lower. While ``g`` is slowed too the stale
+        estimates stay as high (a count reset to 1.0 under contention that slows every count would be probed and
+        left again and again); once the device is quiet they follow ``g`` down to the profile."""
         self._calls += 1
         self._seen[g] = self._calls
         limit = self._calls - self.config.stale_calls
+        now = max(self.estimators[g].value, 1.0)
         for k, e in enumerate(self.estimators):
-            if k != g and self._seen[k] < limit and e.count:
-                e.reset()
-                self._seen[k] = self._calls
+            if k != g and self._seen[k] < limit and e.value > now * 1.0001:
+                e.reset(now)
 
     def observe(self, index: int, observed_ms: float) -> int:
         """Record that candidate ``index`` took ``observed_ms``; return the candidate for the next call."""

@@ -118,3 +118,18 @@ def test_decision_is_one_consistent_tuple() -> None:
     assert ctl.decision == (ctl.active, False, 0.01)
     ctl.observe(ctl.active, 0.3)
     assert ctl.decision[2] == 0.01 and ctl.decision[1] is False
+
+
+def test_contention_of_every_thread_count_steps_down_without_probing_a_forgotten_count() -> None:
+    """Two busy processes on two cores slow both thread counts 3x: only small@2 (p95 0.36 ms x 3) fits 1.5 ms. A
+    stale 1-thread estimate must not be forgotten back to 1.0 while the served count shows the device slowed too:
+    that made the runtime probe mid@1 (3.6 ms in truth) again and again."""
+    ctl = controller(budget=1.5, stale_calls=64)
+    served = feed(ctl, {2: 3.0, 1: 3.0}, 3000)
+    assert served[-1] == ("small", 2)
+    late = served[20:]  # after the first descent (a few calls per step)
+    assert late.count(("small", 2)) == len(late), {p: late.count(p) for p in set(late)}
+    assert ctl.slowdowns[1] == pytest.approx(3.0)  # kept, not forgotten
+    # and once quiet, both counts come back to the profile (the stale one follows the served one down)
+    feed(ctl, {2: 1.0, 1: 1.0}, 200)
+    assert all(abs(v - 1.0) <= 0.1 for v in ctl.slowdowns.values())
