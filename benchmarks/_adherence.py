@@ -63,6 +63,44 @@ class BackgroundLoad:
         self.set(0)
 
 
+def _storm_worker(ready: Any, go: Any, stop: Any) -> None:
+    ready.release()
+    go.wait()
+    x = 0
+    while not stop.is_set():
+        for _ in range(100000):
+            x += 1
+
+
+class Storm:
+    """``procs`` busy-looping processes, spawned and imported *before* the storm (a spawn costs CPU for a while,
+    which would blur when the storm starts), released together by :meth:`start`, stopped by :meth:`stop`."""
+
+    def __init__(self, procs: int) -> None:
+        ctx = mp.get_context("spawn")
+        self.go, self.halt, ready = ctx.Event(), ctx.Event(), ctx.Semaphore(0)
+        self.workers = [ctx.Process(target=_storm_worker, args=(ready, self.go, self.halt), daemon=True)
+                        for _ in range(procs)]  # fmt: skip
+        for w in self.workers:
+            w.start()
+        for _ in self.workers:
+            if not ready.acquire(timeout=120):
+                self.stop()
+                raise RuntimeError("storm workers did not start within 120 s")
+        time.sleep(0.2)
+
+    def start(self) -> None:
+        self.go.set()
+
+    def stop(self) -> None:
+        self.halt.set()
+        self.go.set()
+        for w in self.workers:
+            w.join(timeout=5)
+            if w.is_alive():
+                w.terminate()
+
+
 def _label(name: str, threads: int | None) -> str:
     return f"{name}@{'auto' if threads is None else threads}"
 
@@ -205,8 +243,8 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     b0 = manifest.input.shape[0]
     x = random_input(manifest, b0 if isinstance(b0, int) and not manifest.dynamic_batch else 1)
     counts: tuple[int | None, ...] = (threads, 1) if threads != 1 else (1, 2)
-    load = BackgroundLoad()
     trials = []
+    storm: Storm | None = None
     with SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=60, measure_seconds=3.0) as rt, \
             warnings.catch_warnings():  # fmt: skip
         warnings.simplefilter("ignore")
@@ -225,10 +263,11 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
         try:
             # storm trials alternate with control trials without a storm: what the quiet machine alone does
             for procs in [storm_procs, 0] * (2 if quick else 5):
+                storm = Storm(procs)
                 for _ in range(300):
                     paced_call()
                 before = dict(rt.slowdowns)
-                load.set(procs)
+                storm.start()
                 peak: dict[str, float] = {}
                 end = time.perf_counter() + storm_s
                 storm_calls = 0
@@ -238,7 +277,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     for t, v in rt.slowdowns.items():
                         key = "auto" if t is None else str(t)
                         peak[key] = max(peak.get(key, 0.0), v)
-                load.off()
+                storm.stop()
                 highest: list[float] = []  # per post-storm call: the largest estimate over the thread counts
                 farthest: list[float] = []  # ... and the one farthest from 1.0 either way
                 for _ in range(after_calls):
@@ -260,7 +299,8 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     "lowest_slowdown_after_200_calls": min(farthest[199:], default=None),
                 })  # fmt: skip
         finally:
-            load.off()
+            if storm is not None:
+                storm.stop()
     settled = [t["calls_to_clear"] for t in trials if t["busy_procs"]]
     control = [t["calls_to_clear"] for t in trials if not t["busy_procs"]]
     first = [t["calls_to_first_clear"] for t in trials if t["busy_procs"]]
