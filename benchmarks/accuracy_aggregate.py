@@ -365,6 +365,54 @@ def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     return out
 
 
+def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]],
+                    arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...]) -> dict[str, Any] | None:
+    """The latency table's prediction against the measured batch-1 p50 of every architecture the runs recorded, per
+    family (each searched family's sub-nets; US-Nets' grid split into widths on the table's unit grid and off it):
+    what the latency-cost search could and could not see. None without a table."""
+    if not table_path.is_file():
+        return None
+    import torch
+
+    from slimrt.models import create_model
+    from slimrt.train.dynamic import DynamicNet
+    from slimrt.train.latency import LatencyPredictor, load_latency_table
+
+    table = load_latency_table(table_path)
+    net = DynamicNet(create_model(arch, **arch_kwargs), torch.zeros(1, *input_shape))
+    pred = LatencyPredictor(net, table)
+    out_grid = {part.key: list(part.out_grid) for part in table.parts}
+    grids = {la.outputs[0][0]: out_grid[la.part] for la in table.layers if la.outputs and la.part in out_grid}
+    fams: dict[str, list[dict[str, Any]]] = {}
+    for method, seeds in runs.items():
+        for run in seeds.values():
+            for kind, rows in (("subnets", run["subnets"]), ("grid", run.get("grid", []))):
+                if method == "usnet" and kind == "subnets":
+                    continue
+                for r in rows:
+                    key = arch_key(r["widths"])
+                    if key not in lat:
+                        continue
+                    fam = method
+                    if kind == "grid":
+                        on = all(_on_grid(grids.get(k), v) for k, v in r["widths"].items())
+                        fam = f"usnet grid, {'on' if on else 'off'} the unit grid"
+                    p, m = pred.ms(net.spec(r["widths"])), lat[key]["b1_p50"]
+                    fams.setdefault(fam, []).append({"name": r["name"], "predicted_ms": p, "measured_ms": m,
+                                                     "error": m / p - 1.0})  # fmt: skip
+    out: dict[str, Any] = {"table": table_path.name, "full_predicted_ms": pred.full_ms, "families": {}}
+    for fam, rows in fams.items():
+        errs = sorted(abs(r["error"]) for r in rows)
+        out["families"][fam] = {"n": len(rows), "median_abs_error": statistics.median(errs), "max_abs_error": errs[-1],
+                                "rows": rows}  # fmt: skip
+    return out
+
+
+def _on_grid(units: list[int] | None, width: int) -> bool:
+    """Whether ``width`` is a point of the table's unit grid for that group (unknown group: assume it is)."""
+    return True if units is None else width in units
+
+
 def previous_windows(path: Path, mach: dict[str, Any]) -> list[dict[str, Any]]:
     """The latency windows an earlier aggregate (``path``) stored, if it was measured on the same kind of machine
     (CPU model and core count); an aggregate from before windows were kept counts as one window."""
@@ -433,6 +481,8 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
     windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load, "latency": now})
     lat = {k: v for k, v in combine_windows(windows).items() if k in archs}
     families = compare_families(runs, lat)
+    check = predictor_check(results / "latency-table-cpu.json", runs, lat, cfg["arch"],
+                            {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
     per_seed = families.get("progressive", {}).get("per_seed", {})
     summary = {k: v for k, v in families.get("progressive", {}).items() if k != "per_seed"} or \
         {"per_rank": [], "goals": {}}
@@ -445,8 +495,15 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
         "per_seed": per_seed, **summary, "families": families,
     }  # fmt: skip
     payload["ablation"] = ablation(runs, families)
+    payload["predictor_check"] = check
     write_results(results / "aggregate.json", payload)
     sections = [f"### {fam} vs US-Nets\n\n{markdown(res)}" for fam, res in families.items()]
+    if check is not None:
+        lines = [f"| {fam} | {v['n']} | {100 * v['median_abs_error']:.0f}% | {100 * v['max_abs_error']:.0f}% |"
+                 for fam, v in check["families"].items()]  # fmt: skip
+        head = "| architectures | n | median abs error | max abs error |\n|---|---|---|---|\n"
+        sections.append(f"### Latency table `{check['table']}`: predicted vs measured batch-1 p50\n\n{head}"
+                        + "\n".join(lines))
     if payload["ablation"]:
         sections.append("### Ablation: every searched family against US-Nets of its seeds (gaps in points, "
                         "means over seeds)\n\n" + ablation_markdown(payload["ablation"]))

@@ -202,3 +202,43 @@ def test_latency_windows_add_up_as_medians_on_the_same_machine(tmp_path):
     assert previous_windows(path, {"cpu": "Intel Xeon", "cores": 2}) == []  # another machine: a new series
     path.write_text("{truncated")
     assert previous_windows(path, mach) == []
+
+
+def test_predictor_check_compares_the_table_with_measured_latency_per_family(tmp_path):
+    torch = pytest.importorskip("torch")
+    from accuracy_aggregate import predictor_check
+
+    from slimrt.models import create_model
+    from slimrt.schema import DeviceFingerprint, LatencyPart, LatencyTable
+    from slimrt.train import DynamicNet
+    from slimrt.train.latency import LatencyPredictor, layer_parts
+
+    kw = {"in_channels": 1, "num_classes": 10, "widths": (8, 8, 16)}
+    net = DynamicNet(create_model("resnet20", **kw), torch.zeros(1, 1, 16, 16))
+    shapes, layers, groups = layer_parts(net, group_size=4, min_units=4)
+    by_key = {p.key: p for p in shapes}
+    parts = [LatencyPart(key=la.name, in_grid=list(by_key[la.part].in_grid), out_grid=list(by_key[la.part].out_grid),
+                         ms=[[1e-3 * i * o for o in by_key[la.part].out_grid] for i in by_key[la.part].in_grid])
+             for la in layers]  # fmt: skip
+    table = LatencyTable(device="cpu", fingerprint=DeviceFingerprint(cpu_model="t", cpu_cores=1, backend="onnxruntime"),
+                         created="now", input_shape=[1, 16, 16], groups=groups, fixed_ms=0.1, parts=parts,
+                         layers=[la.model_copy(update={"part": la.name}) for la in layers])  # fmt: skip
+    path = tmp_path / "latency-table-cpu.json"
+    path.write_text(table.model_dump_json())
+    full = net.full_spec().widths
+    half = {g: max(4, c // 2) for g, c in full.items()}  # 4 and 8 channels: on the 4-channel unit grid
+    odd = {g: c - 1 for g, c in full.items()}  # 7 and 15 channels: off it
+    pred = LatencyPredictor(net, table)
+    runs = {"progressive": {0: {"subnets": [{"name": "m100", "widths": full}, {"name": "m25", "widths": half}]}},
+            "usnet": {0: {"subnets": [{"name": "w16", "widths": full}],
+                          "grid": [{"name": "w16", "widths": full}, {"name": "w15", "widths": odd}]}}}  # fmt: skip
+    lat = {arch_key(full): {"b1_p50": 1.1 * pred.full_ms}, arch_key(half): {"b1_p50": pred.ms(net.spec(half))},
+           arch_key(odd): {"b1_p50": 0.5 * pred.ms(net.spec(odd))}}  # fmt: skip
+    check = predictor_check(path, runs, lat, "resnet20", kw, (1, 16, 16))
+    fams = check["families"]
+    assert set(fams) == {"progressive", "usnet grid, on the unit grid", "usnet grid, off the unit grid"}
+    assert fams["progressive"]["n"] == 2 and fams["progressive"]["max_abs_error"] == pytest.approx(0.1)
+    assert fams["progressive"]["median_abs_error"] == pytest.approx(0.05)
+    assert fams["usnet grid, off the unit grid"]["rows"][0]["error"] == pytest.approx(-0.5)
+    assert check["full_predicted_ms"] == pytest.approx(pred.full_ms)
+    assert predictor_check(tmp_path / "missing.json", runs, lat, "resnet20", kw, (1, 16, 16)) is None
