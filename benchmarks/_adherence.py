@@ -251,28 +251,20 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
         if budget_ms is None:
             budget_ms = 1.5 * rt.subnets[0].latency.p95_ms
         rt.budget_ms = budget_ms
-        period_s = 0.0  # back to back, as the profile was measured: a paced call runs colder (~15-20% slower here)
-
-        def paced_call() -> None:
-            t0 = time.perf_counter()
-            rt(x)
-            rest = period_s - (time.perf_counter() - t0)
-            if rest > 0:
-                time.sleep(rest)
-
+        # calls back to back, as the profile was measured: a paced call runs colder (~15-20% slower here)
         try:
             # storm trials alternate with control trials without a storm: what the quiet machine alone does
             for procs in [storm_procs, 0] * (2 if quick else 5):
                 storm = Storm(procs)
                 for _ in range(300):
-                    paced_call()
+                    rt(x)
                 before = dict(rt.slowdowns)
                 storm.start()
                 peak: dict[str, float] = {}
                 end = time.perf_counter() + storm_s
                 storm_calls = 0
                 while time.perf_counter() < end:
-                    paced_call()
+                    rt(x)
                     storm_calls += 1
                     for t, v in rt.slowdowns.items():
                         key = "auto" if t is None else str(t)
@@ -281,7 +273,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                 highest: list[float] = []  # per post-storm call: the largest estimate over the thread counts
                 farthest: list[float] = []  # ... and the one farthest from 1.0 either way
                 for _ in range(after_calls):
-                    paced_call()
+                    rt(x)
                     values = list(rt.slowdowns.values())
                     highest.append(max(values))
                     farthest.append(max(values, key=lambda v: abs(v - 1.0)))
@@ -306,7 +298,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     first = [t["calls_to_first_clear"] for t in trials if t["busy_procs"]]
     return {
         "budget_ms": budget_ms, "thread_counts": ["auto" if t is None else t for t in counts],
-        "storm_procs": storm_procs, "storm_s": storm_s, "period_ms": period_s * 1e3, "after_calls": after_calls,
+        "storm_procs": storm_procs, "storm_s": storm_s, "period_ms": 0.0, "after_calls": after_calls,
         "trials": trials, "calls_to_clear": settled, "control_calls_to_clear": control,
         "calls_to_first_clear": first,
         "goal_clear_within_200_calls": all(s is not None and s <= 200 for s in settled),
