@@ -204,6 +204,8 @@ def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | Non
                 phases.append({"busy_procs": level, "calls": len(seg),
                                "within_budget": float(np.mean(np.asarray(seg) <= budget_ms)) if seg else None,
                                "served": {n: served[n0:].count(n) for n in dict.fromkeys(served[n0:])}})
+                if strategy == "adaptive":  # the miss guard's margin at the end of the phase (selection fits budget/it)
+                    phases[-1]["budget_margin_end"] = rt.stats().budget_margin
         finally:
             load.off()
         switches = rt.stats().switches if strategy == "adaptive" else None

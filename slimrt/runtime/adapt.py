@@ -28,6 +28,17 @@ contention that slows every count the stale ones thus stay high, and the runtime
 instead of probing a count reset to 1.0; when only the served count is spared, the others come back to 1.0 and a
 probe of them is seen within ``fast_window`` calls, the doubling patience keeping such probes rare. Once the device
 is quiet, every prediction is back to the profile within ``window + stale_calls`` calls.
+
+Budget margin (a miss guard): the slowdown views describe the typical call and a 90th percentile; on a CPU shared
+with other processes a few calls in a hundred are preempted for a scheduler slice (several ms), a tail no window of
+32 calls sees, so a sub-net whose prediction fits can still miss the budget on several percent of its calls. The
+controller therefore also counts the misses it did not predict: calls over the budget whose prediction fitted, and
+that the fastest candidate would have met (its profiled p50 as much slower; spikes no sub-net absorbs do not count).
+Misses in a row count once (a level shift, which the slowdown views follow within ``fast_window`` calls). More than
+``miss_allowance`` of them within ``miss_window`` calls multiply a margin by ``margin_step`` (selection then fits
+``budget / margin``), and every ``margin_hold`` calls without a miss divide it by ``margin_step`` again, down to
+1.0. Like a congestion window, it needs no model of the tail: it reacts to the misses themselves, probes the bigger
+sub-net again after each hold, and on a quiet device returns to 1.0 within ``margin_hold`` calls per step.
 """
 
 from __future__ import annotations
@@ -54,11 +65,18 @@ class AdaptConfig:
     min_slowdown: float = 0.25
     max_slowdown: float = 64.0
     stale_calls: int = 64
+    miss_window: int = 100
+    miss_allowance: int = 1
+    margin_step: float = 1.25
+    margin_hold: int = 256
+    max_margin: float = 4.0
 
     def __post_init__(self) -> None:
         if (self.window < 1 or self.fast_window < 1 or self.up_patience < 1 or self.max_patience < self.up_patience
-                or self.stale_calls < 1):
+                or self.stale_calls < 1 or self.miss_window < 1 or self.miss_allowance < 0 or self.margin_hold < 1):
             raise ValueError(f"invalid adaptation windows: {self}")
+        if not (self.margin_step > 1 and self.max_margin >= 1):
+            raise ValueError(f"need margin_step > 1 and max_margin >= 1, got {self.margin_step}/{self.max_margin}")
         if not (0 < self.up_margin <= 1):
             raise ValueError(f"up_margin must lie in (0, 1], got {self.up_margin}")
         if not (0 < self.min_slowdown <= 1 <= self.max_slowdown):
@@ -154,6 +172,13 @@ class Controller:
         self._since_up: int | None = None
         self._stable = 0
         self.switches = 0
+        self.margin = 1.0
+        fast = self.reference_ms[selector.fastest]
+        self._shrink = [min(1.0, fast / r) if r > 0 else 1.0 for r in self.reference_ms]
+        self._misses: deque[int] = deque()
+        self._guard_calls = 0
+        self._missed_last = False
+        self._margin_event = 0  # call count of the last miss or margin change
         self.active, self.feasible = selector.choose(budget_ms, 1.0)
         self.decision = (self.active, self.feasible, budget_ms)
 
@@ -185,9 +210,12 @@ class Controller:
         return self.selector.choose_each(budget_ms, [e.value for e in self.estimators])
 
     def set_budget(self, budget_ms: float) -> int:
-        """New (validated) budget: re-select at once, in either direction (an explicit request needs no hysteresis)."""
+        """New (validated) budget: re-select at once, in either direction (an explicit request needs no hysteresis).
+        The margin is kept (it describes the device), the misses counted against the old budget are not."""
         self.budget_ms = budget_ms
-        self._switch(*self._choose(budget_ms), up=False)
+        self._misses.clear()
+        target, ok = self._choose(budget_ms / self.margin)
+        self._switch(target, ok or self.predicted_ms(target) <= budget_ms, up=False)
         self._up_count = 0
         self.decision = (self.active, self.feasible, budget_ms)
         return self.active
@@ -212,20 +240,48 @@ class Controller:
             if k != g and self._seen[k] < limit and e.value > now * 1.0001:
                 e.reset(now)
 
-    def observe(self, index: int, observed_ms: float) -> int:
-        """Record that candidate ``index`` took ``observed_ms``; return the candidate for the next call."""
+    def observe(self, index: int, observed_ms: float, missed: bool | None = None) -> int:
+        """Record that candidate ``index`` took ``observed_ms`` (``missed``: whether the whole call exceeded the
+        budget; default ``observed_ms > budget``); return the candidate for the next call."""
         if not self.adapt:
             return self.active
         g = self.group[index]
+        fitted = self.estimators[g].value * self.selector.base_ms[index] <= self.budget_ms  # predicted before the call
         self.estimators[g].update(observed_ms, self.reference_ms[index], self.spread[index], self.tail_ms[index])
         if len(self.estimators) > 1:
             self._forget_stale(g)
+        missed = observed_ms > self.budget_ms if missed is None else missed
+        # a miss counts only if it was not predicted (a predicted one is the estimator's business: a storm where
+        # nothing fits) and the fastest candidate, as much slower, would have fitted: never for spikes that no
+        # sub-net absorbs (stepping down would cost accuracy and buy nothing)
+        self._guard(missed and fitted and observed_ms * self._shrink[index] <= self.budget_ms)
         active = self._step()
         self.decision = (active, self.feasible, self.budget_ms)
         return active
 
+    def _guard(self, missed: bool) -> None:
+        """Count this call toward the miss guard; raise or lower the budget margin (module docstring)."""
+        cfg = self.config
+        self._guard_calls = n = self._guard_calls + 1
+        run_on, self._missed_last = self._missed_last, missed
+        if missed and run_on:
+            self._margin_event = n  # a run of misses in a row is one event: a level shift the estimator follows
+        elif missed:
+            self._margin_event = n
+            misses = self._misses
+            misses.append(n)
+            while misses[0] <= n - cfg.miss_window:
+                misses.popleft()
+            if len(misses) > cfg.miss_allowance:
+                self.margin = min(self.margin * cfg.margin_step, cfg.max_margin)
+                misses.clear()  # the next step needs fresh misses, seen under the new margin
+        elif self.margin > 1.0 and n - self._margin_event >= cfg.margin_hold:
+            self.margin = max(1.0, self.margin / cfg.margin_step)
+            self._margin_event = n
+
     def _step(self) -> int:
-        budget, active = self.budget_ms, self.active
+        active = self.active
+        budget = self.budget_ms / self.margin
         if self._since_up is not None:
             self._since_up += 1
             if self._since_up > self.config.up_patience:
@@ -236,7 +292,7 @@ class Controller:
                 self.patience = min(2 * self.patience, self.config.max_patience)  # a step-up that did not hold
                 self._stable = 0
             self._up_count = 0
-            self._switch(target, ok, up=False)
+            self._switch(target, ok or self.predicted_ms(target) <= self.budget_ms, up=False)
             return self.active
         self.feasible = True
         up, _ = self._choose(budget * self.config.up_margin)

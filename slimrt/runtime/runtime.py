@@ -89,6 +89,7 @@ class RuntimeStats(BaseModel):
     calls_by_threads: dict[str, int] = {}
     slowdown_by_threads: dict[str, float] = {}
     steady_calls: int = 0
+    budget_margin: float = 1.0
 
 
 def _is_int(v: object) -> bool:
@@ -359,14 +360,15 @@ class SlimRuntime:
             elif self._run_len == self._steady_n and not self._steady_asked[i] and not self._closed:
                 self._start_steady(i)
             self._calls[i] += 1
-            if t1 - t0 > budget * 1e6:
+            missed = t1 - t0 > budget * 1e6
+            if missed:
                 self._misses[i] += 1
             if not feasible:
                 self._infeasible += 1
                 # a budget replaced during the call is not warned about: the next call reports on the new one
                 if not self._warned and budget == self._budget:
                     self._warn_infeasible(i, budget)
-            ctl.observe(i, ms)
+            ctl.observe(i, ms, missed)
         return y
 
     def _check_input(self, x: Any) -> None:
@@ -561,7 +563,7 @@ class SlimRuntime:
                 latency_source=self.latency_source, backend=self.backend, device=self.device,
                 active_threads=self.active_threads, calls_by_threads=by_threads,
                 slowdown_by_threads={_thread_label(t): v for t, v in self._ctl.slowdowns.items()},
-                steady_calls=self._steady_calls,
+                steady_calls=self._steady_calls, budget_margin=self._ctl.margin,
             )
 
     def reset_stats(self) -> None:

@@ -111,6 +111,61 @@ def test_frequent_spikes_inflate_the_tail_and_step_down() -> None:
     assert NAMES[ctl.active] != "full" and ctl.switches >= 1
 
 
+def _preempted(ctl: Controller, calls: int, every: int, extra_ms: float) -> list[tuple[str, bool]]:
+    """Feed ``calls`` calls at their p50, every ``every``-th one ``extra_ms`` later (a scheduler slice lost to
+    another process: additive, whichever sub-net runs); return (sub-net, within budget) per call."""
+    out = []
+    for k in range(calls):
+        name = NAMES[ctl.active]
+        ms = P50[name] + (extra_ms if k % every == every - 1 else 0.0)
+        out.append((name, ms <= ctl.budget_ms))
+        ctl.observe(ctl.active, ms)
+    return out
+
+
+def test_miss_guard_steps_down_under_a_preemption_tail_and_returns_when_it_ends() -> None:
+    # 4% of calls lose 2 ms: the median and the 90th percentile stay at the profile, so the slowdown views keep
+    # 'full' (p95 2.4 ms <= 3 ms), which then misses 4% of its calls; 'mid' (1 + 2 = 3 ms) absorbs the slice.
+    off = controller(miss_allowance=10**6)  # the guard disabled: what the slowdown views alone do
+    unguarded = _preempted(off, 2500, 25, 2.0)
+    assert {n for n, _ in unguarded} == {"full"} and off.margin == 1.0
+    assert sum(ok for _, ok in unguarded) / len(unguarded) == pytest.approx(0.96)
+    ctl = controller()
+    guarded = _preempted(ctl, 2500, 25, 2.0)
+    served = [n for n, _ in guarded]
+    first_mid = served.index("mid")
+    assert first_mid <= 100  # two counted misses within miss_window calls raise the margin (twice: 2.4 ms fits 3/1.25)
+    # like a congestion window, the margin decays after margin_hold quiet calls and 'full' is probed again: a
+    # sawtooth that keeps misses below 1%, most calls on 'mid'
+    late = guarded[first_mid:]
+    assert sum(ok for _, ok in late) / len(late) >= 0.99
+    assert served.count("mid") > 0.7 * len(served)
+    # the tail ends: the margin comes down one step per margin_hold quiet calls, then the patience runs
+    quiet = run(ctl, 1.0, 1000)
+    assert ctl.margin == 1.0 and quiet[-1] == "full"
+    assert quiet.index("full") <= 2 * ctl.config.margin_hold + 2 * ctl.config.up_patience
+
+
+def test_miss_guard_ignores_spikes_no_subnet_absorbs_and_predicted_misses() -> None:
+    # 4% of calls lose 20 ms: even 'small' would miss, so stepping down buys nothing
+    ctl = controller()
+    _preempted(ctl, 2000, 25, 20.0)
+    assert ctl.margin == 1.0 and ctl.switches == 0
+    # a budget below every prediction: each call misses, as predicted; the margin stays (the estimator's business)
+    ctl = controller(budget=0.3)
+    run(ctl, 1.0, 500)
+    assert ctl.margin == 1.0 and not ctl.feasible
+
+
+def test_budget_change_keeps_the_margin() -> None:
+    ctl = controller()
+    _preempted(ctl, 500, 25, 2.0)
+    m = ctl.margin
+    assert m > 1.0
+    assert NAMES[ctl.set_budget(100.0)] == "full" and ctl.margin == m
+    assert NAMES[ctl.set_budget(2.9)] == "mid"  # 'full' p95 2.4 ms fits 2.9 ms, not 2.9 / margin
+
+
 def test_noise_inside_the_profile_does_not_step_down() -> None:
     # Budget 17% above full's p95 (2.4 ms); +-10% noise stays inside the profiled spread (p95/p50 = 1.2).
     ctl = controller(budget=2.8)
@@ -158,5 +213,9 @@ def test_adapt_off_keeps_the_static_choice() -> None:
 def test_bad_config_rejected() -> None:
     with pytest.raises(ValueError):
         AdaptConfig(up_margin=1.5)
+    with pytest.raises(ValueError, match="margin_step"):
+        AdaptConfig(margin_step=1.0)
+    with pytest.raises(ValueError, match="windows"):
+        AdaptConfig(miss_window=0)
     with pytest.raises(ValueError):
         AdaptConfig(window=0)
