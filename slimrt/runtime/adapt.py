@@ -36,9 +36,11 @@ controller therefore also counts the misses it did not predict: calls over the b
 that the fastest candidate would have met (its profiled p50 as much slower; spikes no sub-net absorbs do not count).
 Misses in a row count once (a level shift, which the slowdown views follow within ``fast_window`` calls). More than
 ``miss_allowance`` of them within ``miss_window`` calls multiply a margin by ``margin_step`` (selection then fits
-``budget / margin``), and every ``margin_hold`` calls without a miss divide it by ``margin_step`` again, down to
-1.0. Like a congestion window, it needs no model of the tail: it reacts to the misses themselves, probes the bigger
-sub-net again after each hold, and on a quiet device returns to 1.0 within ``margin_hold`` calls per step.
+``budget / margin``); every span of ``hold`` calls with at most ``miss_allowance`` of them divides it by
+``margin_step`` again, down to 1.0. ``hold`` starts at ``margin_hold`` and doubles (up to ``max_hold``) when a
+raise follows a step down within one span, so a lasting tail is probed more rarely, and halves again after each step
+down that held; the margin left by a short burst comes down within ``margin_hold`` calls per step. Like a congestion
+window, it needs no model of the tail: it reacts to the misses themselves.
 """
 
 from __future__ import annotations
@@ -68,12 +70,14 @@ class AdaptConfig:
     miss_window: int = 100
     miss_allowance: int = 1
     margin_step: float = 1.25
-    margin_hold: int = 256
+    margin_hold: int = 128
+    max_hold: int = 256
     max_margin: float = 4.0
 
     def __post_init__(self) -> None:
         if (self.window < 1 or self.fast_window < 1 or self.up_patience < 1 or self.max_patience < self.up_patience
-                or self.stale_calls < 1 or self.miss_window < 1 or self.miss_allowance < 0 or self.margin_hold < 1):
+                or self.stale_calls < 1 or self.miss_window < 1 or self.miss_allowance < 0 or self.margin_hold < 1
+                or self.max_hold < self.margin_hold):
             raise ValueError(f"invalid adaptation windows: {self}")
         if not (self.margin_step > 1 and self.max_margin >= 1):
             raise ValueError(f"need margin_step > 1 and max_margin >= 1, got {self.margin_step}/{self.max_margin}")
@@ -178,7 +182,10 @@ class Controller:
         self._misses: deque[int] = deque()
         self._guard_calls = 0
         self._missed_last = False
-        self._margin_event = 0  # call count of the last miss or margin change
+        self._span_start = 0  # call count where the current hold span began (a margin change starts a new one)
+        self._span_misses = 0
+        self._last_lower = self._last_raise = -(10**9)
+        self.hold = self.config.margin_hold  # calls per step down; doubles after a premature one
         self.active, self.feasible = selector.choose(budget_ms, 1.0)
         self.decision = (self.active, self.feasible, budget_ms)
 
@@ -264,20 +271,28 @@ class Controller:
         cfg = self.config
         self._guard_calls = n = self._guard_calls + 1
         run_on, self._missed_last = self._missed_last, missed
-        if missed and run_on:
-            self._margin_event = n  # a run of misses in a row is one event: a level shift the estimator follows
-        elif missed:
-            self._margin_event = n
+        if missed and not run_on:
+            self._span_misses += 1
             misses = self._misses
             misses.append(n)
             while misses[0] <= n - cfg.miss_window:
                 misses.popleft()
             if len(misses) > cfg.miss_allowance:
+                # a raise soon after a step down means the step down was premature: hold twice as long next time
+                # (like the up-switch patience); a raise long after starts again from margin_hold
+                soon = n - self._last_lower <= self.hold
+                self.hold = min(2 * self.hold, cfg.max_hold) if soon else cfg.margin_hold
                 self.margin = min(self.margin * cfg.margin_step, cfg.max_margin)
+                self._last_raise = n
                 misses.clear()  # the next step needs fresh misses, seen under the new margin
-        elif self.margin > 1.0 and n - self._margin_event >= cfg.margin_hold:
-            self.margin = max(1.0, self.margin / cfg.margin_step)
-            self._margin_event = n
+                self._span_start, self._span_misses = n, 0
+        if self.margin > 1.0 and n - self._span_start >= self.hold:
+            if self._span_misses <= cfg.miss_allowance:  # a span at or below the tolerated rate: one step down
+                if self._last_lower > self._last_raise:  # the last step down held: the device is quieting
+                    self.hold = max(cfg.margin_hold, self.hold // 2)
+                self.margin = max(1.0, self.margin / cfg.margin_step)
+                self._last_lower = n
+            self._span_start, self._span_misses = n, 0
 
     def _step(self) -> int:
         active = self.active
