@@ -1,0 +1,38 @@
+"""The latency-table benchmark's error summaries (benchmarks/latency_table.py), on hand-made rows."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
+
+from latency_table import full_spread, ratio_errors  # noqa: E402
+
+
+def _row(name: str, pred: float, meas: float, full_beside: float | None = None) -> dict:
+    r = {"name": name, "predicted_ms": pred, "measured_p50_ms": meas}
+    if full_beside is not None:
+        r["beside_full"] = {"measured_p50_ms": meas, "full_p50_ms": full_beside}
+    return r
+
+
+def test_ratio_errors_cancel_a_drift_shared_by_every_measurement() -> None:
+    # the machine ran 20% slower for the end-to-end pass: absolute errors are all -1/6, relative ones vanish
+    rows = [_row("full", 1.0, 1.2), _row("a", 0.5, 0.6), _row("b", 0.25, 0.3)]
+    r = ratio_errors(rows)
+    assert r["median_rel_error"] == pytest.approx(0.0, abs=1e-12)
+    assert r["max_rel_error"] == pytest.approx(0.0, abs=1e-12)
+    rows[2]["measured_p50_ms"] = 0.4  # b really is a third slower than predicted, relative to the full network
+    r = ratio_errors(rows)
+    assert r["max_rel_error"] == pytest.approx(abs((0.25 / 1.0) / (0.4 / 1.2) - 1))
+    assert r["median_rel_error"] == pytest.approx(0.125)  # median of 0 and 0.25
+
+
+def test_full_spread_reads_the_full_network_of_every_pair() -> None:
+    rows = [_row("full", 1.0, 1.0), _row("a", 0.5, 0.5, 0.8), _row("b", 0.5, 0.5, 1.2), _row("c", 0.5, 0.5, 1.0)]
+    s = full_spread(rows)
+    assert (s["min_ms"], s["median_ms"], s["max_ms"]) == (0.8, 1.0, 1.2)
+    assert s["max_over_min"] == pytest.approx(1.5)
