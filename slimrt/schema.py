@@ -499,6 +499,12 @@ class LatencyTable(_Frozen):
     inside the whole network differ (thread hand-offs, cache, additions and pooling the parts do not include), so
     ``other_ms`` and ``scale`` are calibrated on two end-to-end measurements, the full network and the smallest
     sub-net (every group at one unit); with only the full network, ``scale`` stays 1 and ``other_ms`` takes the gap.
+
+    Channel alignment (``align``, ``aligned_scale``): ONNX Runtime's CPU kernels run convolutions whose channel
+    counts are multiples of the SIMD block in a blocked layout, and a whole network of such layers pays its layout
+    conversions once, where a layer timed alone pays them every time. When fitted on whole networks measured on the
+    device (:func:`slimrt.bench.layers.fit_alignment`), layers whose input and output counts are both multiples of
+    ``align`` are scaled by ``aligned_scale`` and the others by ``scale``; ``fit`` records how (networks, errors).
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -512,6 +518,9 @@ class LatencyTable(_Frozen):
     fixed_ms: float
     other_ms: float = 0.0
     scale: float = Field(default=1.0, gt=0)
+    align: int | None = Field(default=None, ge=1, description="channel multiple that runs in the blocked layout")
+    aligned_scale: float | None = Field(default=None, gt=0, description="scale of layers aligned on both sides")
+    fit: dict[str, float | int | str] | None = None
     full_measured_ms: float | None = Field(default=None, gt=0)
     small_measured_ms: float | None = Field(default=None, gt=0)
     small_widths: dict[str, int] | None = None
@@ -548,20 +557,37 @@ class LatencyTable(_Frozen):
                 return p
         raise KeyError(f"latency table has no part {key!r}")
 
-    def layer_ms(self, widths: dict[str, int]) -> dict[str, float]:
-        """Predicted latency of every layer for the kept ``widths`` (groups not named keep their full width)."""
-        parts = {p.key: p for p in self.parts}
-        out: dict[str, float] = {}
+    def layer_channels(self, widths: dict[str, int]) -> dict[str, tuple[int, int]]:
+        """``(n_in, n_out)`` of every layer for the kept ``widths`` (groups not named keep their full width)."""
+        out: dict[str, tuple[int, int]] = {}
         for layer in self.layers:
             n_in = sum(min(widths.get(g, c), c) for g, c in layer.inputs) * layer.in_repeat
             n_out = sum(min(widths.get(g, c), c) for g, c in layer.outputs)
-            if layer.depthwise:
-                n_in = n_out
-            out[layer.name] = parts[layer.part].at(n_in, n_out)
+            out[layer.name] = (n_out if layer.depthwise else n_in, n_out)
         return out
 
+    def layer_ms(self, widths: dict[str, int]) -> dict[str, float]:
+        """Measured latency of every layer alone (unscaled) for the kept ``widths``."""
+        parts = {p.key: p for p in self.parts}
+        chans = self.layer_channels(widths)
+        return {la.name: parts[la.part].at(*chans[la.name]) for la in self.layers}
+
+    def split_ms(self, widths: dict[str, int], align: int | None = None) -> tuple[float, float]:
+        """Unscaled layer sums ``(aligned, other)``: layers whose input and output counts are both multiples of
+        ``align`` (default: the table's; with none, every layer counts as other)."""
+        a = align if align is not None else self.align
+        ms = self.layer_ms(widths)
+        if a is None:
+            return 0.0, sum(ms.values())
+        chans = self.layer_channels(widths)
+        aligned = sum(v for k, v in ms.items() if chans[k][0] % a == 0 and chans[k][1] % a == 0)
+        return aligned, sum(ms.values()) - aligned
+
     def predict_ms(self, widths: dict[str, int]) -> float:
-        """Predicted latency (ms) of the sub-net keeping ``widths``: fixed + other + sum of its layers."""
-        return self.fixed_ms + self.other_ms + self.scale * sum(self.layer_ms(widths).values())
+        """Predicted latency (ms) of the sub-net keeping ``widths``: fixed + other + its scaled layers."""
+        if self.align is None or self.aligned_scale is None:
+            return self.fixed_ms + self.other_ms + self.scale * sum(self.layer_ms(widths).values())
+        aligned, rest = self.split_ms(widths)
+        return self.fixed_ms + self.other_ms + self.aligned_scale * aligned + self.scale * rest
 
 Manifest.model_rebuild()

@@ -105,3 +105,43 @@ def test_real_measurement_on_a_tiny_net_has_the_right_structure(tmp_path):
     path.write_text(t.model_dump_json())
     pred = LatencyPredictor(net, load_latency_table(path))
     assert pred.ms(net.full_spec()) > 0
+
+
+def _grid_table() -> LatencyTable:
+    g = [4, 8, 12, 16]
+    a = LatencyPart(key="a", in_grid=g, out_grid=g, ms=[[0.01 * i * o / 16 + 0.02 for o in g] for i in g])
+    layers = [LatencyLayer(name="c1", part="a", inputs=[("g1", 16)], outputs=[("g2", 16)]),
+              LatencyLayer(name="c2", part="a", inputs=[("g2", 16)], outputs=[("g3", 16)])]  # fmt: skip
+    return table([a], layers, {"g1": 16, "g2": 16, "g3": 16}, fixed=0.05)
+
+
+def test_alignment_scales_split_layers_by_channel_multiple():
+    t = _grid_table().model_copy(update={"align": 8, "aligned_scale": 0.5, "scale": 2.0, "other_ms": 0.1})
+    w = {"g1": 8, "g2": 16, "g3": 12}  # c1 is 8 -> 16 (aligned), c2 is 16 -> 12 (not)
+    ms = t.layer_ms(w)
+    assert t.split_ms(w) == pytest.approx((ms["c1"], ms["c2"]))
+    assert t.split_ms(w, align=4) == pytest.approx((ms["c1"] + ms["c2"], 0.0))
+    assert t.predict_ms(w) == pytest.approx(0.05 + 0.1 + 0.5 * ms["c1"] + 2.0 * ms["c2"])
+    again = LatencyTable.model_validate_json(t.model_dump_json())
+    assert again.predict_ms(w) == pytest.approx(t.predict_ms(w))
+    plain = t.model_copy(update={"aligned_scale": None})  # without a fitted aligned scale: one scale for all
+    assert plain.predict_ms(w) == pytest.approx(0.05 + 0.1 + 2.0 * (ms["c1"] + ms["c2"]))
+
+
+def test_fit_alignment_recovers_the_scales_of_whole_networks():
+    from slimrt.bench.layers import fit_alignment
+
+    t = _grid_table()
+    truth = t.model_copy(update={"align": 8, "aligned_scale": 0.7, "scale": 1.3, "other_ms": 0.02})
+    nets = [{"g1": a, "g2": b, "g3": c} for a in (4, 8, 16) for b in (4, 8, 12, 16) for c in (8, 12)]
+    samples = [(w, truth.predict_ms(w)) for w in nets]
+    fitted = fit_alignment(t, samples, aligns=(8, 16))
+    assert fitted.align == 8  # 16 explains these networks worse, leave-one-out
+    assert (fitted.other_ms, fitted.aligned_scale, fitted.scale) == pytest.approx((0.02, 0.7, 1.3), rel=1e-6)
+    assert fitted.fit["networks"] == len(nets) and fitted.fit["loo_max_rel_error"] < 1e-6
+    assert fitted.fixed_ms == t.fixed_ms and fitted.parts == t.parts  # only the scales change
+    with pytest.raises(ValueError, match="at least 6"):
+        fit_alignment(t, samples[:5])
+    aligned_only = [(w, truth.predict_ms(w)) for w in ({"g1": a, "g2": b, "g3": 8} for a in (8, 16) for b in (8, 16))]
+    with pytest.raises(ValueError, match="cannot separate"):  # no unaligned layer anywhere: one scale is unknowable
+        fit_alignment(t, aligned_only * 2, aligns=(8,))
