@@ -65,6 +65,9 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "progressive-latency-l1": {**_LATENCY, "supernet_epochs": 2, "ranking": "l1"},
     "progressive-latency-bn": {**_LATENCY, "supernet_epochs": 2, "ranking": "bn"},
     "progressive-latency-random": {**_LATENCY, "supernet_epochs": 2, "ranking": "random"},
+    # the same search with the table refitted on whole networks, aligned layers scaled apart
+    # (benchmarks/latency_table_fit.py -> latency-table-cpu-fitted.json)
+    "progressive-latency-fitted": {**_LATENCY, "supernet_epochs": 2, "latency_table": "latency-table-cpu-fitted.json"},
 }
 """Named variants of progressive (issue 11): SearchConfig fields over the standard ones; a ``latency_table`` is
 read from the results folder (``latency-table-cpu.json``: ``slimrt latency-table --arch resnet20 --in-channels 1
