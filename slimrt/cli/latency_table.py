@@ -14,11 +14,41 @@ if TYPE_CHECKING:
 __all__ = ["latency_table", "measure_net_table"]
 
 
+def calibration_widths(net: DynamicNet, n: int, group_size: int = 8, min_units: int = 4,
+                       seed: int = 0) -> list[dict[str, int]]:  # fmt: skip
+    """``n`` whole networks for :func:`slimrt.bench.layers.fit_alignment`: every other one a uniform width (each
+    group at ``ceil(c / C x channels)``, ``c`` evenly spaced on the widest group's 1-channel grid: aligned and
+    unaligned channel counts alike), the others random widths on the unit grid (the search's own kind)."""
+    import numpy as np
+
+    from slimrt.train.methods.steps import unit_size
+
+    groups = {g.name: g.channels for g in net.prunable_groups}
+    wide = max(groups.values())
+    low = max(1, wide // 4)  # the US-Nets grid's range: 25% to 100% of every group
+    rng = np.random.default_rng(seed)
+    out: list[dict[str, int]] = []
+    n_uniform = (n + 1) // 2
+    for c in np.linspace(low, wide, n_uniform + 1)[:-1]:  # the full network is measured anyway
+        out.append({g: max(1, -(-round(float(c)) * ch // wide)) for g, ch in groups.items()})
+    for _ in range(n - n_uniform):
+        w = {}
+        for g, ch in groups.items():
+            u = unit_size(ch, group_size, min_units)
+            w[g] = int(u * rng.integers(1, ch // u + 1))
+        out.append(w)
+    return out
+
+
 def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_size: int = 8, min_units: int = 4,
-                      full: bool = True, progress: bool = False, **kwargs: Any) -> LatencyTable:  # fmt: skip
+                      full: bool = True, calibrate: int = 0, progress: bool = False,
+                      **kwargs: Any) -> LatencyTable:  # fmt: skip
     """Measure ``net``'s latency table: every part over the unit grid, the call cost, and (``full``) the full
-    network and the smallest sub-net exported as deployed, which calibrate ``other_ms`` and ``scale``. ``kwargs`` go to
-    :func:`slimrt.bench.layers.measure_latency_table` (threads, runs, warmup, duration_s, batch_size)."""
+    network and the smallest sub-net exported as deployed, which calibrate ``other_ms`` and ``scale``. With
+    ``calibrate`` > 0, that many whole networks (:func:`calibration_widths`) and the full one are then measured end to
+    end, interleaved, and :func:`slimrt.bench.layers.fit_alignment` refits the scales with channel alignment (kept
+    only if the fit succeeds). ``kwargs`` go to :func:`slimrt.bench.layers.measure_latency_table` (threads, runs,
+    warmup, duration_s, batch_size)."""
     import torch
 
     from slimrt.bench.layers import measure_latency_table
@@ -35,9 +65,58 @@ def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_s
         small_widths = {g.name: min_keep(g.channels, unit_size(g.channels, group_size, min_units))
                         for g in net.prunable_groups}  # fmt: skip
         small = export_module(net.extract(net.spec(small_widths, name="smallest")), example)
-    return measure_latency_table(parts, layers, groups, list(net.input_shape), device_profile, full_model=model,
-                                 small_model=small, small_widths=small_widths, progress=progress,
-                                 **kwargs)  # fmt: skip
+    table = measure_latency_table(parts, layers, groups, list(net.input_shape), device_profile, full_model=model,
+                                  small_model=small, small_widths=small_widths, progress=progress,
+                                  **kwargs)  # fmt: skip
+    if calibrate > 0:
+        table = _calibrate(net, table, device_profile, calibrate, group_size, min_units, kwargs)
+    return table
+
+
+def _calibrate(net: DynamicNet, table: LatencyTable, prof: DeviceProfile, n: int, group_size: int, min_units: int,
+               kwargs: dict[str, Any]) -> LatencyTable:  # fmt: skip
+    """Measure ``n`` calibration networks and the full one end to end (``slimrt bench``'s interleaved protocol) and
+    refit ``table`` with channel alignment; the table unchanged (a warning logged) when the fit fails."""
+    import logging
+    import tempfile
+
+    import numpy as np
+    import onnx
+    import torch
+
+    from slimrt.bench.layers import _runner, fit_alignment
+    from slimrt.exporters.onnx import export_module
+    from slimrt.runtime.measure import measure_latency
+
+    log = logging.getLogger("slimrt.latency_table")
+    example = torch.zeros(1, *net.input_shape)
+    nets = [{g.name: g.channels for g in net.prunable_groups}, *calibration_widths(net, n, group_size, min_units)]
+    threads = kwargs.get("threads") if kwargs.get("threads") is not None else prof.threads
+    bs = kwargs.get("batch_size") or prof.batch_sizes[0]
+    runners = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="slimrt-ltcal-") as d:
+            for k, w in enumerate(nets):
+                path = Path(d) / f"n{k}.onnx"
+                onnx.save(export_module(net.extract(net.spec(w, name=f"n{k}")), example), path)
+                runners[f"n{k}"] = _runner(path, threads)
+            x = np.random.default_rng(1).standard_normal((bs, *net.input_shape)).astype(np.float32)
+            lat = measure_latency(runners, x, warmup=kwargs.get("warmup") or prof.warmup,
+                                  runs=kwargs.get("runs") or prof.runs, duration_s=kwargs.get("duration_s"))
+    finally:
+        for r in runners.values():
+            r.close()
+    samples = [(w, lat[f"n{k}"].p50_ms) for k, w in enumerate(nets)]
+    try:
+        fitted = fit_alignment(table, samples)
+    except ValueError as e:
+        log.warning("latency table: alignment fit on %d networks failed (%s); keeping the two-point calibration",
+                    len(samples), e)
+        return table
+    log.info("latency table: alignment %d, aligned scale %.3f, other scale %.3f, leave-one-out median error %.1f%% "
+             "over %d networks", fitted.align, fitted.aligned_scale, fitted.scale,
+             100 * fitted.fit["loo_median_rel_error"], len(samples))  # fmt: skip
+    return fitted
 
 
 def latency_table(
@@ -52,6 +131,10 @@ def latency_table(
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the device profile's).")] = None,
     runs: Annotated[int | None, typer.Option(help="Timed rounds per grid (default: the device profile's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch (default: the device profile's first).")] = None,
+    calibrate: Annotated[int, typer.Option(
+        min=0, help="Also measure this many whole networks end to end (uniform and random widths) and refit the "
+                    "table's scales with channel alignment: layers whose channel counts are multiples of the SIMD "
+                    "block run faster inside a network than alone (0: off; 12 or more recommended).")] = 0,  # fmt: skip
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the table (JSON).")] = Path(
         "latency-table.json"
     ),
@@ -79,8 +162,12 @@ def latency_table(
     else:
         raise ConfigError("usage: slimrt latency-table MODEL.pt -o table.json (or --arch NAME --in-channels ...)")
     table = measure_net_table(net, prof, group_size=group_size, min_units=min_units, threads=threads, runs=runs,
-                              batch_size=batch_size, progress=True)  # fmt: skip
+                              batch_size=batch_size, calibrate=calibrate, progress=True)  # fmt: skip
     atomic_write_text(out, table.model_dump_json(indent=1))
+    if table.fit:
+        Console().print(f"alignment fit on {table.fit['networks']} networks: channels in multiples of {table.align} "
+                        f"scale {table.aligned_scale:.3f}, others {table.scale:.3f}; leave-one-out median error "
+                        f"{100 * float(table.fit['loo_median_rel_error']):.1f}%", highlight=False)  # fmt: skip
     Console().print(
         f"latency table: {len(table.parts)} parts, {len(table.layers)} layers, {table.measurements} models measured; "
         f"call {table.fixed_ms:.4f} ms, other {table.other_ms:.4f} ms, full predicted "

@@ -56,6 +56,38 @@ def test_train_table_output_and_user_errors(tmp_path, tiny_config):
     assert bad.exit_code != 0 and "ranking" in str(bad.exception)
 
 
+def test_latency_table_calibrated_on_whole_networks(tmp_path):
+    pytest.importorskip("onnxruntime")
+    import torch
+
+    from slimrt.cli.latency_table import calibration_widths
+    from slimrt.models import create_model
+    from slimrt.schema import LatencyTable
+    from slimrt.train import DynamicNet
+
+    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 8, 8))
+    nets = calibration_widths(net, 7)
+    groups = {g.name: g.channels for g in net.prunable_groups}
+    assert len(nets) == 7 and all(set(w) == set(groups) for w in nets)
+    uniform = nets[:4]  # 16..58 of the widest 64 channels, every group in proportion (1-channel steps)
+    assert [w["layer3.0.conv1"] for w in uniform] == [16, 28, 40, 52]
+    assert all(w["conv1"] == -(-w["layer3.0.conv1"] * 16 // 64) for w in uniform)
+    assert any(w["layer3.0.conv1"] % 8 for w in uniform)  # unaligned networks too: the fit needs them
+    assert all(w[g] % 4 == 0 and 0 < w[g] <= groups[g] for w in nets[4:] for g in w)  # random, on the unit grid
+    table = tmp_path / "t.json"
+    res = CliRunner().invoke(app, ["latency-table", "--arch", "resnet20", "--in-channels", "1", "--image-size", "8",
+                                   "--runs", "3", "--threads", "1", "--calibrate", "7", "-o", str(table)])  # fmt: skip
+    assert res.exit_code == 0, res.output
+    t = LatencyTable.model_validate_json(table.read_text())
+    # on real (noisy) timings the fit may be rejected (a scale <= 0): then the two-point calibration stays
+    if t.fit is not None:
+        assert t.fit["networks"] == 8 and t.align in (8, 16) and t.aligned_scale > 0 and "alignment fit" in res.output
+    else:
+        assert t.align is None and t.aligned_scale is None
+    res = CliRunner().invoke(app, ["latency-table", "--arch", "resnet20", "--calibrate", "-1", "-o", str(table)])
+    assert res.exit_code != 0 and "--calibrate" in res.output
+
+
 def test_latency_table_then_train_with_latency_cost(tmp_path):
     pytest.importorskip("onnxruntime")
     table = tmp_path / "t.json"
