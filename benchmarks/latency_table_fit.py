@@ -54,6 +54,21 @@ def is_uniform(widths: dict[str, int], groups: dict[str, int]) -> bool:
     return all(widths[g] == -(-c * n // full) for g, n in prunable.items())
 
 
+def relative_errors(table, samples) -> dict[str, float]:
+    """Errors of predicted/predicted-full against measured/measured-full: a latency level that differs between the
+    table's measurement and the aggregate's (another window, another protocol) cancels."""
+    full = next(m for w, m in samples if all(w[g] == c for g, c in table.groups.items() if g in w))
+    pf = table.predict_ms({})
+    e = [abs((table.predict_ms(w) / pf) / (m / full) - 1) for w, m in samples]
+    return {"median_rel_error": statistics.median(e), "max_rel_error": max(e)}
+
+
+def judge(table, samples, uniform, searched) -> dict:
+    """Absolute errors on all / uniform / searched networks, and the relative-to-full errors on all."""
+    return {"all": errors(table, samples), "uniform": errors(table, uniform), "searched": errors(table, searched),
+            "relative_to_full": relative_errors(table, samples)}
+
+
 def errors(table, samples) -> dict[str, float]:
     """Relative error of ``table``'s prediction on ``samples`` (widths, measured ms): count, median, max."""
     e = [abs(table.predict_ms(w) / m - 1) for w, m in samples]
@@ -67,6 +82,8 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out-table", type=Path, default=STANDARD / "latency-table-cpu-fitted.json")
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--aligns", default="8,16", help="candidate channel multiples (the best by leave-one-out is kept)")
+    p.add_argument("--judge", type=Path, nargs="*", default=[],
+                   help="other tables (e.g. from `slimrt latency-table --calibrate N`) to judge on the same networks")
     args = p.parse_args(argv)
 
     from slimrt.bench.layers import fit_alignment
@@ -98,8 +115,13 @@ def main(argv: list[str] | None = None) -> dict:
         "machine": json.loads(args.aggregate.read_text()).get("machine"),
         "table": str(args.table.name),
         "networks": {"all": len(samples), "uniform": len(uniform), "searched": len(searched)},
-        "table_as_is": {"all": errors(table, samples), "uniform": errors(table, uniform),
-                        "searched": errors(table, searched)},
+        "table_as_is": judge(table, samples, uniform, searched),
+        "fitted_judged": judge(fitted, samples, uniform, searched),
+        "other_tables": {
+            str(t): {"fit": (o := LatencyTable.model_validate_json(t.read_text())).fit, "align": o.align,
+                     "aligned_scale": o.aligned_scale, "scale": o.scale, **judge(o, samples, uniform, searched)}
+            for t in args.judge
+        },
         "fitted_on_all": {"align": fitted.align, "other_ms": fitted.other_ms, "aligned_scale": fitted.aligned_scale,
                           "scale": fitted.scale, **(fitted.fit or {})},
         "holdout": {
@@ -111,6 +133,12 @@ def main(argv: list[str] | None = None) -> dict:
     }
     atomic_write_text(args.out_table, fitted.model_dump_json(indent=1))
     write_results(args.out, result)
+    for name, v in result["other_tables"].items():
+        print(f"{name}: median {100 * v['all']['median_rel_error']:.1f}% (searched "
+              f"{100 * v['searched']['median_rel_error']:.1f}%, uniform "
+              f"{100 * v['uniform']['median_rel_error']:.1f}%), "
+              f"relative to the full network {100 * v['relative_to_full']['median_rel_error']:.1f}% / max "
+              f"{100 * v['relative_to_full']['max_rel_error']:.1f}%")
     ho = result["holdout"]
     print(f"as is: median {100 * result['table_as_is']['all']['median_rel_error']:.1f}%, max "
           f"{100 * result['table_as_is']['all']['max_rel_error']:.1f}% over {len(samples)} networks")
