@@ -568,20 +568,24 @@ class LatencyTable(_Frozen):
 
     def layer_ms(self, widths: dict[str, int]) -> dict[str, float]:
         """Measured latency of every layer alone (unscaled) for the kept ``widths``."""
+        return {name: ms for name, ms, _ in self._layer_terms(widths)}
+
+    def _layer_terms(self, widths: dict[str, int]) -> list[tuple[str, float, tuple[int, int]]]:
+        """``(name, unscaled ms, (n_in, n_out))`` of every layer: the channel counts are worked out once."""
         parts = {p.key: p for p in self.parts}
         chans = self.layer_channels(widths)
-        return {la.name: parts[la.part].at(*chans[la.name]) for la in self.layers}
+        return [(la.name, parts[la.part].at(*chans[la.name]), chans[la.name]) for la in self.layers]
 
     def split_ms(self, widths: dict[str, int], align: int | None = None) -> tuple[float, float]:
         """Unscaled layer sums ``(aligned, other)``: layers whose input and output counts are both multiples of
         ``align`` (default: the table's; with none, every layer counts as other)."""
         a = align if align is not None else self.align
-        ms = self.layer_ms(widths)
+        terms = self._layer_terms(widths)
+        total = sum(ms for _, ms, _ in terms)
         if a is None:
-            return 0.0, sum(ms.values())
-        chans = self.layer_channels(widths)
-        aligned = sum(v for k, v in ms.items() if chans[k][0] % a == 0 and chans[k][1] % a == 0)
-        return aligned, sum(ms.values()) - aligned
+            return 0.0, total
+        aligned = sum(ms for _, ms, (i, o) in terms if i % a == 0 and o % a == 0)
+        return aligned, total - aligned
 
     def predict_ms(self, widths: dict[str, int]) -> float:
         """Predicted latency (ms) of the sub-net keeping ``widths``: fixed + other + its scaled layers."""

@@ -16,9 +16,9 @@ __all__ = ["latency_table", "measure_net_table"]
 
 def calibration_widths(net: DynamicNet, n: int, group_size: int = 8, min_units: int = 4,
                        seed: int = 0) -> list[dict[str, int]]:  # fmt: skip
-    """``n`` whole networks for :func:`slimrt.bench.layers.fit_alignment`: every other one a uniform width (each
-    group at ``ceil(c / C x channels)``, ``c`` evenly spaced on the widest group's 1-channel grid: aligned and
-    unaligned channel counts alike), the others random widths on the unit grid (the search's own kind)."""
+    """``n`` whole networks for :func:`slimrt.bench.layers.fit_alignment`: first ``ceil(n / 2)`` uniform widths
+    (:meth:`DynamicNet.uniform_spec` at ``c / C``, ``c`` evenly spaced on the widest group's 1-channel grid: aligned
+    and unaligned channel counts alike), then random widths on the unit grid (the search's own kind)."""
     import numpy as np
 
     from slimrt.train.methods.steps import unit_size
@@ -27,10 +27,9 @@ def calibration_widths(net: DynamicNet, n: int, group_size: int = 8, min_units: 
     wide = max(groups.values())
     low = max(1, wide // 4)  # the US-Nets grid's range: 25% to 100% of every group
     rng = np.random.default_rng(seed)
-    out: list[dict[str, int]] = []
     n_uniform = (n + 1) // 2
-    for c in np.linspace(low, wide, n_uniform + 1)[:-1]:  # the full network is measured anyway
-        out.append({g: max(1, -(-round(float(c)) * ch // wide)) for g, ch in groups.items()})
+    out = [net.uniform_spec(round(float(c)) / wide, "u").widths
+           for c in np.linspace(low, wide, n_uniform + 1)[:-1]]  # the full network is measured anyway
     for _ in range(n - n_uniform):
         w = {}
         for g, ch in groups.items():
@@ -81,32 +80,23 @@ def _calibrate(net: DynamicNet, table: LatencyTable, prof: DeviceProfile, n: int
     import tempfile
 
     import numpy as np
-    import onnx
     import torch
 
-    from slimrt.bench.layers import _runner, fit_alignment
+    from slimrt.bench.layers import _measure, fit_alignment
     from slimrt.exporters.onnx import export_module
-    from slimrt.runtime.measure import measure_latency
 
     log = logging.getLogger("slimrt.latency_table")
     example = torch.zeros(1, *net.input_shape)
-    nets = [{g.name: g.channels for g in net.prunable_groups}, *calibration_widths(net, n, group_size, min_units)]
-    threads = kwargs.get("threads") if kwargs.get("threads") is not None else prof.threads
+    nets = [net.full_spec().widths, *calibration_widths(net, n, group_size, min_units)]
     bs = kwargs.get("batch_size") or prof.batch_sizes[0]
-    runners = {}
-    try:
-        with tempfile.TemporaryDirectory(prefix="slimrt-ltcal-") as d:
-            for k, w in enumerate(nets):
-                path = Path(d) / f"n{k}.onnx"
-                onnx.save(export_module(net.extract(net.spec(w, name=f"n{k}")), example), path)
-                runners[f"n{k}"] = _runner(path, threads)
-            x = np.random.default_rng(1).standard_normal((bs, *net.input_shape)).astype(np.float32)
-            lat = measure_latency(runners, x, warmup=kwargs.get("warmup") or prof.warmup,
-                                  runs=kwargs.get("runs") or prof.runs, duration_s=kwargs.get("duration_s"))
-    finally:
-        for r in runners.values():
-            r.close()
-    samples = [(w, lat[f"n{k}"].p50_ms) for k, w in enumerate(nets)]
+    x = np.random.default_rng(1).standard_normal((bs, *net.input_shape)).astype(np.float32)
+    models = {f"n{k}": export_module(net.extract(net.spec(w, name=f"n{k}")), example) for k, w in enumerate(nets)}
+    with tempfile.TemporaryDirectory(prefix="slimrt-ltcal-") as d:  # the table's own interleaved measurement
+        lat = _measure(models, dict.fromkeys(models, x), Path(d),
+                       kwargs.get("threads") if kwargs.get("threads") is not None else prof.threads,
+                       kwargs.get("warmup") or prof.warmup, kwargs.get("runs") or prof.runs,
+                       kwargs.get("duration_s"))  # fmt: skip
+    samples = [(w, lat[f"n{k}"]) for k, w in enumerate(nets)]
     try:
         fitted = fit_alignment(table, samples)
     except ValueError as e:
