@@ -68,6 +68,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
     # the same search with the table refitted on whole networks, aligned layers scaled apart
     # (benchmarks/latency_table_fit.py -> latency-table-cpu-fitted.json)
     "progressive-latency-fitted": {**_LATENCY, "supernet_epochs": 2, "latency_table": "latency-table-cpu-fitted.json"},
+    # the ranking ablation on the family the README recommends (MACs cost + supernet warm start): the same search
+    # with the units ranked by l1 norm, by BN scale, or at random instead of by trainable noise
+    "progressive-supernet-l1": {"supernet_epochs": 2, "ranking": "l1"},
+    "progressive-supernet-bn": {"supernet_epochs": 2, "ranking": "bn"},
+    "progressive-supernet-random": {"supernet_epochs": 2, "ranking": "random"},
 }
 """Named variants of progressive (issue 11): SearchConfig fields over the standard ones; a ``latency_table`` is
 read from the results folder (``latency-table-cpu.json``: ``slimrt latency-table --arch resnet20 --in-channels 1
