@@ -126,16 +126,18 @@ _GAP_S = 0.05  # between blocks: an idle spinning ONNX Runtime worker spins ~40 
 def _vs_default_kwargs(mode: str, steady_after: int) -> dict[str, Any]:
     """SlimRuntime arguments of a vs_default mode: ``nospin`` (no steady sessions), ``steady`` (nospin sessions plus
     a spinning one for the sub-net in a steady run; ``steady:N`` with ``steady_after=N``), ``spin``/``spinstop``
-    (every session with that threading), ``t1`` (nospin sessions with one intra-op thread: no pool to wake)."""
+    (every session with that threading; ``global``: one process-wide spinning pool shared by every sub-net), ``t1``
+    (nospin sessions with one intra-op thread: no pool to wake)."""
     if mode == "steady":
         return {"steady_after": steady_after}
     if mode.startswith("steady:") and mode[7:].isdigit():
         return {"steady_after": int(mode[7:])}
     if mode == "t1":
         return {"steady_after": None, "threads": 1}
-    if mode in ("nospin", "spin", "spinstop"):
+    if mode in ("nospin", "spin", "spinstop", "global"):
         return {"steady_after": None, "backend_options": {"threading": mode}}
-    raise ValueError(f"unknown vs_default mode {mode!r}; expected nospin, steady, steady:N, spin, spinstop or t1")
+    raise ValueError(f"unknown vs_default mode {mode!r}; expected nospin, steady, steady:N, spin, spinstop, global "
+                     "or t1")
 
 
 def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[str, ...] = VS_DEFAULT_MODES,
@@ -153,19 +155,31 @@ def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[
     from contextlib import ExitStack
 
     from slimrt import SlimRuntime
-    from slimrt.artifact import resolve_inside
+    from slimrt.artifact import load_manifest, resolve_inside
 
     out: dict[str, Any] = {}
     with ExitStack() as stack, warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        rts = {mode: stack.enter_context(SlimRuntime(root, budget_ms=1e6, measure_runs=20, measure_seconds=2.0,
-                                                     **{"threads": threads, **_vs_default_kwargs(mode, steady_after)}))
-               for mode in modes}
+        def open_rt(mode: str) -> SlimRuntime:
+            return stack.enter_context(SlimRuntime(root, budget_ms=1e6, measure_runs=20, measure_seconds=2.0,
+                                                   **{"threads": threads, **_vs_default_kwargs(mode, steady_after)}))
+
+        # ONNX Runtime's global pool, once created, refuses every later session with a pool of its own: the default
+        # session and the other modes' sessions (steady ones included) are opened first; those keep working
+        m = load_manifest(root)
+        ref = _default_session(resolve_inside(root, m.subnet(m.subnets[0].name).onnx.path), threads)
+        rts = {mode: open_rt(mode) for mode in modes if mode != "global"}
+        for rt in rts.values():
+            if rt.steady_after is not None:
+                rt.prepare_steady([m.subnets[0].name])  # built once, not part of steady-state timing
+        if "global" in modes:
+            rts["global"] = open_rt("global")
+        rts = {mode: rts[mode] for mode in modes}
         rt0 = next(iter(rts.values()))
-        m = rt0.manifest
         big = rt0.subnets[0]
+        if big.name != m.subnets[0].name:
+            raise RuntimeError(f"largest sub-net {big.name} is not the manifest's first, {m.subnets[0].name}")
         small = min(rt0.subnets, key=lambda s: s.latency.p95_ms)
-        ref = _default_session(resolve_inside(root, m.subnet(big.name).onnx.path), threads)
         outs, iname = [m.output.name], m.input.name
         batches = [1, 32] if m.dynamic_batch else [rt0.batch_size]
         for b in batches:
@@ -463,7 +477,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--budget-ms", type=float, default=None, help="adherence budget (default: 1.5 x full p95 idle)")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     p.add_argument("--vs-default-modes", default=",".join(VS_DEFAULT_MODES),
-                   help="comma list of vs_default runtime modes: nospin, steady, steady:N, spin, spinstop, t1")
+                   help="comma list of vs_default runtime modes: nospin, steady, steady:N, spin, spinstop, t1, "
+                        "global (one process-wide pool: opened last)")
     p.add_argument("--steady-after", type=int, default=None,
                    help="steady_after of the vs_default mode 'steady' (default: the runtime's default)")
     p.add_argument("--_thread-worker", nargs=4, help=argparse.SUPPRESS)
@@ -482,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
     bad = set(sections) - set(SECTIONS)
     if bad:
         p.error(f"unknown sections {sorted(bad)}")
+    if ("vs_default" in sections and sections[-1] != "vs_default"
+            and "global" in (md.strip() for md in a.vs_default_modes.split(","))):
+        p.error("vs_default mode 'global' creates ONNX Runtime's process-wide pool, after which no section can open "
+                "sessions of its own: put vs_default last in --sections")
     tmp = None
     synthetic = a.artifact is None
     if synthetic:

@@ -21,10 +21,13 @@ remove that penalty:
   session at batch 1, issue 15); a switch goes back to the other sub-net's nospin session, so only the sub-net
   just left spins (~40 ms of CPU after its last run, measured here), slowing the next calls meanwhile.
 * ``"global"``: one process-wide pool (``onnxruntime.set_global_thread_pool_sizes`` +
-  ``use_per_session_threads=False``). Verified here with 1.32: once the global pool exists, *every* later
-  session of the process must also opt out of per-session threads, so an app's own plain
+  ``use_per_session_threads=False``), spinning, shared by every sub-net, so switching costs no other pool's wake-up
+  or spin. Fastest measured here: 1.03x a default session steady and 1.05x alternating every call at batch 1
+  (``benchmarks/results/runtime-issue15-global.json``). But verified with 1.32: once the global pool exists,
+  *every* later session of the process must also opt out of per-session threads, so an app's own plain
   ``InferenceSession(path)`` fails ("use_per_session_threads must be false when using a global thread pool"),
-  and the thread count is fixed for the whole process. Hence opt-in only.
+  and the thread count is fixed for the whole process (one thread count: no threads knob). Sessions opened before
+  the pool keep working. Hence opt-in only: for a process where slimrt is the only ONNX Runtime user.
 
 ``"spin"`` keeps ONNX Runtime's defaults (for comparison).
 """
@@ -105,7 +108,11 @@ def _ensure_global_pool(threads: int | None) -> None:
             log.warning("ONNX Runtime global thread pool enabled: every later session of this process must set "
                         "use_per_session_threads=False")
         elif _global_pool != want:
-            log.warning("ONNX Runtime global thread pool already sized %s; ignoring threads=%s", _global_pool, threads)
+            # a session asking for another size would silently run on the pool's: its measured latency would be
+            # filed under a thread count it does not have
+            raise ConfigError(f"threading 'global': ONNX Runtime's process-wide pool already has "
+                              f"{_global_pool[0] or 'default'} intra-op threads, and one process has one such pool; "
+                              f"cannot also serve threads={threads} (use one thread count, or threading 'nospin')")
 
 
 def session_options(threads: int | None, threading_mode: ThreadingMode = DEFAULT_THREADING) -> Any:

@@ -295,3 +295,21 @@ def test_other_threading_modes_compute_the_same(profiled: Path, mode: str) -> No
         expected = ref(np.ones((2, 3, 16, 16), np.float32))
     assert name == "w24"
     np.testing.assert_allclose(np.array(json.loads(values), np.float32), expected, atol=1e-6)
+
+
+def test_global_threading_refuses_a_second_thread_count(profiled: Path) -> None:
+    # One process-wide pool has one size: a 1-thread variant beside 2 threads would run on the 2-thread pool and
+    # file that latency under "1 thread", so it is refused by name instead.
+    out = _run_py(
+        "from slimrt import SlimRuntime\n"
+        "from slimrt.errors import ConfigError\n"
+        "try:\n"
+        f"    SlimRuntime({str(profiled)!r}, budget_ms=2.5, threads=(2, 1),\n"
+        "                backend_options={'threading': 'global'})\n"
+        "except ConfigError as e:\n"
+        "    print('ConfigError', e)\n"
+        "else:\n"
+        "    print('no error')\n"
+    )
+    assert out.startswith("ConfigError threading 'global'"), out
+    assert "threads=1" in out
