@@ -475,6 +475,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--sections", default=",".join(SECTIONS), help=f"comma list of {SECTIONS}")
     p.add_argument("--threads", type=int, default=None, help="intra-op threads (default: ONNX Runtime's)")
     p.add_argument("--budget-ms", type=float, default=None, help="adherence budget (default: 1.5 x full p95 idle)")
+    p.add_argument("--quantile", type=float, default=0.95,
+                   help="adherence: latency quantile every strategy fits into the budget (SlimRuntime(quantile=...); "
+                        "0.99 for a 99%%-within-budget goal)")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     p.add_argument("--vs-default-modes", default=",".join(VS_DEFAULT_MODES),
                    help="comma list of vs_default runtime modes: nospin, steady, steady:N, spin, spinstop, t1, "
@@ -539,7 +542,7 @@ def main(argv: list[str] | None = None) -> int:
             modes = tuple(md.strip() for md in a.vs_default_modes.split(",") if md.strip())
             r = bench_vs_default(root, a.threads, a.quick, modes, a.steady_after or DEFAULT_STEADY_AFTER or 64)
         elif sec == "adherence":
-            r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms)
+            r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms, quantile=a.quantile)
         elif sec == "recovery":
             r = bench_recovery(root, a.threads, a.quick, a.budget_ms)
         else:
