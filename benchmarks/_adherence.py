@@ -154,7 +154,8 @@ def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_m
         res: dict[str, Any] = {}
         for strategy in ("adaptive", "static", "smallest", "oracle"):
             res[strategy] = _serve(root, strategy, pattern, counts, budget_ms, phase_s, period_s, x, acc, smallest,
-                                   {lv: (o.name, o.threads) for lv, o in oracle.items()}, load, SlimRuntime, quantile)
+                                   {lv: (o.name, o.threads) for lv, o in oracle.items()}, load, SlimRuntime, quantile,
+                                   {k: v.p50_ms for k, v in lat[0].items()})
         a, o = res["adaptive"], res["oracle"]
         out[pname] = {
             "busy_procs": pattern, "strategies": res,
@@ -176,7 +177,7 @@ def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_m
 def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | None], budget_ms: float, phase_s: float,
            period_s: float, x: np.ndarray, acc: dict[str, float], smallest: str,
            oracle: dict[int, tuple[str, int | None]], load: BackgroundLoad, runtime_cls: Any,
-           quantile: float = 0.95) -> dict[str, Any]:
+           quantile: float = 0.95, quiet_p50: dict[str, float] | None = None) -> dict[str, Any]:
     served: list[str] = []
     lat_ms: list[float] = []
     phases: list[dict[str, Any]] = []
@@ -208,7 +209,8 @@ def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | Non
                 seg = lat_ms[n0:]
                 phases.append({"busy_procs": level, "calls": len(seg),
                                "within_budget": float(np.mean(np.asarray(seg) <= budget_ms)) if seg else None,
-                               "served": {n: served[n0:].count(n) for n in dict.fromkeys(served[n0:])}})
+                               "served": {n: served[n0:].count(n) for n in dict.fromkeys(served[n0:])},
+                               **_misses(seg, served[n0:], budget_ms, quiet_p50)})
                 if strategy == "adaptive":  # the miss guard's margin at the end of the phase (selection fits budget/it)
                     phases[-1]["budget_margin_end"] = rt.stats().budget_margin
         finally:
@@ -222,6 +224,20 @@ def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | Non
         "p50_ms": float(np.median(arr)), "p99_ms": float(np.quantile(arr, 0.99)), "switches": switches,
         "phases": phases,
     }
+
+
+def _misses(lat_ms: list[float], served: list[str], budget_ms: float,
+            quiet_p50: dict[str, float] | None) -> dict[str, Any]:
+    """A phase's calls over budget: how many, how many among its first 20 calls (the load just changed), their
+    latencies, and how many no pair could have absorbed: the delay the call suffered on top of its pair's quiet p50,
+    added to the fastest pair's quiet p50, is still over budget (a preemption longer than the budget's slack)."""
+    over = [(i, dt, name) for i, (dt, name) in enumerate(zip(lat_ms, served, strict=True)) if dt > budget_ms]
+    out: dict[str, Any] = {"misses": len(over), "misses_first_20_calls": sum(i < 20 for i, _, _ in over),
+                           "miss_ms": sorted(round(dt, 2) for _, dt, _ in over)[:50]}
+    if quiet_p50:
+        fastest = min(quiet_p50.values())
+        out["misses_no_pair_absorbs"] = sum(dt - quiet_p50.get(name, 0.0) + fastest > budget_ms for _, dt, name in over)
+    return out
 
 
 def settle_index(values: list[float], ok: Any) -> int | None:

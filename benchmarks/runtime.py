@@ -448,8 +448,12 @@ def _table(result: dict[str, Any]) -> str:
         v = s["adherence"]
         for pname, pv in v["patterns"].items():
             for name, r in pv["strategies"].items():
+                ph = r.get("phases", [])
+                miss = sum(p.get("misses", 0) for p in ph)
+                hard = sum(p.get("misses_no_pair_absorbs", 0) for p in ph)
                 rows.append(f"| adherence {pname} {name} @ {v['budget_ms']:.2f} ms | {100 * r['within_budget']:.1f}% "
-                            f"within, mean acc {r['mean_accuracy']:.2f} | >= 99% and >= 99% of oracle acc |")
+                            f"within ({miss} misses, {hard} no pair absorbs), mean acc {r['mean_accuracy']:.2f} | "
+                            ">= 99% and >= 99% of oracle acc |")
             rows.append(f"| adherence {pname} oracle per phase | {', '.join(pv['oracle_best_per_phase'])} | |")
     if "recovery" in s:
         v = s["recovery"]
