@@ -33,9 +33,7 @@ Budget margin (a miss guard): the slowdown views describe the typical call and a
 with other processes a few calls in a hundred are preempted for a scheduler slice (several ms), a tail no window of
 32 calls sees, so a sub-net whose prediction fits can still miss the budget on several percent of its calls. The
 controller therefore also counts the misses it did not predict: calls over the budget whose prediction fitted, and
-that the fastest candidate would have met with the same delay: a preemption is added time, not a factor, so a call
-counts when its delay past its own prediction (p50 x slowdown), added to the fastest candidate's, still fits the
-budget (spikes longer than any sub-net's slack do not count: stepping down would cost accuracy and buy nothing).
+that the fastest candidate would have met (its profiled p50 as much slower; spikes no sub-net absorbs do not count).
 Misses in a row count once (a level shift, which the slowdown views follow within ``fast_window`` calls). More than
 ``miss_allowance`` of them within ``miss_window`` calls multiply a margin by ``margin_step`` (selection then fits
 ``budget / margin``); every span of ``hold`` calls with at most ``miss_allowance`` of them divides it by
@@ -179,6 +177,8 @@ class Controller:
         self._stable = 0
         self.switches = 0
         self.margin = 1.0
+        fast = self.reference_ms[selector.fastest]
+        self._shrink = [min(1.0, fast / r) if r > 0 else 1.0 for r in self.reference_ms]
         self._misses: deque[int] = deque()
         self._guard_calls = 0
         self._missed_last = False
@@ -253,20 +253,15 @@ class Controller:
         if not self.adapt:
             return self.active
         g = self.group[index]
-        s = self.estimators[g].value  # predicted before the call
-        fitted = s * self.selector.base_ms[index] <= self.budget_ms
-        fast = self.selector.fastest
-        # what the fastest candidate would have taken with this call's delay (observed - typical, at today's speed)
-        absorbed = (observed_ms - s * self.reference_ms[index]
-                    + self.estimators[self.group[fast]].value * self.reference_ms[fast]) <= self.budget_ms
+        fitted = self.estimators[g].value * self.selector.base_ms[index] <= self.budget_ms  # predicted before the call
         self.estimators[g].update(observed_ms, self.reference_ms[index], self.spread[index], self.tail_ms[index])
         if len(self.estimators) > 1:
             self._forget_stale(g)
         missed = observed_ms > self.budget_ms if missed is None else missed
         # a miss counts only if it was not predicted (a predicted one is the estimator's business: a storm where
-        # nothing fits) and the fastest candidate, delayed as much, would have fitted: never for spikes that no
+        # nothing fits) and the fastest candidate, as much slower, would have fitted: never for spikes that no
         # sub-net absorbs (stepping down would cost accuracy and buy nothing)
-        self._guard(missed and fitted and absorbed)
+        self._guard(missed and fitted and observed_ms * self._shrink[index] <= self.budget_ms)
         active = self._step()
         self.decision = (active, self.feasible, self.budget_ms)
         return active
