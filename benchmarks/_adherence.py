@@ -242,6 +242,32 @@ def _misses(lat_ms: list[float], served: list[str], budget_ms: float,
     return out
 
 
+def _plus1(i: int | None) -> int | None:
+    return None if i is None else i + 1
+
+
+def tracking_errors(estimates: list[float], observed: list[tuple[float, Any]], window: int | None = None
+                    ) -> list[float]:
+    """Per call n: how far the served thread count's slowdown estimate after call n is from what the device did
+    next: the estimate a fresh :class:`SlowdownEstimator` (the runtime's own, same views) reads from calls n+1 ..
+    n+window (``observed``: (ms, the pair's profiled SubnetLatency) per call), as a relative error. The last
+    ``window`` calls have no full future window and are left out. Unlike "back to the quiet profile", this does not
+    count a machine that really stays slower (a VM's drift) as a stuck estimate."""
+    from slimrt.runtime.adapt import AdaptConfig, SlowdownEstimator
+
+    cfg = AdaptConfig()
+    window = window or cfg.window
+    if window != cfg.window:
+        cfg = AdaptConfig(window=window)
+    out = []
+    for n in range(len(estimates) - window):
+        est = SlowdownEstimator(cfg)
+        for ms, lat in observed[n + 1:n + 1 + window]:
+            est.update(ms, lat.p50_ms, lat.p95_ms / lat.p50_ms, lat.p90_ms)
+        out.append(abs(estimates[n] - est.value) / est.value)
+    return out
+
+
 def settle_index(values: list[float], ok: Any) -> int | None:
     """First index from which every value satisfies ``ok`` to the end (None when the last one does not)."""
     k = len(values)
@@ -297,11 +323,25 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                 storm.stop()
                 highest: list[float] = []  # per post-storm call: the largest estimate over the thread counts
                 farthest: list[float] = []  # ... and the one farthest from 1.0 either way
+                served_est: list[float] = []  # ... the served count's estimate after the call
+                observed: list[tuple[float, Any]] = []  # ... and the call's time with its pair's profiled latency
+                prof = rt.latency_profile
+                steady = rt.stats().steady_calls
                 for _ in range(after_calls):
+                    name, t = rt.active_name, rt.active_threads
+                    t0 = time.perf_counter()
                     rt(x)
+                    ms = (time.perf_counter() - t0) * 1e3
+                    lat = prof.latency(name, t)
+                    now = rt.stats().steady_calls
+                    if now > steady:  # a steady (spinning) session's call: the runtime floors it at the profile's
+                        ms, steady = max(ms, lat.p50_ms), now  # p50 before the estimate sees it (runtime.py)
+                    observed.append((ms, lat))
+                    served_est.append(rt.slowdowns[t])
                     values = list(rt.slowdowns.values())
                     highest.append(max(values))
                     farthest.append(max(values, key=lambda v: abs(v - 1.0)))
+                track = tracking_errors(served_est, observed)
                 clear = settle_index(highest, lambda v: v <= 1.1)
                 within = settle_index(farthest, lambda v: abs(v - 1.0) <= 0.1)
                 trials.append({
@@ -314,6 +354,11 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     "highest_slowdown_after_calls": {str(n): highest[n - 1] for n in (1, 50, 100, 200, 400, after_calls)
                                                      if n <= len(highest)},
                     "lowest_slowdown_after_200_calls": min(farthest[199:], default=None),
+                    "calls_to_track": _plus1(settle_index(track, lambda e: e <= 0.1)),
+                    "tracking_error_after_calls": {str(n): track[n - 1] for n in (1, 32, 100, 200)
+                                                   if n <= len(track)},
+                    "observed_over_profile_median_last_100": float(np.median([ms / lat.p50_ms
+                                                                             for ms, lat in observed[-100:]])),
                 })  # fmt: skip
         finally:
             if storm is not None:
@@ -321,10 +366,12 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     settled = [t["calls_to_clear"] for t in trials if t["busy_procs"]]
     control = [t["calls_to_clear"] for t in trials if not t["busy_procs"]]
     first = [t["calls_to_first_clear"] for t in trials if t["busy_procs"]]
+    track_calls = [t["calls_to_track"] for t in trials if t["busy_procs"]]
     return {
         "budget_ms": budget_ms, "thread_counts": ["auto" if t is None else t for t in counts],
         "storm_procs": storm_procs, "storm_s": storm_s, "period_ms": 0.0, "after_calls": after_calls,
         "trials": trials, "calls_to_clear": settled, "control_calls_to_clear": control,
-        "calls_to_first_clear": first,
+        "calls_to_first_clear": first, "calls_to_track": track_calls,
         "goal_clear_within_200_calls": all(s is not None and s <= 200 for s in settled),
+        "tracks_within_200_calls": all(s is not None and s <= 200 for s in track_calls),
     }

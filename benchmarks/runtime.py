@@ -461,6 +461,10 @@ def _table(result: dict[str, Any]) -> str:
                     f"every estimate <= 1.1 after {v['calls_to_clear']} calls, first <= 1.1 after "
                     f"{v['calls_to_first_clear']} (control trials without a storm: {v['control_calls_to_clear']}) | "
                     f"<= 200 calls: {'met' if v['goal_clear_within_200_calls'] else 'MISSED'} |")
+        if "calls_to_track" in v:
+            rows.append("| recovery: served estimate within 10% of what the device did next (its estimator on the next "
+                        f"32 calls) from call | {v['calls_to_track']} | <= 200 calls: "
+                        f"{'met' if v['tracks_within_200_calls'] else 'MISSED'} |")
     if "memory" in s:
         v = s["memory"]
         rows.append(f"| memory | all {v['rss_all_subnets_bytes'] / 2**20:.1f} MiB (with a 2nd thread count "

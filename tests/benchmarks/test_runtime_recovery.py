@@ -33,3 +33,22 @@ def test_misses_counts_what_no_pair_could_absorb():
     m = _misses(lat, served, 2.0, quiet)
     assert m == {"misses": 2, "misses_first_20_calls": 1, "miss_ms": [2.4, 2.5], "misses_no_pair_absorbs": 1}
     assert "misses_no_pair_absorbs" not in _misses(lat, served, 2.0, None)
+
+
+def test_tracking_errors_compare_each_estimate_with_what_came_next():
+    from _adherence import tracking_errors
+
+    from slimrt.schema import SubnetLatency
+
+    lat = SubnetLatency(name="m", p50_ms=1.0, p90_ms=1.1, p95_ms=1.2, p99_ms=1.4, mean_ms=1.0, cv=0.05, runs=100)
+    # the device runs 2x slow for 40 calls, then at its profile; an estimate that follows it 3 calls late
+    observed = [(2.0, lat)] * 40 + [(1.0, lat)] * 100
+    estimates = [2.0] * 43 + [1.0] * 97
+    err = tracking_errors(estimates, observed, window=8)
+    assert len(err) == 140 - 8
+    assert err[0] == 0.0  # 2.0 against what the runtime's estimator reads from the next 8 calls: 2.0
+    assert err[38] == 1.0  # next 8: one at 2.0, seven at 1.0 -> 1.0, while the estimate still says 2.0
+    assert settle_index(err, lambda e: e <= 0.1) == 43  # from the call where the estimate caught up
+    # an estimate stuck high (the bug issue 15 reported) never settles
+    stuck = tracking_errors([2.0] * 140, observed, window=8)
+    assert settle_index(stuck, lambda e: e <= 0.1) is None
