@@ -255,10 +255,8 @@ def tracking_errors(estimates: list[float], observed: list[tuple[float, Any]], w
     count a machine that really stays slower (a VM's drift) as a stuck estimate."""
     from slimrt.runtime.adapt import AdaptConfig, SlowdownEstimator
 
-    cfg = AdaptConfig()
-    window = window or cfg.window
-    if window != cfg.window:
-        cfg = AdaptConfig(window=window)
+    cfg = AdaptConfig() if window is None else AdaptConfig(window=window)
+    window = cfg.window
     out = []
     for n in range(len(estimates) - window):
         est = SlowdownEstimator(cfg)
@@ -349,8 +347,8 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     "slowdown_before": {("auto" if t is None else str(t)): v for t, v in before.items()},
                     "storm_calls": storm_calls, "storm_peak_slowdown": peak,
                     "calls_to_first_clear": next((i + 1 for i, v in enumerate(highest) if v <= 1.1), None),
-                    "calls_to_clear": None if clear is None else clear + 1,
-                    "calls_to_settle_both_ways": None if within is None else within + 1,
+                    "calls_to_clear": _plus1(clear),
+                    "calls_to_settle_both_ways": _plus1(within),
                     "highest_slowdown_after_calls": {str(n): highest[n - 1] for n in (1, 50, 100, 200, 400, after_calls)
                                                      if n <= len(highest)},
                     "lowest_slowdown_after_200_calls": min(farthest[199:], default=None),
