@@ -112,10 +112,14 @@ def train(
                                                               "the search (progressive).")] = None,
     cost: Annotated[str | None, typer.Option(help="Search cost: macs (default) or latency (needs --latency-table).")]
     = None,
-    latency_table: Annotated[str | None, typer.Option(help="Latency table JSON from `slimrt latency-table`.")] = None,
+    latency_table: Annotated[str | None, typer.Option(help="Latency table JSON from `slimrt latency-table`: the "
+                                                       "cost of --cost latency, where --latency-targets place the "
+                                                       "sub-nets, and each sub-net's predicted latency.")] = None,
     latency_targets: Annotated[
         str | None, typer.Option(help="Pick sub-nets at these fractions of the full predicted latency (1,0.6,0.45) "
-                                 "or at these predicted milliseconds (0.9ms,0.6ms,0.45ms).")
+                                 "or at these predicted milliseconds (0.9ms,0.6ms,0.45ms); needs --latency-table. "
+                                 "With --cost macs the search still ranks by MACs and goes down to the smallest "
+                                 "target (--min-macs does not apply).")
     ] = None,
     threshold: Annotated[float | None, typer.Option(help="Fine-tune when val accuracy drops more (points).")] = None,
     noise_steps: Annotated[int | None, typer.Option(help="Noise-ranking steps per candidate (default 100, at most 2 "

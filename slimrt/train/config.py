@@ -124,16 +124,20 @@ class SearchConfig(BaseModel):
     min_width: float = Field(0.0, ge=0, lt=1, description="never keep fewer than this fraction of a group")
     cost: Literal["macs", "latency"] = Field("macs", description="what the search removes per step and ranks "
                                               "against: MACs, or predicted latency from latency_table")
-    latency_table: str | None = Field(None, description="latency table JSON (`slimrt latency-table`); cost latency")
+    latency_table: str | None = Field(None, description="latency table JSON (`slimrt latency-table`): the cost of "
+                                      "cost latency, the placement of latency targets under either cost, and the "
+                                      "predicted latency stored with every sub-net")
     latency_step: float = Field(0.05, gt=0, lt=1, description="cost latency: predicted ms removed per step, "
                                 "fraction of the full network's predicted latency")
     min_latency: float = Field(0.2, gt=0, le=1, description="cost latency: smallest sub-net, fraction of the "
                                "full network's predicted latency (the search also stops when nothing can go)")
-    latency_targets: list[float] | None = Field(None, description="cost latency: pick the final sub-nets at these "
-                                                "fractions of the full network's predicted latency")
-    latency_targets_ms: list[float] | None = Field(None, description="cost latency: pick the final sub-nets at these "
-                                                   "predicted latencies in ms (on the table's device); the search "
-                                                   "goes down to the smallest of them")
+    latency_targets: list[float] | None = Field(None, description="pick the final sub-nets at these fractions of "
+                                                "the full network's predicted latency (needs latency_table; under "
+                                                "cost macs the search still ranks and steps by MACs, goes down to "
+                                                "the smallest target and ignores min_macs)")
+    latency_targets_ms: list[float] | None = Field(None, description="pick the final sub-nets at these predicted "
+                                                   "latencies in ms (on the table's device); the search goes down "
+                                                   "to the smallest of them (needs latency_table, either cost)")
 
     # --- ranking
     ranking: Ranking = "noise"
@@ -212,11 +216,15 @@ class SearchConfig(BaseModel):
             raise ValueError("cost 'latency' needs latency_table (a JSON file from `slimrt latency-table`)")
         if (self.cost == "latency" or self.supernet_epochs > 0) and self.method != "progressive":
             raise ValueError(f"cost 'latency' and supernet_epochs apply to method 'progressive', not {self.method!r}")
-        if self.latency_targets is not None and self.cost != "latency":
-            raise ValueError("latency_targets need cost 'latency'")
+        lat_targets = self.latency_targets is not None or self.latency_targets_ms is not None
+        if lat_targets and self.method != "progressive":
+            raise ValueError(f"latency targets apply to method 'progressive', not {self.method!r}")
+        if lat_targets and self.latency_table is None:
+            raise ValueError("latency targets need latency_table (a JSON file from `slimrt latency-table`) to predict "
+                             "each candidate's latency")
+        if lat_targets and self.macs_targets is not None:
+            raise ValueError("give macs_targets or latency targets, not both")
         if self.latency_targets_ms is not None:
-            if self.cost != "latency":
-                raise ValueError("latency_targets_ms need cost 'latency'")
             if self.latency_targets is not None:
                 raise ValueError("give latency_targets (fractions) or latency_targets_ms (milliseconds), not both")
             if len(self.latency_targets_ms) != self.subnets:

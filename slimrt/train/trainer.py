@@ -259,8 +259,9 @@ def run_training(cfg: SearchConfig, progress: Progress | None = None, hook: Hook
 
 
 def _latency_extra(cfg: SearchConfig) -> dict[str, Any]:
-    """The latency table a latency-cost search used, stored with the checkpoint (export copies it to the manifest)."""
-    if cfg.cost != "latency" or cfg.latency_table is None:
+    """The latency table the search used (its cost, or where it placed the final sub-nets), stored with the
+    checkpoint (export copies it to the manifest, with each sub-net's predicted latency)."""
+    if cfg.latency_table is None or cfg.method != "progressive":  # only progressive checks the table against the net
         return {}
     from slimrt.train.latency import load_latency_table
 

@@ -41,11 +41,12 @@ def group_units(net: DynamicNet, spec: SubnetSpec, group_size: int, min_units: i
     return units
 
 
-def step_target(macs: float, full_macs: float, cfg: SearchConfig) -> float:
+def step_target(macs: float, full_macs: float, cfg: SearchConfig, min_fraction: float | None = None) -> float:
     """MACs of the next candidate: ``macs_step`` of the full MACs less, but never more than ``max_cut`` of the
-    current MACs less (gentle steps among small sub-nets), and never below ``min_macs``."""
+    current MACs less (gentle steps among small sub-nets), and never below ``min_fraction`` (default ``min_macs``)
+    of the full MACs."""
     cut = min(cfg.macs_step * full_macs, cfg.max_cut * macs)
-    return max(macs - cut, cfg.min_macs * full_macs)
+    return max(macs - cut, (cfg.min_macs if min_fraction is None else min_fraction) * full_macs)
 
 
 def latency_step_target(ms: float, full_ms: float, cfg: SearchConfig, min_fraction: float | None = None) -> float:

@@ -69,9 +69,14 @@ def test_config_needs_a_table_and_matching_targets():
         SearchConfig.build({"cost": "latency"})
     with pytest.raises(ValueError, match="latency_targets"):
         SearchConfig.build({"cost": "latency", "latency_table": "t.json", "subnets": 2, "latency_targets": [1.0]})
-    with pytest.raises(ValueError, match="cost 'latency'"):
+    with pytest.raises(ValueError, match="latency targets need latency_table"):
         SearchConfig.build({"subnets": 1, "latency_targets": [0.5]})
+    with pytest.raises(ValueError, match="not both"):
+        SearchConfig.build({"subnets": 1, "latency_table": "t", "latency_targets": [0.5], "macs_targets": [0.5]})
+    with pytest.raises(ValueError, match="method 'progressive'"):
+        SearchConfig.build({"method": "usnet", "subnets": 1, "latency_table": "t", "latency_targets": [0.5]})
     assert SearchConfig.build({}).cost == "macs"
+    assert SearchConfig.build({"subnets": 1, "latency_table": "t", "latency_targets": [0.5]}).cost == "macs"
 
 
 def test_per_ms_prefers_cutting_what_saves_most_time():
@@ -166,7 +171,9 @@ def test_latency_targets_in_ms(trained, data, tmp_path):
     assert got[1] < 0.95 * full
 
 
-def test_latency_cost_table_lands_in_checkpoint_and_manifest(tmp_path):
+@pytest.mark.parametrize("search", [{"cost": "latency"}, {"cost": "macs", "latency_targets": [1.0, 0.6]}],
+                         ids=["cost-latency", "macs-placed-by-latency"])
+def test_latency_table_lands_in_checkpoint_and_manifest(tmp_path, search):
     pytest.importorskip("onnxruntime")
     from slimrt.exporters.artifact_writer import ExportOptions, export_artifact
     from slimrt.schema import Manifest
@@ -184,7 +191,7 @@ def test_latency_cost_table_lands_in_checkpoint_and_manifest(tmp_path):
     net = build_net(cfg0, load("synthetic", val_size=200, limit_train=256, seed=0))
     t = synthetic_table(net)
     (tmp_path / "t.json").write_text(t.model_dump_json())
-    cfg = SearchConfig.build({**tiny, "cost": "latency", "latency_table": str(tmp_path / "t.json"),
+    cfg = SearchConfig.build({**tiny, **search, "latency_table": str(tmp_path / "t.json"),
                               "out": str(tmp_path / "m.pt")})  # fmt: skip
     run_training(cfg)
     ckpt = load_checkpoint(tmp_path / "m.pt")
@@ -224,3 +231,42 @@ def test_final_subnets_stay_nested_when_predicted_latency_is_not_monotonic(train
     assert len(final) == 4
     for a, b in zip(final, final[1:], strict=False):
         assert b.nested_in(a) and b.macs < a.macs, (a.name, b.name)
+
+
+def test_macs_cost_places_the_final_subnets_at_latency_targets(trained, data, tmp_path):
+    """Cost MACs with latency targets: the chain is the MACs search's own (same ranking, same MACs steps), it goes on
+    past min_macs until the smallest target's predicted latency, and the picks are made by predicted latency."""
+    net0 = _net(0)
+    net0.model.load_state_dict(trained.model.state_dict())
+    t = synthetic_table(net0, fixed=1.0)  # a large fixed cost: latency falls slower than MACs
+    path = tmp_path / "table.json"
+    path.write_text(t.model_dump_json())
+    base = {"ranking": "l1", "group_size": 4, "subnets": 3, "epochs": 0, "finetune_steps": 0, "calib_batches": 2,
+            "batch_size": 64, "augment": False, "macs_step": 0.15, "min_macs": 0.5}  # fmt: skip
+    _, plain = progressive_search(net0, data, SearchConfig.build(base))
+    assert plain.predicted_latency_ms == {} and all(c.predicted_latency_ms is None for c in plain.candidates)
+
+    net = _net(0)
+    net.model.load_state_dict(trained.model.state_dict())
+    pred = LatencyPredictor(net, t)
+    targets = [1.0, 0.8, 0.6]
+    final, report = progressive_search(net, data, SearchConfig.build({**base, "latency_table": str(path),
+                                                                      "latency_targets": targets}))  # fmt: skip
+    assert report.cost == "macs" and report.full_predicted_ms == pytest.approx(pred.full_ms)
+    # the same chain as without targets while it overlaps: MACs ranking and MACs steps are unchanged
+    n = len(plain.candidates)
+    assert [c.spec.widths for c in report.candidates[:n]] == [c.spec.widths for c in plain.candidates]
+    fracs = [pred.ms(c.spec) / pred.full_ms for c in report.candidates]
+    assert fracs[n - 1] > 0.6 and len(report.candidates) > n  # min_macs alone stopped short of the target ...
+    assert min(c.spec.macs for c in report.candidates) < 0.5 * net.macs()  # ... so it went past min_macs
+    assert fracs[-1] <= 0.6 + 1e-9 and all(f > 0.6 for f in fracs[:-1])  # and stopped at the smallest target
+    # each pick: the most accurate candidate whose predicted latency fits its target
+    accs = [c.final_val_accuracy for c in report.candidates]
+    by_name = {c.spec.name: i for i, c in enumerate(report.candidates)}
+    for name, target in zip(report.selected, targets, strict=True):
+        i = by_name[name]
+        fits = [j for j, f in enumerate(fracs) if f <= target * (1 + 1e-9)]
+        assert i in fits and accs[i] == max(accs[j] for j in fits), (name, target)
+    assert len(final) == 3 and set(report.predicted_latency_ms) == {s.name for s in final}
+    for a, b in zip(final, final[1:], strict=False):
+        assert b.nested_in(a) and b.macs < a.macs
