@@ -21,7 +21,9 @@ validation split that drives every search decision), the 10,000-image test set f
    network from scratch with the pre-training recipe instead, their compute recorded beside this budget; see
    ``benchmarks/accuracy_independent.py`` (resumable per network and epoch, ``--max-minutes``).
 3. Each run goes through ``slimrt train``'s own code path (:func:`slimrt.train.trainer.run_training`), with its
-   resume file under ``--work-dir``: an interrupted run continues where its last checkpoint left it.
+   resume file under ``--work-dir``: an interrupted run continues where its last checkpoint left it. With
+   ``--max-minutes M`` a command stops by itself after the last piece (epoch, search candidate, grid width) that
+   fits in M minutes and exits 0; the same command continues, so each command fits a 60-minute slot on any machine.
 4. A US-Nets run evaluates test accuracy at every width of a 1-channel grid (widest channel group, 49 widths from
    0.25 to 1.0), BN calibrated per width, so the aggregate can pick its best width at any measured latency.
 
@@ -137,6 +139,30 @@ def machine() -> dict[str, Any]:
             "python": platform.python_version()}  # fmt: skip
 
 
+class DeadlineStop(Exception):
+    """``--max-minutes``: the run stopped after a resumable piece; the same command continues from there."""
+
+
+class PieceDeadline:
+    """``--max-minutes`` for a run made of resumable pieces (pre-training and training epochs, search candidates,
+    US-Nets grid widths): after each piece, stop unless one more fits, estimated by the longest piece of this command
+    so far (pieces differ: a search candidate takes a minute, a fine-tuning epoch several). At least one piece runs
+    per command, so every command makes progress."""
+
+    def __init__(self, max_minutes: float | None) -> None:
+        self.end = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
+        self.last = time.monotonic()
+        self.longest = 0.0
+
+    def piece_done(self, what: str) -> None:
+        """Call after ``what`` is saved; raises :class:`DeadlineStop` when the next piece would not fit."""
+        now = time.monotonic()
+        self.longest = max(self.longest, now - self.last)
+        self.last = now
+        if self.end is not None and now + self.longest > self.end:
+            raise DeadlineStop(what)
+
+
 def build_config(seed: int, overrides: dict[str, Any] | None = None, **fields: Any):
     from slimrt.train.config import SearchConfig
 
@@ -164,7 +190,8 @@ def pretrained_path(results: Path, seed: int) -> Path:
     return results / f"pretrained-seed{seed}.pt"
 
 
-def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], progress) -> dict[str, Any]:
+def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], progress,
+             deadline: PieceDeadline | None = None) -> dict[str, Any]:  # fmt: skip
     """The shared pre-trained full network of ``seed`` (trained, or read back when its file exists)."""
     import io
 
@@ -213,6 +240,8 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
         weights = {k: v.detach().cpu() for k, v in net.model.state_dict().items()}
         save({"config": cfg.model_dump(), "state_dict": weights, "optimizer": o.state_dict(),
               "meter": meter.state_dict(), "epoch": epoch + 1, "seconds": elapsed}, resume)  # fmt: skip
+        if deadline is not None and epoch + 1 < cfg.pretrain_epochs:
+            deadline.piece_done(f"pretrain epoch {epoch + 1}/{cfg.pretrain_epochs}")
 
     if start < cfg.pretrain_epochs:
         train_epochs(net, data, fixed_sampler([net.full_spec()]), cfg.pretrain_epochs, cfg, progress, meter,
@@ -252,11 +281,54 @@ def usnet_grid(net) -> list:
     return [net.uniform_spec(c / USNET_GRID_CHANNELS, f"w{c}") for c in range(USNET_GRID_CHANNELS, lo - 1, -1)]
 
 
+def usnet_grid_rows(net, cfg, data, ckpt_path: Path, progress, deadline: PieceDeadline | None
+                    ) -> tuple[list[dict[str, Any]], float]:  # fmt: skip
+    """Every US-Nets grid width BN-calibrated and evaluated, one width at a time, each kept in
+    ``<checkpoint>.grid.json`` (fingerprinted with the checkpoint's bytes) so that a stopped run continues at the
+    next width. Per-width calibration on the same batches gives what calibrating them all at once gives.
+
+    Returns the rows (widest first) and the evaluation seconds over all commands."""
+    import hashlib
+
+    from slimrt.io import atomic_write_text
+    from slimrt.train.loops import calibration_batches
+    from slimrt.train.methods.base import evaluate_specs
+
+    cache = ckpt_path.with_name(ckpt_path.name + ".grid.json")
+    fingerprint = hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
+    done: dict[str, Any] = {}
+    seconds = 0.0
+    if cache.exists():
+        old = json.loads(cache.read_text())
+        if old.get("checkpoint_sha256") == fingerprint:
+            done, seconds = old["rows"], float(old["seconds"])
+        else:
+            log.warning("%s belongs to another checkpoint; evaluating the grid again", cache)
+    grid = usnet_grid(net)
+    batches = calibration_batches(data, cfg.search_steps(len(data.y_train)).calib_batches, cfg.batch_size, cfg.seed)
+    task = progress.add_task("US-Nets grid", total=len(grid), completed=len(done), info="") if progress else None
+    for spec in grid:
+        if spec.name in done:
+            continue
+        t0 = time.perf_counter()
+        [row] = subnet_rows(evaluate_specs(net, [spec], data, cfg, batches=batches))
+        seconds += time.perf_counter() - t0
+        done[spec.name] = row
+        atomic_write_text(cache, json.dumps({"checkpoint_sha256": fingerprint, "seconds": seconds, "rows": done}))
+        if progress is not None:
+            progress.update(task, advance=1, info=f"{spec.name} {row['test_accuracy']:.2f}%")
+        if deadline is not None and len(done) < len(grid):
+            deadline.piece_done(f"grid width {spec.name} ({len(done)}/{len(grid)})")
+    if task is not None and progress is not None:
+        progress.remove_task(task)
+    return [done[s.name] for s in grid], seconds
+
+
 def run_method(method: str, seed: int, results: Path, work: Path, overrides: dict[str, Any], command: str,
-               progress, pretrained: dict[str, Any], force: bool = False) -> int:  # fmt: skip
+               progress, pretrained: dict[str, Any], force: bool = False,
+               deadline: PieceDeadline | None = None) -> int:  # fmt: skip
     """One (method, seed) run through ``slimrt train``'s code path; writes ``<results>/<method>-seed<seed>.json``."""
     from slimrt.train.checkpoint import load_checkpoint
-    from slimrt.train.methods.base import evaluate_specs
     from slimrt.train.trainer import run_training
 
     out_file = results / f"{method}-seed{seed}.json"
@@ -287,8 +359,9 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
         raise SystemExit(f"--method {method}: not a trained method of the standard protocol (progressive, usnet, "
                          "independent, independent-uniform)")  # fmt: skip
     if not ckpt_path.exists():
-        res = run_training(cfg, progress)
-        log.info("%s seed %d trained in %.0f s", method, seed, res.seconds)
+        hook = None if deadline is None else (lambda event: deadline.piece_done(f"training checkpoint {event}"))
+        res = run_training(cfg, progress, hook=hook)
+        log.info("%s seed %d trained in %.0f s (this command)", method, seed, res.seconds)
     ckpt = load_checkpoint(ckpt_path)
     net = ckpt.dynamic_net()
     subnets = subnet_rows(ckpt.subnets)
@@ -306,14 +379,12 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
     payload["budget"]["spent_macs"] = spent
     payload["budget"]["spent_fraction"] = spent / budget
     if method == "usnet":
-        t1 = time.perf_counter()
-        grid = evaluate_specs(net, usnet_grid(net), data, cfg, progress=progress)
-        payload["grid"] = subnet_rows(grid)
-        payload["grid_seconds"] = time.perf_counter() - t1
+        payload["grid"], payload["grid_seconds"] = usnet_grid_rows(net, cfg, data, ckpt_path, progress, deadline)
         payload["width_range"] = list(ckpt.extra.get("report", {}).get("width_range") or [])
     payload["wall_seconds"] = time.perf_counter() - t0
     payload["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_results(out_file, payload)
+    ckpt_path.with_name(ckpt_path.name + ".grid.json").unlink(missing_ok=True)
     log.info("wrote %s: %s", out_file, ", ".join(f"{r['name']} {r['macs'] / 1e6:.2f}M {r['test_accuracy']:.2f}%"
                                                  for r in subnets))  # fmt: skip
     return 0
@@ -342,13 +413,14 @@ def parse_args(argv: list[str] | None = None):
                    help="override a SearchConfig field (JSON value); the run is then not the standard protocol")
     p.add_argument("--force", action="store_true", help="rerun even when the run file exists")
     p.add_argument("--max-minutes", type=float, default=None, metavar="M",
-                   help="independent methods: stop after the epoch when the next would not fit in M minutes "
-                        "(exit 0, no run file; the same command continues)")  # fmt: skip
+                   help="stop after the resumable piece (epoch, search candidate, grid width; for independent "
+                        "methods: epoch) when the next would not fit in M minutes: exit 0 without a run file, and "
+                        "the same command continues (a 60-minute slot: --max-minutes 55)")  # fmt: skip
     args = p.parse_args(argv)
     if not args.aggregate and not args.method:
         p.error(f"give --method ({', '.join(METHODS)}) or --aggregate")
-    if args.max_minutes is not None and (args.aggregate or not args.method.startswith("independent")):
-        p.error("--max-minutes applies to --method independent and independent-uniform only")
+    if args.max_minutes is not None and args.aggregate:
+        p.error("--max-minutes applies to --method runs, not --aggregate")
     if args.max_minutes is not None and args.max_minutes < 0:
         p.error(f"--max-minutes must be >= 0, got {args.max_minutes}")
     return args
@@ -398,15 +470,21 @@ def main(argv: list[str] | None = None) -> int:
             from accuracy_independent import progressive_run, run_independent
 
             progressive_run(args.results, args.seed)  # its architectures are needed: fail before any training
-        info = pretrain(args.seed, args.results, args.work_dir, overrides, progress)
-        if args.method == "pretrain":
-            print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2, default=str))
+        deadline = PieceDeadline(args.max_minutes)
+        try:
+            info = pretrain(args.seed, args.results, args.work_dir, overrides, progress, deadline)
+            if args.method == "pretrain":
+                print(json.dumps({k: v for k, v in info.items() if k != "config"}, indent=2, default=str))
+                return 0
+            if independent:
+                return run_independent(args.method, args.seed, args.results, args.work_dir, overrides, command,
+                                       progress, info, max_minutes=args.max_minutes, force=args.force)  # fmt: skip
+            return run_method(args.method, args.seed, args.results, args.work_dir, overrides, command, progress, info,
+                              force=args.force, deadline=deadline)  # fmt: skip
+        except DeadlineStop as stop:
+            log.info("%s seed %d: stopped after %s to stay within --max-minutes %g; run the same command again to "
+                     "continue", args.method, args.seed, stop, args.max_minutes)  # fmt: skip
             return 0
-        if independent:
-            return run_independent(args.method, args.seed, args.results, args.work_dir, overrides, command, progress,
-                                   info, max_minutes=args.max_minutes, force=args.force)  # fmt: skip
-        return run_method(args.method, args.seed, args.results, args.work_dir, overrides, command, progress, info,
-                          force=args.force)  # fmt: skip
 
 
 if __name__ == "__main__":

@@ -13,7 +13,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from accuracy_independent import progressive_run, run_independent, uniform_match  # noqa: E402
-from accuracy_standard import build_config, load_data, main, parse_args, pretrain  # noqa: E402
+from accuracy_standard import build_config, load_data, main, pretrain  # noqa: E402
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")  # see tests/conftest.py
 
@@ -118,10 +118,3 @@ def test_missing_progressive_run_is_a_clear_error(tmp_path):
     (tmp_path / "progressive-seed3.json").write_text('{"subnets": []}')
     with pytest.raises(SystemExit, match="not a progressive run file"):
         progressive_run(tmp_path, 3)
-
-
-def test_max_minutes_only_for_independent_methods(capsys):
-    assert parse_args(["--method", "independent-uniform", "--max-minutes", "55"]).max_minutes == 55
-    with pytest.raises(SystemExit):
-        parse_args(["--method", "usnet", "--max-minutes", "5"])
-    assert "independent-uniform only" in capsys.readouterr().err
