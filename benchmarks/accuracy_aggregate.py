@@ -280,6 +280,27 @@ SEARCHED = ("progressive", *VARIANTS)
 """Searched families, each compared with US-Nets of the same seed (the twins are the ``progressive`` family's)."""
 
 
+def placed_by_latency(run: dict[str, Any]) -> bool:
+    """Whether the run's final sub-nets were picked by predicted latency (cost latency, or latency targets)."""
+    cfg = run.get("config", {})
+    return run["report"].get("cost") == "latency" or bool(cfg.get("latency_targets") or cfg.get("latency_targets_ms"))
+
+
+def placement(run: dict[str, Any]) -> str:
+    """How the final sub-nets were placed, in words: spread over MACs or predicted latency down to the smallest
+    sub-net the search went to, or at given targets."""
+    cfg = run.get("config", {})
+    if cfg.get("latency_targets"):
+        return "predicted latency " + "/".join(f"{100 * t:.0f}" for t in cfg["latency_targets"]) + "%"
+    if cfg.get("latency_targets_ms"):
+        return "predicted latency " + "/".join(f"{t:g}" for t in cfg["latency_targets_ms"]) + " ms"
+    if cfg.get("macs_targets"):
+        return "MACs " + "/".join(f"{100 * t:.0f}" for t in cfg["macs_targets"]) + "%"
+    if run["report"].get("cost") == "latency":
+        return f"spread over predicted latency, to {100 * cfg.get('min_latency', 0):.0f}%"
+    return f"spread over MACs, to {100 * cfg.get('min_macs', 0):.0f}%"
+
+
 def search_mechanics(run: dict[str, Any]) -> dict[str, Any]:
     """What one progressive run's threshold and re-selection did, read from its search report: the steps that
     fine-tuned, and which final picks differ from ``k`` candidates evenly spaced along the chain (what the search
@@ -289,7 +310,7 @@ def search_mechanics(run: dict[str, Any]) -> dict[str, Any]:
 
     rep = run["report"]
     cands = rep["candidates"]
-    latency = rep.get("cost") == "latency"
+    latency = placed_by_latency(run)
     cost = [c["predicted_latency_ms"] if latency else c["spec"]["macs"] for c in cands]
     acc = [c["final_val_accuracy"] for c in cands]
     index = {c["spec"]["name"]: i for i, c in enumerate(cands)}
@@ -301,7 +322,7 @@ def search_mechanics(run: dict[str, Any]) -> dict[str, Any]:
         return cost[j] <= cost[i] and acc[j] >= acc[i] and (cost[j], acc[j]) != (cost[i], acc[i])
 
     dominated = [i for i in differ if any(dominates(j, i) for j in picked)]
-    return {"cost": rep.get("cost", "macs"), "ranking": rep["ranking"],
+    return {"cost": rep.get("cost", "macs"), "ranking": rep["ranking"], "placement": placement(run),
             "supernet_epochs": rep.get("supernet_epochs", 0), "steps": len(cands) - 1, "finetunes": rep["finetunes"],
             "picked": [cands[i]["spec"]["name"] for i in picked],
             "even": [cands[i]["spec"]["name"] for i in even], "picks_differ": len(differ),
@@ -318,6 +339,7 @@ def ablation(runs: dict[str, dict[int, dict[str, Any]]], families: dict[str, Any
         g = res["goals"]
         rows.append({
             "family": fam, "seeds": g["seeds"], "cost": mech[0]["cost"], "ranking": mech[0]["ranking"],
+            "placement": mech[0]["placement"],
             "supernet_epochs": mech[0]["supernet_epochs"],
             "mean_gap_at_latency_smaller_half": g["mean_gap_at_latency_smaller_half"],
             "min_gap_at_latency": g["min_gap_at_latency"], "mean_gap_at_macs": g["mean_gap_at_macs"],
@@ -334,13 +356,14 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
     def f(v: float | None, spec: str = "+.2f") -> str:
         return "-" if v is None else format(v, spec)
 
-    head = ["family", "seeds", "cost", "supernet epochs", "ranking", "gap @ latency, smaller half", "min gap @ latency",
+    head = ["family", "seeds", "cost", "supernet epochs", "ranking", "final sub-nets", "gap @ latency, smaller half",
+            "min gap @ latency",
             "gap @ latency, smallest", "gap @ MACs", "b1 p50 span", "budget spent (max)", "fine-tuned steps",
             "re-selection: picks changed", "even picks it dominates"]  # fmt: skip
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         lines.append("| " + " | ".join([
-            r["family"], str(r["seeds"]), r["cost"], str(r["supernet_epochs"]), r["ranking"],
+            r["family"], str(r["seeds"]), r["cost"], str(r["supernet_epochs"]), r["ranking"], r.get("placement", "-"),
             f(r["mean_gap_at_latency_smaller_half"]), f(r["min_gap_at_latency"]), f(r["gap_at_latency_smallest"]),
             f(r["mean_gap_at_macs"]), f(r["b1_p50_span"], ".2f") + "x", f(r["budget_spent"], ".0%"),
             f"{r['finetunes']}/{r['steps']}",

@@ -161,6 +161,20 @@ def test_search_mechanics_reports_what_threshold_and_reselection_did():
     assert (same["picks_differ"], same["even_picks_dominated"], same["budget_spent"]) == (0, 0, None)
 
 
+def test_placement_names_how_the_final_subnets_were_picked():
+    from accuracy_aggregate import placed_by_latency, placement
+
+    accs, picks = [92, 91, 90, 88, 89, 85, 80], ["c00", "c04", "c06"]
+    macs = {"report": _report("macs", accs, picks), "config": {"min_macs": 0.1}}
+    assert placement(macs) == "spread over MACs, to 10%" and not placed_by_latency(macs)
+    lat = {"report": _report("latency", accs, picks), "config": {"min_latency": 0.45}}
+    assert placement(lat) == "spread over predicted latency, to 45%" and placed_by_latency(lat)
+    # MACs cost whose final sub-nets were placed at latency targets: judged on predicted latency
+    lt = {"report": _report("macs", accs, picks), "config": {"latency_targets": [1.0, 0.6, 0.42]}}
+    assert placement(lt) == "predicted latency 100/60/42%" and placed_by_latency(lt)
+    assert placement({"report": _report("macs", accs, picks), "config": {"macs_targets": [1.0, 0.5]}}) == "MACs 100/50%"
+
+
 def test_ablation_rows_one_per_family_with_its_factors():
     from accuracy_aggregate import ablation, ablation_markdown
 
@@ -178,7 +192,7 @@ def test_ablation_rows_one_per_family_with_its_factors():
     assert (lat_row["finetunes"], lat_row["steps"], lat_row["picks_differ"], lat_row["picks"]) == (4, 12, 2, 6)
     assert lat_row["gap_at_latency_smallest"] == fams["progressive-latency"]["goals"]["gap_at_latency_smallest"]
     table = ablation_markdown(rows)
-    assert table.count("\n") == 3 and "| progressive-latency | 2 | latency | 2 | noise |" in table
+    assert table.count("\n") == 3 and "| progressive-latency | 2 | latency | 2 | noise | spread over predicted" in table
 
 
 def test_latency_windows_add_up_as_medians_on_the_same_machine(tmp_path):
