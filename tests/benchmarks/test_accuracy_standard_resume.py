@@ -98,3 +98,26 @@ def test_max_minutes_is_for_method_runs(capsys):
     with pytest.raises(SystemExit):
         parse_args(["--aggregate", "--max-minutes", "5"])
     assert "not --aggregate" in capsys.readouterr().err
+
+
+def test_deadline_estimates_the_next_piece_by_the_longest_so_far(monkeypatch):
+    import accuracy_standard
+
+    now = [100.0]
+    monkeypatch.setattr(accuracy_standard.time, "monotonic", lambda: now[0])
+    d = PieceDeadline(10 / 60)  # 10 s
+    now[0] += 1  # a 1 s piece: 9 s left, room for another 1 s one
+    d.piece_done("a")
+    now[0] += 5  # a 5 s piece: 4 s left, and the next may take 5 s
+    with pytest.raises(DeadlineStop, match="b"):
+        d.piece_done("b")
+    d = PieceDeadline(10 / 60)
+    for _ in range(4):  # 2 s pieces: after the 4th, 2 s left, exactly room for a 5th
+        now[0] += 2
+        d.piece_done("c")
+    now[0] += 2
+    with pytest.raises(DeadlineStop):
+        d.piece_done("d")
+    unlimited = PieceDeadline(None)
+    now[0] += 10**6
+    unlimited.piece_done("e")  # never stops
