@@ -442,7 +442,10 @@ def progressive_search(
             save(st, None)
             if progress is not None:
                 shown = rec.val_after_finetune if rec.finetuned else acc
-                progress.update(task, advance=1, info=f"c{i:02d} {100 * rec.macs_fraction:.0f}% MACs {shown:.2f}%"
+                # placed by latency, the chain's length is not known up front: keep one step ahead of it
+                total = max(n_steps + 1, len(st.candidates) + 1) if place_ms is not None else n_steps + 1
+                progress.update(task, advance=1, total=total,
+                                info=f"c{i:02d} {100 * rec.macs_fraction:.0f}% MACs {shown:.2f}%"
                                 + (" (fine-tuned)" if rec.finetuned else ""))  # fmt: skip
 
         # Re-measure every candidate with the final search weights, then re-select.
