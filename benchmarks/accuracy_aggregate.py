@@ -253,16 +253,33 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
     colors = {"progressive": "tab:blue", "usnet": "tab:orange", "independent": "tab:green",
               "independent-uniform": "tab:red"}  # fmt: skip
-    for method, seeds in runs.items():
+    # single-seed ablations crowd the plot (they are in the ablation table): searched families with the most seeds
+    searched = {m: len(v) for m, v in runs.items() if m in SEARCHED}
+    most = max(searched.values(), default=0)
+    shown = {m: v for m, v in runs.items() if m not in searched or searched[m] == most}
+    spare = iter(c for c in ("tab:purple", "tab:brown", "tab:pink", "tab:olive", "tab:cyan", "tab:gray")
+                 if c not in colors.values())  # fmt: skip
+    for method in shown:
+        if method not in colors:
+            colors[method] = next(spare, "black")
+    for method, seeds in shown.items():
         for k, (_seed, run) in enumerate(sorted(seeds.items())):
             rows = run.get("grid") or run["subnets"]
             xs = [lat[arch_key(r["widths"])]["b1_p50"] for r in rows]
             ms = [r["macs"] / 1e6 for r in rows]
             ys = [r["test_accuracy"] for r in rows]
-            style = "-" if method == "usnet" else "o-"
             label = method if k == 0 else None
-            axes[0].plot(xs, ys, style, color=colors.get(method), alpha=0.8, label=label, markersize=4)
-            axes[1].plot(ms, ys, style, color=colors.get(method), alpha=0.8, label=label, markersize=4)
+            if method == "usnet":  # latency is not monotonic in width: the grid as points, and the best width at
+                # or under each latency (what matched latency compares with) as a step line
+                axes[0].plot(xs, ys, ".", color=colors.get(method), alpha=0.5, markersize=4)
+                order = sorted(range(len(xs)), key=lambda i: xs[i])
+                best = [max(ys[j] for j in order[: n + 1]) for n in range(len(order))]
+                axes[0].step([xs[i] for i in order], best, where="post", color=colors.get(method), alpha=0.8,
+                             label=None if label is None else "usnet (best width at or under)")  # fmt: skip
+                axes[1].plot(ms, ys, "-", color=colors.get(method), alpha=0.8, label=label)
+                continue
+            axes[0].plot(xs, ys, "o-", color=colors.get(method), alpha=0.8, label=label, markersize=4)
+            axes[1].plot(ms, ys, "o-", color=colors.get(method), alpha=0.8, label=label, markersize=4)
     axes[0].set_xlabel(f"batch-1 p50 latency (ms), {cpu_model()}")
     axes[1].set_xlabel("MACs (M)")
     for ax in axes:
