@@ -21,6 +21,7 @@ files.
 
 from __future__ import annotations
 
+import itertools
 import json
 import logging
 import os
@@ -273,7 +274,7 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
                 # or under each latency (what matched latency compares with) as a step line
                 axes[0].plot(xs, ys, ".", color=colors.get(method), alpha=0.5, markersize=4)
                 order = sorted(range(len(xs)), key=lambda i: xs[i])
-                best = [max(ys[j] for j in order[: n + 1]) for n in range(len(order))]
+                best = list(itertools.accumulate((ys[i] for i in order), max))
                 axes[0].step([xs[i] for i in order], best, where="post", color=colors.get(method), alpha=0.8,
                              label=None if label is None else "usnet (best width at or under)")  # fmt: skip
                 axes[1].plot(ms, ys, "-", color=colors.get(method), alpha=0.8, label=label)
@@ -380,7 +381,7 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
     lines = ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
     for r in rows:
         lines.append("| " + " | ".join([
-            r["family"], str(r["seeds"]), r["cost"], str(r["supernet_epochs"]), r["ranking"], r.get("placement", "-"),
+            r["family"], str(r["seeds"]), r["cost"], str(r["supernet_epochs"]), r["ranking"], r["placement"],
             f(r["mean_gap_at_latency_smaller_half"]), f(r["min_gap_at_latency"]), f(r["gap_at_latency_smallest"]),
             f(r["mean_gap_at_macs"]), f(r["b1_p50_span"], ".2f") + "x", f(r["budget_spent"], ".0%"),
             f"{r['finetunes']}/{r['steps']}",

@@ -281,6 +281,11 @@ def usnet_grid(net) -> list:
     return [net.uniform_spec(c / USNET_GRID_CHANNELS, f"w{c}") for c in range(USNET_GRID_CHANNELS, lo - 1, -1)]
 
 
+def grid_cache_path(ckpt_path: Path) -> Path:
+    """Where a US-Nets run keeps its evaluated grid widths until its run file is written."""
+    return ckpt_path.with_name(ckpt_path.name + ".grid.json")
+
+
 def usnet_grid_rows(net, cfg, data, ckpt_path: Path, progress, deadline: PieceDeadline | None
                     ) -> tuple[list[dict[str, Any]], float]:  # fmt: skip
     """Every US-Nets grid width BN-calibrated and evaluated, one width at a time, each kept in
@@ -294,7 +299,7 @@ def usnet_grid_rows(net, cfg, data, ckpt_path: Path, progress, deadline: PieceDe
     from slimrt.train.loops import calibration_batches
     from slimrt.train.methods.base import evaluate_specs
 
-    cache = ckpt_path.with_name(ckpt_path.name + ".grid.json")
+    cache = grid_cache_path(ckpt_path)
     fingerprint = hashlib.sha256(ckpt_path.read_bytes()).hexdigest()
     done: dict[str, Any] = {}
     seconds = 0.0
@@ -384,7 +389,7 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
     payload["wall_seconds"] = time.perf_counter() - t0
     payload["finished"] = time.strftime("%Y-%m-%dT%H:%M:%S")
     write_results(out_file, payload)
-    ckpt_path.with_name(ckpt_path.name + ".grid.json").unlink(missing_ok=True)
+    grid_cache_path(ckpt_path).unlink(missing_ok=True)
     log.info("wrote %s: %s", out_file, ", ".join(f"{r['name']} {r['macs'] / 1e6:.2f}M {r['test_accuracy']:.2f}%"
                                                  for r in subnets))  # fmt: skip
     return 0

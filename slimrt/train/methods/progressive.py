@@ -458,7 +458,7 @@ def progressive_search(
             st.candidates[j] = c.model_copy(update={"final_val_accuracy": acc})
         st.add_time("evaluate", time.perf_counter() - t0)
         accs = [float(c.final_val_accuracy) for c in st.candidates]
-        if lat is not None and (pred is not None or latency_targets is not None):
+        if lat is not None and (pred is not None or place_ms is not None):  # picked by predicted latency
             ms = [lat.ms(c.spec) for c in st.candidates]
             picks = reselect(ms, accs, cfg.subnets, targets=latency_targets, full_macs=lat.full_ms,
                              pareto=cfg.reselect)  # fmt: skip
