@@ -121,6 +121,9 @@ def train(
                                  "With --cost macs the search still ranks by MACs and goes down to the smallest "
                                  "target (--min-macs does not apply).")
     ] = None,
+    usnet_min_width: Annotated[float | None, typer.Option(help="usnet: the narrowest trained width multiplier "
+                                                          "(default 0.25); lower it to serve smaller sub-nets.")]
+    = None,
     threshold: Annotated[float | None, typer.Option(help="Fine-tune when val accuracy drops more (points).")] = None,
     noise_steps: Annotated[int | None, typer.Option(help="Noise-ranking steps per candidate (default 100, at most 2 "
                                                     "epochs of the data, at least 20).")] = None,
@@ -191,6 +194,7 @@ def train(
         "noise_steps": noise_steps, "finetune_steps": finetune_steps, "calib_batches": calib_batches,
         "device": device, "init": init, "resume": True if resume else None, "out": out,
         "force": True if force else None, "cost": cost, "supernet_epochs": supernet_epochs,
+        "usnet_min_width": usnet_min_width,
         "latency_table": latency_table, "latency_targets": targets_frac, "latency_targets_ms": targets_ms,
     }  # fmt: skip
     if config is not None:

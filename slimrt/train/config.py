@@ -159,6 +159,8 @@ class SearchConfig(BaseModel):
     reselect: bool = Field(True, description="Pareto + spread re-selection; off: K candidates evenly by index")
     distill: bool = Field(True, description="in-place distillation from the largest sub-net")
     sampled_subnets: int = Field(2, ge=0, description="sub-nets sampled per step besides the largest and smallest")
+    usnet_min_width: float = Field(0.25, ge=0.05, lt=1, description="usnet: the narrowest trained width multiplier "
+                                   "(the sandwich rule's smallest sub-net); sub-nets below it are clamped to it")
     calib_batches: int | None = Field(None, ge=1, description="training batches for per-sub-net BN calibration "
                                       "(one pass over the training images at most); None: 20")
     budget_macs: int | None = Field(None, ge=1, description="progressive: training MACs (3 x forward MACs per "
@@ -216,6 +218,8 @@ class SearchConfig(BaseModel):
             raise ValueError("cost 'latency' needs latency_table (a JSON file from `slimrt latency-table`)")
         if (self.cost == "latency" or self.supernet_epochs > 0) and self.method != "progressive":
             raise ValueError(f"cost 'latency' and supernet_epochs apply to method 'progressive', not {self.method!r}")
+        if self.usnet_min_width != type(self).model_fields["usnet_min_width"].default and self.method != "usnet":
+            raise ValueError(f"usnet_min_width applies to method 'usnet', not {self.method!r}")
         lat_targets = self.latency_targets is not None or self.latency_targets_ms is not None
         if lat_targets and self.method != "progressive":
             raise ValueError(f"latency targets apply to method 'progressive', not {self.method!r}")

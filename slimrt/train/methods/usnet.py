@@ -108,7 +108,7 @@ def train_usnet(
     *,
     targets: Sequence[int] | None = None,
     budget_macs: int | None = None,
-    width_range: tuple[float, float] = USNET_WIDTH_RANGE,
+    width_range: tuple[float, float] | None = None,
     forward: nn.Module | None = None,
     batch_transform: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None = None,
     optimizer_state: dict[str, Any] | None = None,
@@ -125,7 +125,7 @@ def train_usnet(
     Args:
         targets: MACs of the sub-nets to report (default :func:`default_targets`), e.g. the progressive sub-nets'.
         budget_macs: forward+backward MACs to spend on training (overrides ``cfg.epochs``).
-        width_range: the trained range of width multipliers.
+        width_range: the trained range of width multipliers (default ``(cfg.usnet_min_width, 1.0)``).
         forward: module called for forward passes (the DistributedDataParallel wrapper of ``net``).
         batch_transform: per-batch transform (sharding across ranks); epoch-based runs only.
         optimizer_state, start_epoch, on_epoch_end: resume an interrupted epoch-based run (optimiser state and
@@ -136,6 +136,7 @@ def train_usnet(
         ``net`` under those names) and a :class:`BaselineReport`.
     """
     meter = meter if meter is not None else ComputeMeter()
+    width_range = width_range if width_range is not None else (cfg.usnet_min_width, USNET_WIDTH_RANGE[1])
     phase = "usnet"
     before_train = meter.by_phase.get(phase, 0)
     before_other = meter.other_macs
