@@ -9,7 +9,8 @@ ResNet-20 with its recorded per-group widths (latency depends on the widths, not
 slimrt's ONNX exporter and timed with ``slimrt bench``'s protocol (ONNX Runtime CPU, the ``cpu`` device profile's
 warm-up, rounds and duration bound, round-robin interleaving) at batch 1 and batch 32.
 
-For each progressive sub-net of a seed:
+For each progressive sub-net of a seed (US-Nets: every grid width of every US-Nets run of that seed, ``usnet`` and its
+variants such as ``usnet-w8`` trained down to a narrower width, a variant's widths named ``usnet-w8:w10``):
 - matched latency: the most accurate US-Nets grid width of the same seed whose batch-1 p50 is not larger;
 - matched MACs: the US-Nets grid width whose MACs are nearest (both MACs reported);
 - when the seed has an ``independent`` run: its twin (the same widths trained alone from scratch) and the gap to it;
@@ -33,11 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from _common import write_results
-from accuracy_standard import VARIANTS, cpu_model, git_commit, machine
+from accuracy_standard import USNET_VARIANTS, VARIANTS, cpu_model, git_commit, machine
 
 log = logging.getLogger("bench.accuracy.aggregate")
 
 BATCHES = (1, 32)
+
+USNETS = ("usnet", *USNET_VARIANTS)
+"""The US-Nets runs: the baseline of a seed is the grid widths of all of them (the best of either at each latency
+and MACs: a stronger baseline than any one of them)."""
 
 
 # ------------------------------------------------------------------------------------------------ pure matching
@@ -245,6 +250,14 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def baseline_note(res: dict[str, Any]) -> str:
+    """`` (baseline: ...)`` when some seed's US-Nets baseline is more than the ``usnet`` run."""
+    runs = res.get("usnet_runs", {})
+    if all(r == ["usnet"] for r in runs.values()):
+        return ""
+    return " (baseline per seed: " + "; ".join(f"seed {s}: {' + '.join(r)}" for s, r in runs.items()) + ")"
+
+
 def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]]) -> None:
     import matplotlib
 
@@ -270,13 +283,13 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
             ms = [r["macs"] / 1e6 for r in rows]
             ys = [r["test_accuracy"] for r in rows]
             label = method if k == 0 else None
-            if method == "usnet":  # latency is not monotonic in width: the grid as points, and the best width at
+            if method in USNETS:  # latency is not monotonic in width: the grid as points, and the best width at
                 # or under each latency (what matched latency compares with) as a step line
                 axes[0].plot(xs, ys, ".", color=colors.get(method), alpha=0.5, markersize=4)
                 order = sorted(range(len(xs)), key=lambda i: xs[i])
                 best = list(itertools.accumulate((ys[i] for i in order), max))
                 axes[0].step([xs[i] for i in order], best, where="post", color=colors.get(method), alpha=0.8,
-                             label=None if label is None else "usnet (best width at or under)")  # fmt: skip
+                             label=None if label is None else f"{method} (best width at or under)")  # fmt: skip
                 axes[1].plot(ms, ys, "-", color=colors.get(method), alpha=0.8, label=label)
                 continue
             axes[0].plot(xs, ys, "o-", color=colors.get(method), alpha=0.8, label=label, markersize=4)
@@ -292,6 +305,16 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     fig.savefig(tmp, dpi=150, bbox_inches="tight")
     os.replace(tmp, path)
     plt.close(fig)
+
+
+def usnet_baseline(runs: dict[str, dict[int, dict[str, Any]]], seed: int) -> dict[str, Any] | None:
+    """The US-Nets baseline of ``seed``: ``grid`` (every evaluated width of every US-Nets run of the seed, a variant's
+    widths named ``<variant>:<width>``) and ``runs`` (which runs); None when the seed has no US-Nets run."""
+    parts = [(m, runs[m][seed]) for m in USNETS if seed in runs.get(m, {})]
+    if not parts:
+        return None
+    grid = [{**g, "name": g["name"] if m == "usnet" else f"{m}:{g['name']}"} for m, run in parts for g in run["grid"]]
+    return {"grid": grid, "runs": [m for m, _ in parts]}
 
 
 SEARCHED = ("progressive", *VARIANTS)
@@ -391,18 +414,21 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
 
 
 def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per searched family with US-Nets runs of the same seeds: ``per_seed`` rows, ``per_rank`` table, ``goals``."""
+    """Per searched family with US-Nets runs of the same seeds: ``per_seed`` rows, ``per_rank`` table, ``goals``,
+    and ``usnet_runs`` (per seed, the US-Nets runs whose widths formed the baseline)."""
     out: dict[str, Any] = {}
     for fam in SEARCHED:
-        seeds = sorted(set(runs.get(fam, {})) & set(runs.get("usnet", {})))
+        baselines = {s: usnet_baseline(runs, s) for s in sorted(runs.get(fam, {}))}
+        seeds = [s for s, b in baselines.items() if b is not None]
         if not seeds:
             continue
         twins = fam == "progressive"
-        per_seed = {s: compare_seed(runs[fam][s], runs["usnet"][s], lat,
+        per_seed = {s: compare_seed(runs[fam][s], baselines[s], lat,
                                     runs.get("independent", {}).get(s) if twins else None,
                                     runs.get("independent-uniform", {}).get(s) if twins else None)
                     for s in seeds}  # fmt: skip
-        out[fam] = {"per_seed": per_seed, **summarize(per_seed)}
+        out[fam] = {"per_seed": per_seed, **summarize(per_seed),
+                    "usnet_runs": {s: baselines[s]["runs"] for s in seeds}}  # fmt: skip
     return out
 
 
@@ -428,7 +454,7 @@ def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]]
     for method, seeds in runs.items():
         for run in seeds.values():
             for kind, rows in (("subnets", run["subnets"]), ("grid", run.get("grid", []))):
-                if method == "usnet" and kind == "subnets":
+                if method in USNETS and kind == "subnets":
                     continue
                 for r in rows:
                     key = arch_key(r["widths"])
@@ -538,7 +564,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
     payload["ablation"] = ablation(runs, families)
     payload["predictor_check"] = check
     write_results(results / "aggregate.json", payload)
-    sections = [f"### {fam} vs US-Nets\n\n{markdown(res)}" for fam, res in families.items()]
+    sections = [f"### {fam} vs US-Nets{baseline_note(res)}\n\n{markdown(res)}" for fam, res in families.items()]
     if check is not None:
         lines = [f"| {fam} | {v['n']} | {100 * v['median_abs_error']:.0f}% | {100 * v['max_abs_error']:.0f}% |"
                  for fam, v in check["families"].items()]  # fmt: skip

@@ -12,6 +12,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
 from accuracy_aggregate import (  # noqa: E402
     arch_key,
+    baseline_note,
     compare_families,
     compare_seed,
     markdown,
@@ -256,3 +257,34 @@ def test_predictor_check_compares_the_table_with_measured_latency_per_family(tmp
     assert fams["usnet grid, off the unit grid"]["rows"][0]["error"] == pytest.approx(-0.5)
     assert check["full_predicted_ms"] == pytest.approx(pred.full_ms)
     assert predictor_check(tmp_path / "missing.json", runs, lat, "resnet20", kw, (1, 16, 16)) is None
+
+
+def test_the_usnet_baseline_of_a_seed_is_every_usnet_run_of_it():
+    """A US-Nets run trained down to a narrower width (usnet-w8) adds its widths to the seed's baseline: a searched
+    sub-net faster than every width of the standard run gets a match, and elsewhere the better of the two runs
+    counts."""
+    small = {"g0": 1, "g1": 1}  # faster than every GRID width
+    prog = {"subnets": [{"name": "m90", "widths": PROG_WIDTHS[0], "macs": 390, "test_accuracy": 89.5},
+                        {"name": "m10", "widths": small, "macs": 60, "test_accuracy": 84.0}]}  # fmt: skip
+    narrow = [_row("w4", 4, 400, 89.2), _row("w3", 3, 300, 89.4), _row("w0", 0, 40, 78.0)]  # w0: 0.2 ms
+    lat = {**LAT, arch_key(PROG_WIDTHS[0]): {"b1_p50": 0.52}, arch_key(small): {"b1_p50": 0.25},
+           arch_key(narrow[2]["widths"]): {"b1_p50": 0.2}}  # fmt: skip
+    alone = compare_families({"usnet": {0: {"grid": GRID}}, "progressive": {0: prog}}, lat)["progressive"]
+    top, low = alone["per_seed"][0]
+    assert top["usnet_at_latency"]["name"] == "w3" and low["usnet_at_latency"] is None
+    assert alone["goals"]["gap_at_latency_smallest"] is None and alone["usnet_runs"] == {0: ["usnet"]}
+
+    runs = {"usnet": {0: {"grid": GRID}}, "usnet-w8": {0: {"grid": narrow}, 1: {"grid": narrow}},
+            "progressive": {0: prog}}  # fmt: skip
+    both = compare_families(runs, lat)["progressive"]
+    top, low = both["per_seed"][0]
+    assert top["usnet_at_latency"]["name"] == "usnet-w8:w3"  # 89.4% beats the standard run's w3 (89.0%)
+    assert top["gap_at_latency"] == pytest.approx(0.1)
+    assert low["usnet_at_latency"]["name"] == "usnet-w8:w0" and low["gap_at_latency"] == pytest.approx(6.0)
+    assert low["usnet_at_macs"]["name"] == "usnet-w8:w0"  # 40 MACs is nearer 60 than w1's 100
+    assert both["goals"]["gap_at_latency_smallest"] == pytest.approx(6.0)
+    assert both["usnet_runs"] == {0: ["usnet", "usnet-w8"]}
+    assert baseline_note(both) == " (baseline per seed: seed 0: usnet + usnet-w8)" and baseline_note(alone) == ""
+    # a seed with only the variant is compared with the variant alone
+    runs["progressive"][1] = prog
+    assert compare_families(runs, lat)["progressive"]["usnet_runs"] == {0: ["usnet", "usnet-w8"], 1: ["usnet-w8"]}

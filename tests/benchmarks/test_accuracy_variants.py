@@ -4,6 +4,7 @@ hour of pre-training checks in a background run."""
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_standard import STANDARD, VARIANTS, build_config  # noqa: E402
+from accuracy_standard import STANDARD, USNET_VARIANTS, VARIANTS, build_config, pretrain, run_method  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy" / "standard-resnet20"
 
@@ -34,3 +35,22 @@ def test_variant_builds_a_valid_search_config(name):
         pred = LatencyPredictor(net, load_latency_table(cfg.latency_table))  # the table fits the network
         assert pred.full_ms > 0
     assert STANDARD["subnets"] == cfg.subnets
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_usnet_variant_trains_and_evaluates_down_to_its_narrowest_width(tmp_path):
+    """``usnet-w8``: a real (tiny) US-Nets run through the benchmark, trained from 1/8 width and evaluated on the
+    grid c / 64 down to c = 8, recorded under the variant's name."""
+    assert set(USNET_VARIANTS) == {"usnet-w8"}
+    tiny = {"dataset": "synthetic", "limit_train": 256, "val_size": 64, "pretrain_epochs": 1, "batch_size": 64,
+            "arch_kwargs": {"widths": [8, 8, 16]}, "subnets": 2, "min_macs": 0.3}  # fmt: skip
+    results, work = tmp_path / "results", tmp_path / "work"
+    info = pretrain(0, results, work, tiny, None)
+    assert run_method("usnet-w8", 0, results, work, tiny, "test", None, info) == 0
+    run = json.loads((results / "usnet-w8-seed0.json").read_text())
+    assert run["method"] == "usnet-w8" and run["config"]["method"] == "usnet"
+    assert run["config"]["usnet_min_width"] == 0.125 and run["width_range"] == [0.125, 1.0]
+    names = [g["name"] for g in run["grid"]]
+    assert names[0] == "w64" and names[-1] == "w8" and len(names) == 57
+    assert run["grid"][-1]["widths"] == {k: max(1, v // 8) for k, v in run["grid"][0]["widths"].items()}
+    assert all(0 <= g["test_accuracy"] <= 100 for g in run["grid"])

@@ -56,6 +56,23 @@ def test_train_table_output_and_user_errors(tmp_path, tiny_config):
     assert bad.exit_code != 0 and "ranking" in str(bad.exception)
 
 
+def test_usnet_min_width_reaches_the_run(tmp_path, tiny_config):
+    out = tmp_path / "us.pt"
+    args = ["train", "--method", "usnet", "--usnet-min-width", "0.125", "--data", "synthetic", "--config",
+            str(tiny_config()), "--limit-train", "128", "--pretrain-epochs", "1", "--epochs", "1", "--subnets", "2",
+            "--min-macs", "0.02", "--batch-size", "64", "--out", str(out), "--json"]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.config["usnet_min_width"] == 0.125
+    assert list(ck.extra["report"]["width_range"]) == [0.125, 1.0]
+    net = ck.dynamic_net()
+    assert ck.subnets[-1].macs < net.uniform_spec(0.25, "q").macs  # served below the default range's 1/4 width
+
+    bad = CliRunner().invoke(app, ["train", "--data", "synthetic", "--usnet-min-width", "0.125", "--out", str(out)])
+    assert bad.exit_code != 0 and "usnet_min_width applies to method 'usnet'" in str(bad.exception)
+
+
 def test_latency_table_calibrated_on_whole_networks(tmp_path):
     pytest.importorskip("onnxruntime")
     import torch

@@ -166,3 +166,36 @@ def test_steps_for_budget_reaches_the_budget():
     assert steps_for_budget(sampler, 16, budget) == 4
     assert steps_for_budget(sampler, 16, sum(per[:4])) == 4
     assert steps_for_budget(sampler, 16, sum(per[:4]) + 1) == 5
+
+
+def test_usnet_min_width_sets_the_trained_range(pretrained, data):
+    """``usnet_min_width`` is the sandwich rule's narrowest width: the run trains it and serves a target at its MACs,
+    where the default range (from 1/4) clamps the same target and says so."""
+    narrow = pretrained.uniform_spec(0.125, "narrow")
+    assert narrow.macs < pretrained.uniform_spec(0.25, "q").macs
+    cfg = _cfg(method="usnet", usnet_min_width=0.125, calib_batches=1)
+    sampler = usnet_sampler(pretrained, 0, width_range=(0.125, 1.0))
+    assert sampler(0)[1].widths == narrow.widths  # the smallest sub-net of every step
+    budget = sum(3 * 32 * sum(s.macs for s in sampler(t)) for t in range(2))
+    net = copy.deepcopy(pretrained)
+    [spec], report = train_usnet(cfg, data, net, targets=[narrow.macs], budget_macs=budget)
+    assert tuple(report.width_range) == (0.125, 1.0) and report.steps == 2 and report.train_macs == budget
+    assert spec.widths == narrow.widths and not report.notes
+
+    net = copy.deepcopy(pretrained)
+    [spec], report = train_usnet(_cfg(calib_batches=1), data, net, targets=[narrow.macs], budget_macs=budget)
+    assert tuple(report.width_range) == USNET_WIDTH_RANGE
+    assert spec.widths == pretrained.uniform_spec(0.25, "q").widths
+    assert "outside the trained width range" in report.notes[0]
+
+
+@pytest.mark.parametrize(("fields", "message"), [
+    ({"usnet_min_width": 0.125}, "usnet_min_width applies to method 'usnet', not 'progressive'"),
+    ({"method": "usnet", "usnet_min_width": 0.01}, "usnet_min_width"),
+    ({"method": "usnet", "usnet_min_width": 1.0}, "usnet_min_width"),
+])  # fmt: skip
+def test_usnet_min_width_is_checked(fields, message):
+    from slimrt.errors import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        SearchConfig.build(fields)
