@@ -19,7 +19,8 @@ budget); they are not capped by it. A network whose widths are the full network'
 Resumable per sub-net and per epoch: an unfinished twin keeps ``<name>.resume.pt`` (weights, optimiser, compute,
 epoch) and a finished one ``<name>.json`` under ``<work-dir>/<method>-seed<k>/``, both fingerprinted with the
 settings (a mismatch is an error, never silently mixed). ``--max-minutes M`` stops after the epoch when the next one
-would not fit in M minutes (at least one epoch per command) and exits 0 without a run file; the same command
+would not fit in M minutes (estimated by the longest epoch of the command so far: :class:`PieceDeadline`; at least
+one epoch per command) and exits 0 without a run file; the same command
 continues. The run file ``<results>/<method>-seed<k>.json`` is written once every sub-net is done.
 """
 
@@ -34,9 +35,17 @@ from pathlib import Path
 from typing import Any
 
 from _common import write_results
-from accuracy_standard import build_config, git_commit, load_data, machine, usnet_budget_macs
+from accuracy_standard import (
+    DeadlineStop,
+    PieceDeadline,
+    build_config,
+    git_commit,
+    load_data,
+    machine,
+    usnet_budget_macs,
+)
 
-__all__ = ["METHODS", "RULE", "progressive_run", "uniform_match", "control_specs", "Deadline", "run_independent"]
+__all__ = ["METHODS", "RULE", "progressive_run", "uniform_match", "control_specs", "run_independent"]
 
 log = logging.getLogger("bench.accuracy.independent")
 
@@ -48,23 +57,6 @@ RULE = ("each sub-net trained alone from scratch with the full network's pre-tra
 RECIPE_FIELDS = ("arch", "arch_kwargs", "dataset", "limit_train", "val_size", "pretrain_epochs", "batch_size", "lr",
                  "warmup_epochs", "weight_decay", "momentum", "augment", "seed")  # fmt: skip
 """Settings under which the pre-trained network is the full-width twin."""
-
-
-class TimeUp(Exception):
-    """Raised from the epoch hook when the next epoch would not fit in ``--max-minutes``."""
-
-
-class Deadline:
-    """``--max-minutes``: is there room for one more epoch (estimated by the last one measured)?"""
-
-    def __init__(self, max_minutes: float | None) -> None:
-        self.end = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
-        self.epoch_seconds: float | None = None
-
-    def room_for_epoch(self) -> bool:
-        if self.end is None or self.epoch_seconds is None:
-            return True
-        return time.monotonic() + self.epoch_seconds <= self.end
 
 
 # ----------------------------------------------------------------------------------------------- architectures
@@ -144,7 +136,7 @@ def _from_pretrained(cfg, spec, net, pretrained: dict[str, Any]) -> dict[str, An
             "source": "pretrained", "machine": pretrained.get("machine") or machine()}  # fmt: skip
 
 
-def train_or_load(method: str, cfg, data, net, spec, folder: Path, deadline: Deadline, progress,
+def train_or_load(method: str, cfg, data, net, spec, folder: Path, deadline: PieceDeadline, progress,
                   pretrained: dict[str, Any]) -> dict[str, Any] | None:  # fmt: skip
     """The finished record of ``spec``'s network: read back, taken from pre-training, or trained (resumably).
 
@@ -172,7 +164,7 @@ def train_or_load(method: str, cfg, data, net, spec, folder: Path, deadline: Dea
                 raise SystemExit(f"{resume} was written with other settings or widths; delete it to start over")
             meter.load_state_dict(state["meter"])
             start, seconds = int(state["epoch"]), float(state["seconds"])
-        if start < cfg.pretrain_epochs and not deadline.room_for_epoch():
+        if start < cfg.pretrain_epochs and not deadline.room():
             return None
         log.info("%s %s (%.2fM MACs): %s epoch %d of %d", method, spec.name, spec.macs / 1e6,
                  "resuming after" if start else "training from", start, cfg.pretrain_epochs)  # fmt: skip
@@ -181,21 +173,22 @@ def train_or_load(method: str, cfg, data, net, spec, folder: Path, deadline: Dea
         def epoch_end(epoch: int, sub, opt) -> None:
             nonlocal t_epoch
             now = time.perf_counter()
-            deadline.epoch_seconds, t_epoch = now - t_epoch, now
             _save({"fingerprint": fp, "model": {k: v.detach().cpu() for k, v in sub.model.state_dict().items()},
                    "optimizer": opt.state_dict(), "meter": meter.state_dict(), "epoch": epoch + 1,
                    "seconds": seconds + now - t0}, resume)  # fmt: skip
-            log.info("%s %s: epoch %d/%d, %.0f s", method, spec.name, epoch + 1, cfg.pretrain_epochs,
-                     deadline.epoch_seconds)  # fmt: skip
-            if epoch + 1 < cfg.pretrain_epochs and not deadline.room_for_epoch():
-                raise TimeUp
+            log.info("%s %s: epoch %d/%d, %.0f s", method, spec.name, epoch + 1, cfg.pretrain_epochs, now - t_epoch)
+            t_epoch = now
+            if epoch + 1 < cfg.pretrain_epochs:
+                deadline.piece_done(f"{spec.name} epoch {epoch + 1}")
+            else:  # the last epoch: evaluate and record the network whatever the time
+                deadline.lap()
 
         try:
             sub, _ = train_twin_epochs(cfg, data, net, spec, progress, meter, start_epoch=start,
                                        model_state=None if state is None else state["model"],
                                        optimizer_state=None if state is None else state["optimizer"],
                                        on_epoch_end=epoch_end)  # fmt: skip
-        except TimeUp:
+        except DeadlineStop:
             return None
         train_seconds = seconds + time.perf_counter() - t0
         t1 = time.perf_counter()
@@ -214,8 +207,9 @@ def train_or_load(method: str, cfg, data, net, spec, folder: Path, deadline: Dea
 
 def run_independent(method: str, seed: int, results: Path, work: Path, overrides: dict[str, Any], command: str,
                     progress, pretrained: dict[str, Any], max_minutes: float | None = None,
-                    force: bool = False) -> int:  # fmt: skip
-    """One independent-control run (resumable); writes ``<results>/<method>-seed<seed>.json`` once all are done."""
+                    force: bool = False, deadline: PieceDeadline | None = None) -> int:  # fmt: skip
+    """One independent-control run (resumable); writes ``<results>/<method>-seed<seed>.json`` once all are done.
+    Stops between epochs when the next would not fit in ``deadline`` (default: ``max_minutes`` from now)."""
     from slimrt.train.trainer import build_net
 
     if method not in METHODS:
@@ -224,7 +218,7 @@ def run_independent(method: str, seed: int, results: Path, work: Path, overrides
     if out_file.exists() and not force:
         log.info("%s exists (use --force to rerun)", out_file)
         return 0
-    deadline = Deadline(max_minutes)
+    deadline = deadline if deadline is not None else PieceDeadline(max_minutes)
     prog = progressive_run(results, seed)
     cfg = build_config(seed, overrides, method="independent")
     data = load_data(cfg)
@@ -235,8 +229,8 @@ def run_independent(method: str, seed: int, results: Path, work: Path, overrides
     for spec, _rows in todo:
         rec = train_or_load(method, cfg, data, net, spec, folder, deadline, progress, pretrained)
         if rec is None:
-            log.info("%s seed %d: %d of %d networks done, time is up (--max-minutes %s); run the same command again "
-                     "to continue", method, seed, len(records), len(todo), max_minutes)  # fmt: skip
+            log.info("%s seed %d: %d of %d networks done, time is up (--max-minutes); run the same command again "
+                     "to continue", method, seed, len(records), len(todo))  # fmt: skip
             return 0
         records.append(rec)
     subnets = [{"name": s.name, "widths": dict(s.widths), "macs": s.macs, "params": s.params,

@@ -164,13 +164,23 @@ class PieceDeadline:
         self.end = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
         self.last = time.monotonic()
         self.longest = 0.0
+        self.pieces = 0
 
-    def piece_done(self, what: str) -> None:
-        """Call after ``what`` is saved; raises :class:`DeadlineStop` when the next piece would not fit."""
+    def lap(self) -> None:
+        """A piece ended (its time counts in the estimate)."""
         now = time.monotonic()
         self.longest = max(self.longest, now - self.last)
         self.last = now
-        if self.end is not None and now + self.longest > self.end:
+        self.pieces += 1
+
+    def room(self) -> bool:
+        """Whether one more piece, as long as the longest so far, fits (always before the command's first piece)."""
+        return self.end is None or self.pieces == 0 or time.monotonic() + self.longest <= self.end
+
+    def piece_done(self, what: str) -> None:
+        """Call after ``what`` is saved; raises :class:`DeadlineStop` when the next piece would not fit."""
+        self.lap()
+        if not self.room():
             raise DeadlineStop(what)
 
 
@@ -496,7 +506,7 @@ def main(argv: list[str] | None = None) -> int:
                 return 0
             if independent:
                 return run_independent(args.method, args.seed, args.results, args.work_dir, overrides, command,
-                                       progress, info, max_minutes=args.max_minutes, force=args.force)  # fmt: skip
+                                       progress, info, deadline=deadline, force=args.force)  # fmt: skip
             return run_method(args.method, args.seed, args.results, args.work_dir, overrides, command, progress, info,
                               force=args.force, deadline=deadline)  # fmt: skip
         except DeadlineStop as stop:

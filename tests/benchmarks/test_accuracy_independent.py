@@ -87,6 +87,24 @@ def test_interrupted_twins_resume_to_the_uninterrupted_result(setup, caplog):
         _run(setup, "independent", None, {**TINY, "lr": 0.05})
 
 
+def test_max_minutes_through_the_command_stops_after_one_epoch(setup, caplog):
+    """``--max-minutes 0`` on the command: the deadline it shares with pre-training stops the uniform controls after
+    their first trained epoch, with no run file; the next test finishes the same run from there."""
+    results, work, _, _, _ = setup
+    root, before = logging.getLogger(), list(logging.getLogger().handlers)
+    try:
+        with caplog.at_level(logging.INFO, logger="bench.accuracy.independent"):
+            rc = main(["--method", "independent-uniform", "--seed", "0", "--results", str(results), "--work-dir",
+                       str(work), "--max-minutes", "0", *[f"--set={k}={json.dumps(v)}" for k, v in TINY.items()]])
+    finally:
+        for h in [h for h in root.handlers if h not in before]:
+            root.removeHandler(h)
+            h.close()
+    assert rc == 0 and "1 of 3 networks done, time is up" in caplog.text
+    assert not (results / "independent-uniform-seed0.json").exists()
+    assert len(list((work / "independent-uniform-seed0").glob("*.resume.pt"))) == 1
+
+
 def test_uniform_controls_match_macs_on_one_channel_steps(setup):
     results, _, info, net, specs = setup
     assert _run(setup, "independent-uniform", None) == 0
