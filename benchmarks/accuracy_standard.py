@@ -2,6 +2,7 @@
 
     python benchmarks/accuracy.py --mode standard --method pretrain --seed 0     # shared pre-trained network
     python benchmarks/accuracy.py --mode standard --method usnet --seed 0        # pre-trains first if needed
+    python benchmarks/accuracy.py --mode standard --method usnet-w8 --seed 0     # US-Nets trained down to 1/8 width
     python benchmarks/accuracy.py --mode standard --method progressive --seed 0
     python benchmarks/accuracy.py --mode standard --method independent --seed 0 --max-minutes 55   # twins
     python benchmarks/accuracy.py --mode standard --method independent-uniform --seed 0 --max-minutes 55
@@ -25,7 +26,8 @@ validation split that drives every search decision), the 10,000-image test set f
    ``--max-minutes M`` a command stops by itself after the last piece (epoch, search candidate, grid width) that
    fits in M minutes and exits 0; the same command continues, so each command fits a 60-minute slot on any machine.
 4. A US-Nets run evaluates test accuracy at every width of a 1-channel grid (widest channel group, 49 widths from
-   0.25 to 1.0), BN calibrated per width, so the aggregate can pick its best width at any measured latency.
+   0.25 to 1.0; 57 from 0.125 for ``usnet-w8``), BN calibrated per width, so the aggregate can pick its best width at
+   any measured latency.
 
 The run file ``<results>/<method>-seed<k>.json`` holds the command, configuration, machine, git commit and, per
 sub-net (largest first), ``name, widths, macs, params, val_accuracy, test_accuracy``; US-Nets adds ``grid``.
