@@ -110,8 +110,17 @@ def control_specs(method: str, net, prog: dict[str, Any]) -> list[tuple[Any, lis
 # ---------------------------------------------------------------------------------------------------- training
 
 
+ADDED_FIELDS = ("usnet_min_width",)
+"""SearchConfig fields added after the first independent runs: left out of the fingerprint at their default, so that
+those runs' resume and done files stay valid (any other value still changes it)."""
+
+
 def _fingerprint(method: str, cfg, spec) -> str:
-    fp = {"method": method, "config": cfg.model_dump(), "name": spec.name, "widths": spec.widths}
+    config = cfg.model_dump()
+    for k in ADDED_FIELDS:
+        if config[k] == type(cfg).model_fields[k].default:
+            del config[k]
+    fp = {"method": method, "config": config, "name": spec.name, "widths": spec.widths}
     return hashlib.sha256(json.dumps(fp, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 

@@ -136,3 +136,24 @@ def test_missing_progressive_run_is_a_clear_error(tmp_path):
     (tmp_path / "progressive-seed3.json").write_text('{"subnets": []}')
     with pytest.raises(SystemExit, match="not a progressive run file"):
         progressive_run(tmp_path, 3)
+
+
+def test_fingerprint_is_unchanged_by_config_fields_added_at_their_default():
+    """A field added to SearchConfig later leaves the fingerprint of unfinished runs as it was (the digest below is
+    the one the code wrote before ``usnet_min_width`` existed), while a real settings change alters it."""
+    import hashlib
+
+    from accuracy_independent import ADDED_FIELDS, _fingerprint
+
+    from slimrt.train.config import SearchConfig
+
+    cfg = build_config(0, TINY, method="independent")
+    spec = type("Spec", (), {"name": "w3", "widths": {"g0": 3}})()
+    old = {k: v for k, v in cfg.model_dump().items() if k not in ADDED_FIELDS}
+    digest = hashlib.sha256(json.dumps({"method": "independent", "config": old, "name": "w3", "widths": {"g0": 3}},
+                                       sort_keys=True, default=str).encode()).hexdigest()[:20]  # fmt: skip
+    assert _fingerprint("independent", cfg, spec) == digest
+    assert _fingerprint("independent", cfg.updated(lr=0.05), spec) != digest
+    usnet = SearchConfig.build({**cfg.model_dump(), "method": "usnet", "usnet_min_width": 0.125})
+    assert _fingerprint("independent", usnet, spec) != _fingerprint("independent", usnet.updated(usnet_min_width=0.25),
+                                                                     spec)  # fmt: skip
