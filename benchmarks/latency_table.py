@@ -9,6 +9,11 @@ average: on a shared machine the numbers include that noise.
 Usage::
 
     python benchmarks/latency_table.py                # writes benchmarks/results/latency-table-resnet20.json
+    python benchmarks/latency_table.py --score-table T.json ...   # also score stored tables on the same sub-nets
+    python benchmarks/latency_table.py --rescore RESULT.json --score-table T.json   # no measurement: add to RESULT
+
+A stored table (``--score-table``, e.g. the one a search used) was measured at another time, so it is scored
+relative to the full network (:func:`ratio_errors`), which cancels a drift shared by every measurement.
 """
 
 from __future__ import annotations
@@ -39,6 +44,41 @@ def ratio_errors(rows: list[dict]) -> dict:
             "note": "pred/pred_full vs measured/measured_full"}
 
 
+def score_tables(rows: list[dict], tables: list[Path]) -> dict[str, dict]:
+    """Each stored latency table's prediction for the measured ``rows`` (ResNet-20, 1x28x28), scored relative to the
+    full network (:func:`ratio_errors`), keyed by file name."""
+    import torch
+
+    from slimrt.models.registry import create_model
+    from slimrt.train.dynamic import DynamicNet
+    from slimrt.train.latency import LatencyPredictor, load_latency_table
+
+    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+    out = {}
+    for path in tables:
+        pred = LatencyPredictor(net, load_latency_table(path))
+        scored = [{**r, "predicted_ms": pred.ms(net.spec(r["widths"]))} for r in rows]
+        out[path.name] = {**ratio_errors(scored), "subnets": len(rows) - 1}
+    return out
+
+
+def rescore(result: Path, tables: list[Path], command: str) -> dict:
+    """Add ``tables``' scores on the sub-nets ``result`` measured to that file (no new measurement)."""
+    import json
+
+    data = json.loads(result.read_text())
+    data.setdefault("stored_tables", {}).update(score_tables(data["rows"], tables))
+    data.setdefault("rescored_by", []).append(command)
+    write_results(result, data)
+    return data
+
+
+def _print_stored(result: dict) -> None:
+    for name, e in result.get("stored_tables", {}).items():
+        print(f"stored table {name}, relative to the full network: median {100 * e['median_rel_error']:.1f}%  "
+              f"max {100 * e['max_rel_error']:.1f}%")  # fmt: skip
+
+
 def full_spread(rows: list[dict]) -> dict:
     """The full network's p50 over the beside-full pairs: how far one network's latency moves between measurements
     seconds apart on this machine (the noise floor under the predictor's error)."""
@@ -53,7 +93,22 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--score-table", type=Path, action="append", default=[], metavar="TABLE",
+                   help="a stored latency table (JSON) to score on the same sub-nets, relative to the full network")
+    p.add_argument("--rescore", type=Path, default=None, metavar="RESULT",
+                   help="no measurement: score the --score-table tables on the sub-nets of this results file")
     args = p.parse_args(argv)
+    for t in args.score_table:
+        if not t.is_file():
+            p.error(f"--score-table {t}: no such file")
+    if args.rescore is not None:
+        if not args.score_table:
+            p.error("--rescore needs at least one --score-table")
+        if not args.rescore.is_file():
+            p.error(f"--rescore {args.rescore}: no such file")
+        result = rescore(args.rescore, args.score_table, command_line("latency_table.py", argv))
+        _print_stored(result)
+        return result
 
     import numpy as np
     import onnx
@@ -148,7 +203,10 @@ def main(argv: list[str] | None = None) -> dict:
         "latency_range_measured": [min(r["measured_p50_ms"] for r in rows), max(r["measured_p50_ms"] for r in rows)],
         "rows": rows,
     }
+    if args.score_table:
+        result["stored_tables"] = score_tables(rows, args.score_table)
     write_results(args.out, result)
+    _print_stored(result)
     bf = result["beside_full"]
     print(f"beside the full network: median {100 * bf['median_rel_error']:.1f}%  max {100 * bf['max_rel_error']:.1f}%")
     print(f"all interleaved: median {100 * result['median_rel_error']:.1f}%  max {100 * result['max_rel_error']:.1f}%  "

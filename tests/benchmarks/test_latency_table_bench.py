@@ -9,7 +9,7 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from latency_table import full_spread, ratio_errors  # noqa: E402
+from latency_table import full_spread, main, ratio_errors  # noqa: E402
 
 
 def _row(name: str, pred: float, meas: float, full_beside: float | None = None) -> dict:
@@ -36,3 +36,34 @@ def test_full_spread_reads_the_full_network_of_every_pair() -> None:
     s = full_spread(rows)
     assert (s["min_ms"], s["median_ms"], s["max_ms"]) == (0.8, 1.0, 1.2)
     assert s["max_over_min"] == pytest.approx(1.5)
+
+
+def test_rescore_scores_a_stored_table_relative_to_the_full_network(tmp_path, capsys) -> None:
+    """``--rescore``: the committed search table against sub-nets whose 'measured' latency is its own prediction
+    slowed by a drift shared by all (error 0) except one really 25% slower than predicted."""
+    import json
+
+    import torch
+
+    from slimrt.models.registry import create_model
+    from slimrt.train.dynamic import DynamicNet
+    from slimrt.train.latency import LatencyPredictor, load_latency_table
+
+    table = Path(__file__).resolve().parents[2] / "benchmarks/results/accuracy/standard-resnet20/latency-table-cpu.json"
+    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+    pred = LatencyPredictor(net, load_latency_table(table))
+    specs = [net.full_spec("full"), net.uniform_spec(0.5, "a"), net.uniform_spec(0.75, "b"), net.uniform_spec(0.3, "c")]
+    rows = [{"name": s.name, "widths": s.widths, "measured_p50_ms": 1.2 * pred.ms(s) * (1.25 if s.name == "c" else 1)}
+            for s in specs]  # fmt: skip
+    result = tmp_path / "run.json"
+    result.write_text(json.dumps({"rows": rows, "median_rel_error": 0.5}))
+    out = main(["--rescore", str(result), "--score-table", str(table)])
+    e = out["stored_tables"]["latency-table-cpu.json"]
+    assert e["subnets"] == 3 and e["median_rel_error"] == pytest.approx(0.0, abs=1e-9)
+    assert e["max_rel_error"] == pytest.approx(1 - 1 / 1.25)
+    saved = json.loads(result.read_text())
+    assert saved["stored_tables"] == out["stored_tables"] and saved["median_rel_error"] == 0.5  # the rest kept
+    assert saved["rescored_by"] == [f"python benchmarks/latency_table.py --rescore {result} --score-table {table}"]
+    assert "stored table latency-table-cpu.json" in capsys.readouterr().out
+    with pytest.raises(SystemExit):
+        main(["--rescore", str(result)])  # nothing to score
