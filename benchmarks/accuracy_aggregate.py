@@ -9,8 +9,9 @@ ResNet-20 with its recorded per-group widths (latency depends on the widths, not
 slimrt's ONNX exporter and timed with ``slimrt bench``'s protocol (ONNX Runtime CPU, the ``cpu`` device profile's
 warm-up, rounds and duration bound, round-robin interleaving) at batch 1 and batch 32.
 
-For each progressive sub-net of a seed (US-Nets: every grid width of every US-Nets run of that seed, ``usnet`` and its
-variants such as ``usnet-w8`` trained down to a narrower width, a variant's widths named ``usnet-w8:w10``):
+For each progressive sub-net of a seed (US-Nets: the grid widths of its ``usnet`` run; and, in a second comparison
+over the seeds that also have a variant trained down to a narrower width such as ``usnet-w8``, the widths of both
+runs, the variant's named ``usnet-w8:w10``):
 - matched latency: the most accurate US-Nets grid width of the same seed whose batch-1 p50 is not larger;
 - matched MACs: the US-Nets grid width whose MACs are nearest (both MACs reported);
 - when the seed has an ``independent`` run: its twin (the same widths trained alone from scratch) and the gap to it;
@@ -41,8 +42,9 @@ log = logging.getLogger("bench.accuracy.aggregate")
 BATCHES = (1, 32)
 
 USNETS = ("usnet", *USNET_VARIANTS)
-"""The US-Nets runs: the baseline of a seed is the grid widths of all of them (the best of either at each latency
-and MACs: a stronger baseline than any one of them)."""
+"""The US-Nets runs. The headline baseline of a seed is its ``usnet`` run; each variant (``usnet-w8``) adds a second
+comparison whose baseline is the grid widths of ``usnet`` and the variant together (the better of the two at each
+latency and MACs: a stronger baseline than either), over the seeds that have both."""
 
 
 # ------------------------------------------------------------------------------------------------ pure matching
@@ -59,8 +61,8 @@ def matched_latency(p_latency: float, grid: Sequence[dict[str, Any]]) -> dict[st
 
 
 def matched_macs(p_macs: int, grid: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """The grid row whose MACs are nearest to ``p_macs`` (ties: the smaller one)."""
-    return min(grid, key=lambda g: (abs(g["macs"] - p_macs), g["macs"]))
+    """The grid row whose MACs are nearest to ``p_macs`` (ties: the smaller one; equal MACs: the more accurate)."""
+    return min(grid, key=lambda g: (abs(g["macs"] - p_macs), g["macs"], -g["test_accuracy"]))
 
 
 def mean_sd(values: Sequence[float]) -> dict[str, Any]:
@@ -251,11 +253,22 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def baseline_note(res: dict[str, Any]) -> str:
-    """`` (baseline: ...)`` when some seed's US-Nets baseline is more than the ``usnet`` run."""
+    """`` (baseline: usnet + usnet-w8, seeds 0, 1)`` when the US-Nets baseline is more than the ``usnet`` run."""
     runs = res.get("usnet_runs", {})
-    if all(r == ["usnet"] for r in runs.values()):
+    methods = sorted({m for r in runs.values() for m in r}, key=USNETS.index)
+    if methods in ([], ["usnet"]):
         return ""
-    return " (baseline per seed: " + "; ".join(f"seed {s}: {' + '.join(r)}" for s, r in runs.items()) + ")"
+    return f" (baseline: {' + '.join(methods)}, the better at each point; seeds {', '.join(map(str, runs))})"
+
+
+def goals_line(g: dict[str, Any]) -> str:
+    """The goals of one comparison in a line (smaller half, worst rank, MACs, smallest, span)."""
+    def f(v: float | None) -> str:
+        return "-" if v is None else f"{v:+.2f}"
+
+    return (f"Goals over {g['seeds']} seed(s): smaller half @ latency {f(g['mean_gap_at_latency_smaller_half'])}, "
+            f"worst rank {f(g['min_gap_at_latency'])}, @ MACs {f(g['mean_gap_at_macs'])}, smallest @ latency "
+            f"{f(g['gap_at_latency_smallest'])}, b1 span {g['b1_p50_span']['mean']:.2f}x.")  # fmt: skip
 
 
 def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]]) -> None:
@@ -283,8 +296,8 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
             ms = [r["macs"] / 1e6 for r in rows]
             ys = [r["test_accuracy"] for r in rows]
             label = method if k == 0 else None
-            if method in USNETS:  # latency is not monotonic in width: the grid as points, and the best width at
-                # or under each latency (what matched latency compares with) as a step line
+            if method in USNETS:  # latency is not monotonic in width: the grid as points, and the run's best
+                # width at or under each latency (what matched latency compares with) as a step line
                 axes[0].plot(xs, ys, ".", color=colors.get(method), alpha=0.5, markersize=4)
                 order = sorted(range(len(xs)), key=lambda i: xs[i])
                 best = list(itertools.accumulate((ys[i] for i in order), max))
@@ -307,12 +320,13 @@ def plot(path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     plt.close(fig)
 
 
-def usnet_baseline(runs: dict[str, dict[int, dict[str, Any]]], seed: int) -> dict[str, Any] | None:
-    """The US-Nets baseline of ``seed``: ``grid`` (every evaluated width of every US-Nets run of the seed, a variant's
-    widths named ``<variant>:<width>``) and ``runs`` (which runs); None when the seed has no US-Nets run."""
-    parts = [(m, runs[m][seed]) for m in USNETS if seed in runs.get(m, {})]
-    if not parts:
+def usnet_baseline(runs: dict[str, dict[int, dict[str, Any]]], seed: int,
+                   methods: Sequence[str] = ("usnet",)) -> dict[str, Any] | None:  # fmt: skip
+    """The US-Nets baseline of ``seed`` made of the US-Nets runs ``methods``: ``grid`` (every evaluated width of each,
+    a variant's widths named ``<variant>:<width>``) and ``runs``; None unless the seed has all of them."""
+    if any(seed not in runs.get(m, {}) for m in methods):
         return None
+    parts = [(m, runs[m][seed]) for m in methods]
     grid = [{**g, "name": g["name"] if m == "usnet" else f"{m}:{g['name']}"} for m, run in parts for g in run["grid"]]
     return {"grid": grid, "runs": [m for m, _ in parts]}
 
@@ -413,12 +427,13 @@ def ablation_markdown(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]]) -> dict[str, Any]:
-    """Per searched family with US-Nets runs of the same seeds: ``per_seed`` rows, ``per_rank`` table, ``goals``,
-    and ``usnet_runs`` (per seed, the US-Nets runs whose widths formed the baseline)."""
+def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]],
+                     baseline: Sequence[str] = ("usnet",)) -> dict[str, Any]:  # fmt: skip
+    """Per searched family, over its seeds that have every US-Nets run of ``baseline``: ``per_seed`` rows,
+    ``per_rank`` table, ``goals``, and ``usnet_runs`` (per seed, the US-Nets runs whose widths formed the baseline)."""
     out: dict[str, Any] = {}
     for fam in SEARCHED:
-        baselines = {s: usnet_baseline(runs, s) for s in sorted(runs.get(fam, {}))}
+        baselines = {s: usnet_baseline(runs, s, baseline) for s in sorted(runs.get(fam, {}))}
         seeds = [s for s, b in baselines.items() if b is not None]
         if not seeds:
             continue
@@ -463,7 +478,7 @@ def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]]
                     fam = method
                     if kind == "grid":
                         on = all(_on_grid(grids.get(k), v) for k, v in r["widths"].items())
-                        fam = f"usnet grid, {'on' if on else 'off'} the unit grid"
+                        fam = f"{method} grid, {'on' if on else 'off'} the unit grid"
                     p, m = pred.ms(net.spec(r["widths"])), lat[key]["b1_p50"]
                     fams.setdefault(fam, []).append({"name": r["name"], "predicted_ms": p, "measured_ms": m,
                                                      "error": m / p - 1.0})  # fmt: skip
@@ -548,6 +563,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
     windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load, "latency": now})
     lat = {k: v for k, v in combine_windows(windows).items() if k in archs}
     families = compare_families(runs, lat)
+    wider = {v: compare_families(runs, lat, ("usnet", v)) for v in USNET_VARIANTS if v in runs}
     check = predictor_check(results / "latency-table-cpu.json", runs, lat, cfg["arch"],
                             {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
     per_seed = families.get("progressive", {}).get("per_seed", {})
@@ -560,11 +576,15 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
         "latency_protocol": protocol, "latency_windows": windows,
         "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
         "per_seed": per_seed, **summary, "families": families,
+        "families_with_usnet_variant": wider,
     }  # fmt: skip
     payload["ablation"] = ablation(runs, families)
     payload["predictor_check"] = check
     write_results(results / "aggregate.json", payload)
     sections = [f"### {fam} vs US-Nets{baseline_note(res)}\n\n{markdown(res)}" for fam, res in families.items()]
+    for res in wider.values():
+        sections += [f"### {fam} vs US-Nets{baseline_note(r)}\n\n{markdown(r)}\n\n{goals_line(r['goals'])}"
+                     for fam, r in res.items()]
     if check is not None:
         lines = [f"| {fam} | {v['n']} | {100 * v['median_abs_error']:.0f}% | {100 * v['max_abs_error']:.0f}% |"
                  for fam, v in check["families"].items()]  # fmt: skip
@@ -581,4 +601,6 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
     plot(results / "aggregate.png", runs, lat)
     print(table)
     print(json.dumps({fam: res["goals"] for fam, res in families.items()}, indent=2))
+    for v, res in wider.items():
+        print(f"with {v}:", json.dumps({fam: r["goals"] for fam, r in res.items()}, indent=2))
     return 0

@@ -238,8 +238,8 @@ def run_independent(method: str, seed: int, results: Path, work: Path, overrides
     for spec, _rows in todo:
         rec = train_or_load(method, cfg, data, net, spec, folder, deadline, progress, pretrained)
         if rec is None:
-            log.info("%s seed %d: %d of %d networks done, time is up (--max-minutes); run the same command again "
-                     "to continue", method, seed, len(records), len(todo))  # fmt: skip
+            log.info("%s seed %d: %d of %d networks done, time is up (--max-minutes %s); run the same command again "
+                     "to continue", method, seed, len(records), len(todo), deadline.minutes)  # fmt: skip
             return 0
         records.append(rec)
     subnets = [{"name": s.name, "widths": dict(s.widths), "macs": s.macs, "params": s.params,

@@ -98,9 +98,10 @@ USNET_VARIANTS: dict[str, dict[str, Any]] = {
     # (progressive-supernet-lt's smallest sub-nets: 1.8-3.0M MACs, against 1.96M for the 1/4 width)
     "usnet-w8": {"usnet_min_width": 0.125},
 }
-"""Named variants of usnet: SearchConfig fields over the standard ones, same 6 epochs; the aggregate compares every
-searched family with the best of all US-Nets runs of its seed at each latency and MACs (a stronger baseline than
-either run alone)."""
+"""Named variants of usnet: SearchConfig fields over the standard ones. The same 6 epochs (the same sandwich steps);
+a narrower smallest width makes them cheaper (``usnet-w8``: 92% of the usnet budget's MACs, recorded in the run
+file). The aggregate adds, for the seeds that have one, a comparison against the widths of usnet and the variant
+together (the better at each latency and MACs: a stronger baseline than either run alone)."""
 METHODS = ("pretrain", "progressive", "usnet", *USNET_VARIANTS, "independent", "independent-uniform", *VARIANTS)
 USNET_GRID_CHANNELS = 64
 """The grid of uniform widths: c / 64 for c = 16..64 (1-channel steps of ResNet-20's widest group), from the trained
@@ -163,6 +164,7 @@ class PieceDeadline:
     per command, so every command makes progress."""
 
     def __init__(self, max_minutes: float | None) -> None:
+        self.minutes = max_minutes
         self.end = None if max_minutes is None else time.monotonic() + 60.0 * max_minutes
         self.last = time.monotonic()
         self.longest = 0.0
@@ -221,6 +223,7 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
     import torch
 
     from slimrt.io import atomic_write_bytes
+    from slimrt.train.config import SearchConfig
     from slimrt.train.loops import ComputeMeter, evaluate, fixed_sampler, make_optimizer, train_epochs
     from slimrt.train.trainer import build_net
 
@@ -240,7 +243,8 @@ def pretrain(seed: int, results: Path, work: Path, overrides: dict[str, Any], pr
     start, seconds = 0, 0.0
     if resume.exists():
         state = torch.load(resume, map_location="cpu", weights_only=True)
-        if state["config"] != cfg.model_dump():
+        saved = SearchConfig.build(state["config"], source=str(resume))  # fields added since: their defaults
+        if saved != cfg:
             raise SystemExit(f"{resume} was written with other settings; delete it to start over")
         net.model.load_state_dict(state["state_dict"])
         opt.load_state_dict(state["optimizer"])
@@ -386,8 +390,9 @@ def run_method(method: str, seed: int, results: Path, work: Path, overrides: dic
             fields["latency_table"] = str(table)
         cfg = base.updated(budget_macs=budget, method="progressive", **fields)
     else:
+        trained = ("progressive", "usnet", *USNET_VARIANTS, *VARIANTS)
         raise SystemExit(f"--method {method}: not a trained method of the standard protocol "
-                         f"({', '.join(METHODS)})")  # fmt: skip
+                         f"({', '.join(trained)})")  # fmt: skip
     if not ckpt_path.exists():
         hook = None if deadline is None else (lambda event: deadline.piece_done(f"training checkpoint {event}"))
         res = run_training(cfg, progress, hook=hook)

@@ -25,7 +25,7 @@ def calibration_widths(net: DynamicNet, n: int, group_size: int = 8, min_units: 
 
     groups = {g.name: g.channels for g in net.prunable_groups}
     wide = max(groups.values())
-    low = max(1, wide // 4)  # the US-Nets grid's range: 25% to 100% of every group
+    low = max(1, wide // 4)  # the standard US-Nets grid's range: 25% to 100% of every group
     rng = np.random.default_rng(seed)
     n_uniform = (n + 1) // 2
     out = [net.uniform_spec(round(float(c)) / wide, "u").widths
