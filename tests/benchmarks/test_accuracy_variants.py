@@ -13,7 +13,15 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from accuracy_standard import STANDARD, USNET_VARIANTS, VARIANTS, build_config, pretrain, run_method  # noqa: E402
+from accuracy_standard import (  # noqa: E402
+    STANDARD,
+    USNET_VARIANTS,
+    VARIANTS,
+    build_config,
+    pretrain,
+    run_method,
+    usnet_grid,
+)
 
 RESULTS = ROOT / "benchmarks" / "results" / "accuracy" / "standard-resnet20"
 
@@ -38,10 +46,13 @@ def test_variant_builds_a_valid_search_config(name):
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_usnet_variant_trains_and_evaluates_down_to_its_narrowest_width(tmp_path):
+def test_usnet_variant_trains_and_evaluates_down_to_its_narrowest_width(tmp_path, monkeypatch):
     """``usnet-w8``: a real (tiny) US-Nets run through the benchmark, trained from 1/8 width and evaluated on the
-    grid c / 64 down to c = 8, recorded under the variant's name."""
+    grid c / C down to c = C / 8, recorded under the variant's name (C = 16 here instead of 64: 15 widths, not 57)."""
+    import accuracy_standard
+
     assert set(USNET_VARIANTS) == {"usnet-w8"}
+    monkeypatch.setattr(accuracy_standard, "USNET_GRID_CHANNELS", 16)
     tiny = {"dataset": "synthetic", "limit_train": 256, "val_size": 64, "pretrain_epochs": 1, "batch_size": 64,
             "arch_kwargs": {"widths": [8, 8, 16]}, "subnets": 2, "min_macs": 0.3}  # fmt: skip
     results, work = tmp_path / "results", tmp_path / "work"
@@ -51,6 +62,20 @@ def test_usnet_variant_trains_and_evaluates_down_to_its_narrowest_width(tmp_path
     assert run["method"] == "usnet-w8" and run["config"]["method"] == "usnet"
     assert run["config"]["usnet_min_width"] == 0.125 and run["width_range"] == [0.125, 1.0]
     names = [g["name"] for g in run["grid"]]
-    assert names[0] == "w64" and names[-1] == "w8" and len(names) == 57
+    assert names[0] == "w16" and names[-1] == "w2" and len(names) == 15
     assert run["grid"][-1]["widths"] == {k: max(1, v // 8) for k, v in run["grid"][0]["widths"].items()}
     assert all(0 <= g["test_accuracy"] <= 100 for g in run["grid"])
+
+
+def test_usnet_grid_starts_at_the_trained_range():
+    """The standard grid: c / 64 from c = 16 (usnet, 0.25) or c = 8 (usnet-w8, 0.125) to 64, widest first."""
+    import torch
+
+    from slimrt.models import create_model
+    from slimrt.train.dynamic import DynamicNet
+
+    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+    for min_width, lo, n in ((0.25, 16, 49), (0.125, 8, 57)):
+        grid = usnet_grid(net, min_width)
+        assert [g.name for g in grid] == [f"w{c}" for c in range(64, lo - 1, -1)] and len(grid) == n
+        assert grid[-1].widths == net.uniform_spec(min_width, "x").widths
