@@ -252,6 +252,11 @@ def markdown(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _num(v: float | None, spec: str = "+.2f") -> str:
+    """A gap (signed, 2 decimals by default) or ``-`` when there is none."""
+    return "-" if v is None else format(v, spec)
+
+
 def baseline_note(res: dict[str, Any]) -> str:
     """`` (baseline: usnet + usnet-w8, seeds 0, 1)`` when the US-Nets baseline is more than the ``usnet`` run."""
     runs = res.get("usnet_runs", {})
@@ -263,9 +268,7 @@ def baseline_note(res: dict[str, Any]) -> str:
 
 def goals_line(g: dict[str, Any]) -> str:
     """The goals of one comparison in a line (smaller half, worst rank, MACs, smallest, span)."""
-    def f(v: float | None) -> str:
-        return "-" if v is None else f"{v:+.2f}"
-
+    f = _num
     return (f"Goals over {g['seeds']} seed(s): smaller half @ latency {f(g['mean_gap_at_latency_smaller_half'])}, "
             f"worst rank {f(g['min_gap_at_latency'])}, @ MACs {f(g['mean_gap_at_macs'])}, smallest @ latency "
             f"{f(g['gap_at_latency_smallest'])}, b1 span {g['b1_p50_span']['mean']:.2f}x.")  # fmt: skip
@@ -408,9 +411,7 @@ def ablation(runs: dict[str, dict[int, dict[str, Any]]], families: dict[str, Any
 
 
 def ablation_markdown(rows: list[dict[str, Any]]) -> str:
-    def f(v: float | None, spec: str = "+.2f") -> str:
-        return "-" if v is None else format(v, spec)
-
+    f = _num
     head = ["family", "seeds", "cost", "supernet epochs", "ranking", "final sub-nets", "gap @ latency, smaller half",
             "min gap @ latency",
             "gap @ latency, smallest", "gap @ MACs", "b1 p50 span", "budget spent (max)", "fine-tuned steps",

@@ -44,16 +44,22 @@ def ratio_errors(rows: list[dict]) -> dict:
             "note": "pred/pred_full vs measured/measured_full"}
 
 
-def score_tables(rows: list[dict], tables: list[Path]) -> dict[str, dict]:
-    """Each stored latency table's prediction for the measured ``rows`` (ResNet-20, 1x28x28), scored relative to the
-    full network (:func:`ratio_errors`), keyed by file name."""
+def resnet20():
+    """The benchmark's network: ResNet-20 on 1x28x28 inputs, as a DynamicNet."""
     import torch
 
     from slimrt.models.registry import create_model
     from slimrt.train.dynamic import DynamicNet
+
+    return DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+
+
+def score_tables(rows: list[dict], tables: list[Path], net=None) -> dict[str, dict]:
+    """Each stored latency table's prediction for the measured ``rows`` (sub-nets of ``net``, default
+    :func:`resnet20`), scored relative to the full network (:func:`ratio_errors`), keyed by file name."""
     from slimrt.train.latency import LatencyPredictor, load_latency_table
 
-    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+    net = net if net is not None else resnet20()
     out = {}
     for path in tables:
         pred = LatencyPredictor(net, load_latency_table(path))
@@ -119,15 +125,13 @@ def main(argv: list[str] | None = None) -> dict:
     from slimrt.cli.latency_table import measure_net_table
     from slimrt.exporters.onnx import export_module
     from slimrt.fingerprint import cpu_model
-    from slimrt.models.registry import create_model
     from slimrt.runtime.measure import measure_latency
-    from slimrt.train.dynamic import DynamicNet
     from slimrt.train.methods.progressive import unit_size
 
     torch.manual_seed(args.seed)
     load_before = list(os.getloadavg())
     prof = load_device_profile("cpu")
-    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+    net = resnet20()
     t0 = time.perf_counter()
     table = measure_net_table(net, prof, threads=args.threads, runs=args.runs)
     t_table = time.perf_counter() - t0
@@ -204,7 +208,7 @@ def main(argv: list[str] | None = None) -> dict:
         "rows": rows,
     }
     if args.score_table:
-        result["stored_tables"] = score_tables(rows, args.score_table)
+        result["stored_tables"] = score_tables(rows, args.score_table, net)
     write_results(args.out, result)
     _print_stored(result)
     bf = result["beside_full"]
