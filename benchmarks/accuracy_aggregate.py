@@ -518,6 +518,21 @@ def previous_windows(path: Path, mach: dict[str, Any]) -> list[dict[str, Any]]:
     return []
 
 
+def stored_protocol(path: Path, archs: dict[str, dict[str, int]], windows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    """The latency protocol of the stored aggregate ``path``, after checking that its ``windows`` measured every
+    architecture in ``archs`` (what an aggregate without a new measurement needs); SystemExit names what is not."""
+    if not windows:
+        raise SystemExit(f"--stored-latency: {path} holds no latency window measured on this kind of machine "
+                         f"({cpu_model()}, {os.cpu_count()} cores); run the aggregate without --stored-latency")
+    seen = {k for w in windows for k, row in w["latency"].items() if "b1_p50" in row}
+    missing = [k for k in archs if k not in seen]
+    if missing:
+        raise SystemExit(f"--stored-latency: {len(missing)} of {len(archs)} architectures of the run files were "
+                         f"never measured in {path} (first: {missing[0]}); run the aggregate without "
+                         "--stored-latency to measure them")
+    return dict(json.loads(path.read_text()).get("latency_protocol", {}))
+
+
 def combine_windows(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per architecture and field, the median over the windows that measured it (a window's machine state moves
     every latency by tens of percent here; the median of several is what matched-latency reads)."""
@@ -542,10 +557,11 @@ def read_runs(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
+def aggregate(results: Path, command: str, fresh_latency: bool = False, measure: bool = True) -> int:
     """Read the run files in ``results``, measure latency here (one more window: the median over this and the
     earlier windows of the same kind of machine is what the tables read, unless ``fresh_latency``), write
-    aggregate.{json,md,png}."""
+    aggregate.{json,md,png}. Without ``measure``, the stored windows alone: every architecture of the run files
+    must have been measured in one of them (SystemExit naming the missing ones otherwise)."""
     runs = read_runs(results)
     if not runs:
         raise SystemExit(f"no run files (<method>-seed<k>.json) in {results}")
@@ -559,9 +575,13 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False) -> int:
     load = os.getloadavg()
     mach = machine()
     windows = [] if fresh_latency else previous_windows(results / "aggregate.json", mach)
-    now, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
-                                                               **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
-    windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load, "latency": now})
+    if measure:
+        now, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
+                                                                   **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
+        windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load,
+                        "latency": now})  # fmt: skip
+    else:
+        protocol = stored_protocol(results / "aggregate.json", archs, windows)
     lat = {k: v for k, v in combine_windows(windows).items() if k in archs}
     families = compare_families(runs, lat)
     wider = {v: compare_families(runs, lat, ("usnet", v)) for v in USNET_VARIANTS if v in runs}

@@ -7,6 +7,7 @@
     python benchmarks/accuracy.py --mode standard --method independent --seed 0 --max-minutes 55   # twins
     python benchmarks/accuracy.py --mode standard --method independent-uniform --seed 0 --max-minutes 55
     python benchmarks/accuracy.py --mode standard --aggregate                    # table + plot from the run files
+    python benchmarks/accuracy.py --mode standard --aggregate --stored-latency   # the same, measuring nothing
 
 Protocol (issue 10): ResNet-20 on all 55,000 Fashion-MNIST training images (5,000 of the 60,000 carved out as the
 validation split that drives every search decision), the 10,000-image test set for reported numbers only.
@@ -440,6 +441,10 @@ def parse_args(argv: list[str] | None = None):
     p.add_argument("--fresh-latency", action="store_true",
                    help="with --aggregate: read only this window's latency, not the median over the earlier windows "
                         "stored in aggregate.json")  # fmt: skip
+    p.add_argument("--stored-latency", action="store_true",
+                   help="with --aggregate: measure nothing, read the latency windows stored in aggregate.json (for "
+                        "new run files of architectures already measured, e.g. the independent controls; minutes "
+                        "instead of a quiet 12-minute window)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"run files and pre-trained weights ({RESULTS})")
     p.add_argument("--work-dir", type=Path, default=WORK, help=f"resume files of unfinished runs ({WORK})")
@@ -456,6 +461,10 @@ def parse_args(argv: list[str] | None = None):
         p.error(f"give --method ({', '.join(METHODS)}) or --aggregate")
     if args.max_minutes is not None and args.aggregate:
         p.error("--max-minutes applies to --method runs, not --aggregate")
+    if (args.fresh_latency or args.stored_latency) and not args.aggregate:
+        p.error("--fresh-latency and --stored-latency apply to --aggregate")
+    if args.fresh_latency and args.stored_latency:
+        p.error("--fresh-latency measures a new window and --stored-latency measures none: give one of them")
     if args.max_minutes is not None and args.max_minutes < 0:
         p.error(f"--max-minutes must be >= 0, got {args.max_minutes}")
     return args
@@ -499,7 +508,8 @@ def main(argv: list[str] | None = None) -> int:
         if args.aggregate:
             from accuracy_aggregate import aggregate
 
-            return aggregate(args.results, command, fresh_latency=args.fresh_latency)
+            return aggregate(args.results, command, fresh_latency=args.fresh_latency,
+                             measure=not args.stored_latency)
         independent = args.method.startswith("independent")
         if independent:
             from accuracy_independent import progressive_run, run_independent

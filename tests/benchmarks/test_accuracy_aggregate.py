@@ -291,3 +291,50 @@ def test_a_usnet_variant_adds_a_comparison_against_both_runs():
     runs["usnet-w8"][0]["grid"][0] = _row("w4", 4, 400, 90.5)
     top = compare_families(runs, lat, ("usnet", "usnet-w8"))["progressive"]["per_seed"][0][0]
     assert top["usnet_at_macs"]["name"] == "usnet-w8:w4"
+
+
+def _stored_results(tmp_path, measured_keys):
+    """A results folder with one progressive and one US-Nets run, and an aggregate.json from this machine whose one
+    latency window measured ``measured_keys`` (of the architectures in LAT and PROG_WIDTHS)."""
+    from accuracy_standard import machine
+
+    cfg = {"arch": "resnet20", "arch_kwargs": {}}
+    runs = {"progressive": {**_prog(), "report": _report("macs", [92, 91, 90, 88, 89, 85, 80], ["c00", "c06"])},
+            "usnet": {"subnets": GRID[:1], "grid": GRID}}
+    for method, run in runs.items():
+        (tmp_path / f"{method}-seed0.json").write_text(json.dumps({"method": method, "seed": 0, "config": cfg,
+                                                                   **run}))  # fmt: skip
+    lat = {**LAT, arch_key(PROG_WIDTHS[0]): {"b1_p50": 0.52}, arch_key(PROG_WIDTHS[1]): {"b1_p50": 0.31}}
+    window = {"finished": "t0", "latency": {k: v for k, v in lat.items() if k in measured_keys}}
+    (tmp_path / "aggregate.json").write_text(json.dumps({"machine": machine(), "latency_windows": [window],
+                                                         "latency_protocol": {"backend": "onnxruntime"}}))  # fmt: skip
+    return [*lat]
+
+
+def test_stored_latency_aggregates_new_run_files_without_measuring(tmp_path, monkeypatch):
+    import accuracy_aggregate
+    from accuracy_standard import main
+
+    keys = _stored_results(tmp_path, measured_keys=[*LAT, *map(arch_key, PROG_WIDTHS)])
+    monkeypatch.setattr(accuracy_aggregate, "measure_architectures", None)  # calling it would fail the test
+    assert main(["--aggregate", "--stored-latency", "--results", str(tmp_path), "--work-dir", str(tmp_path / "w")]) == 0
+    out = json.loads((tmp_path / "aggregate.json").read_text())
+    assert len(out["latency_windows"]) == 1 and sorted(out["latency"]) == sorted(keys)
+    assert out["latency_protocol"] == {"backend": "onnxruntime"}
+    big, small = out["families"]["progressive"]["per_seed"]["0"]
+    assert big["usnet_at_latency"]["name"] == "w3" and small["usnet_at_latency"]["name"] == "w1"
+    assert (tmp_path / "aggregate.md").is_file() and (tmp_path / "aggregate.png").is_file()
+
+
+def test_stored_latency_names_an_architecture_no_window_measured(tmp_path, monkeypatch):
+    import accuracy_aggregate
+    from accuracy_standard import main
+
+    _stored_results(tmp_path, measured_keys=[*LAT, arch_key(PROG_WIDTHS[0])])  # the m20 sub-net never measured
+    monkeypatch.setattr(accuracy_aggregate, "measure_architectures", None)
+    before = (tmp_path / "aggregate.json").read_text()
+    with pytest.raises(SystemExit, match=r"1 of 6 architectures .* never measured.*without --stored-latency"):
+        main(["--aggregate", "--stored-latency", "--results", str(tmp_path), "--work-dir", str(tmp_path / "w")])
+    assert (tmp_path / "aggregate.json").read_text() == before  # nothing half-written
+    with pytest.raises(SystemExit):
+        main(["--stored-latency", "--method", "usnet"])  # an aggregate option
