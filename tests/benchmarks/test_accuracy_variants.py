@@ -79,3 +79,21 @@ def test_usnet_grid_starts_at_the_trained_range():
         grid = usnet_grid(net, min_width)
         assert [g.name for g in grid] == [f"w{c}" for c in range(64, lo - 1, -1)] and len(grid) == n
         assert grid[-1].widths == net.uniform_spec(min_width, "x").widths
+
+
+@pytest.mark.usefixtures("one_torch_thread")
+def test_aligned_variant_keeps_every_width_a_multiple_of_8(tmp_path):
+    """``progressive-supernet-a8``: a real (tiny) search through the benchmark whose every sub-net keeps multiples of 8
+    channels in every group, the 16-channel ones included (which the standard units of 4 would cut to 4 or 12)."""
+    tiny = {"dataset": "synthetic", "limit_train": 256, "val_size": 64, "pretrain_epochs": 1, "batch_size": 64,
+            "arch_kwargs": {"widths": [16, 16, 32]}, "subnets": 3, "min_macs": 0.3, "noise_steps": 4,
+            "finetune_steps": 4, "calib_batches": 2, "eval_batch_size": 64}  # fmt: skip
+    results, work = tmp_path / "results", tmp_path / "work"
+    info = pretrain(0, results, work, tiny, None)
+    assert run_method("progressive-supernet-a8", 0, results, work, tiny, "test", None, info) == 0
+    run = json.loads((results / "progressive-supernet-a8-seed0.json").read_text())
+    assert run["config"]["min_units"] == 2 and run["config"]["supernet_epochs"] == 2
+    widths = [w for s in run["subnets"] for w in s["widths"].values()]
+    assert len(run["subnets"]) == 3 and run["subnets"][-1]["macs"] < 0.5 * run["subnets"][0]["macs"]
+    assert all(w % 8 == 0 for w in widths), widths
+    assert any(w == 8 for s in run["subnets"] for g, w in s["widths"].items() if g.startswith("layer1")), widths
