@@ -117,7 +117,7 @@ def latency_table(
     num_classes: Annotated[int, typer.Option(help="Classifier outputs (with --arch).")] = 10,
     device: Annotated[str, typer.Option(help="Device profile name or TOML path (ONNX Runtime CPU).")] = "cpu",
     group_size: Annotated[int, typer.Option(help="Channels per unit: the grid step (as in train).")] = 8,
-    min_units: Annotated[int, typer.Option(help="As in train: narrow groups get smaller units.")] = 4,
+    min_units: Annotated[int, typer.Option(help="As in train (--min-units): narrow groups get smaller units.")] = 4,
     threads: Annotated[int | None, typer.Option(help="Intra-op threads (default: the device profile's).")] = None,
     runs: Annotated[int | None, typer.Option(help="Timed rounds per grid (default: the device profile's).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Batch (default: the device profile's first).")] = None,

@@ -108,6 +108,10 @@ def train(
     macs_targets: Annotated[str | None, typer.Option(help="Pick sub-nets at these MACs fractions, e.g. 1,0.5,0.2.")]
     = None,
     group_size: Annotated[int | None, typer.Option(help="Channels per unit (ranked and removed together).")] = None,
+    min_units: Annotated[int | None, typer.Option(
+        help="Groups narrower than MIN_UNITS x group size get smaller units (default 4: a 16-channel group is cut "
+             "4 channels at a time). 2 keeps every width of the groups of 16 channels or more a multiple of the "
+             "group size: with 8, what ONNX Runtime's blocked convolutions run fastest on x86 CPUs.")] = None,
     supernet_epochs: Annotated[int | None, typer.Option(help="Epochs of non-uniform supernet warm start before "
                                                               "the search (progressive).")] = None,
     cost: Annotated[str | None, typer.Option(help="Search cost: macs (default) or latency (needs --latency-table).")]
@@ -183,7 +187,8 @@ def train(
     overrides = {
         "arch": arch, "dataset": data, "data_dir": data_dir, "method": method, "pretrain_epochs": pretrain_epochs,
         "epochs": epochs, "subnets": subnets, "min_macs": min_macs, "macs_step": macs_step,
-        "macs_targets": _fractions(macs_targets), "group_size": group_size, "threshold": threshold,
+        "macs_targets": _fractions(macs_targets), "group_size": group_size, "min_units": min_units,
+        "threshold": threshold,
         "finetune_always": True if finetune_always else None, "ranking": ranking,
         "reselect": False if no_reselect else None, "distill": False if no_distill else None, "seed": seed,
         "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,

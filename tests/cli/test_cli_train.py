@@ -73,6 +73,24 @@ def test_usnet_min_width_reaches_the_run(tmp_path, tiny_config):
     assert bad.exit_code != 0 and "usnet_min_width applies to method 'usnet'" in str(bad.exception)
 
 
+def test_min_units_keeps_every_width_a_multiple_of_the_group_size(tmp_path, tiny_config):
+    """The tiny net's 8-channel groups get units of 2 by default (8 // min_units 4); --min-units 1 makes them 4."""
+    out = tmp_path / "a.pt"
+    args = ["train", "--data", "synthetic", "--config", str(tiny_config()), "--limit-train", "128",
+            "--pretrain-epochs", "1", "--epochs", "0", "--subnets", "3", "--min-macs", "0.2", "--batch-size", "64",
+            "--min-units", "1", "--out", str(out)]  # fmt: skip
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    ck = load_checkpoint(out)
+    assert ck.config["min_units"] == 1 and ck.config["group_size"] == 4
+    widths = [w for s in ck.subnets for w in s.widths.values()]
+    assert all(w % 4 == 0 for w in widths) and min(widths) == 4, widths
+    assert ck.subnets[-1].macs < 0.5 * ck.subnets[0].macs
+
+    bad = CliRunner().invoke(app, ["train", "--data", "synthetic", "--min-units", "0", "--out", str(out)])
+    assert bad.exit_code != 0 and "min_units" in str(bad.exception)
+
+
 def test_latency_table_calibrated_on_whole_networks(tmp_path):
     pytest.importorskip("onnxruntime")
     import torch
