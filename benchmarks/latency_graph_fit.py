@@ -38,6 +38,8 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from _common import command_line, write_results  # noqa: E402
+from accuracy_aggregate import arch_key  # noqa: E402
+from ort_layout import layout  # noqa: E402
 
 HERE = Path(__file__).resolve().parent
 STANDARD = HERE / "results" / "accuracy" / "standard-resnet20"
@@ -50,32 +52,11 @@ MODELS: dict[str, tuple[str, ...]] = {
 }
 
 
-def arch_key(widths: dict[str, int]) -> str:
-    return ",".join(f"{g}={c}" for g, c in sorted(widths.items()))
-
-
 def graph_counts(net: Any, widths: dict[str, int], tmp: Path) -> dict[str, int]:
-    """Node kinds of the ORT-optimized graph of the sub-net keeping ``widths``: blocked convolutions, plain ones,
-    layout reorders."""
-    import onnx
-    import onnxruntime as ort
-    import torch
-
-    from slimrt.exporters.onnx import export_module
-
-    sub = net.extract(net.spec(widths, name="a")).eval()
-    path = tmp / "a.onnx"
-    onnx.save(export_module(sub, torch.zeros(1, *net.input_shape), dynamic_batch=True), path)
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    so.intra_op_num_threads = 1
-    so.optimized_model_filepath = str(tmp / "a.opt.onnx")
-    ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
-    kinds = collections.Counter(f"{n.domain}:{n.op_type}" if n.domain else n.op_type
-                                for n in onnx.load(so.optimized_model_filepath).graph.node)  # fmt: skip
-    return {"nchwc_convs": sum(v for k, v in kinds.items() if k.endswith("nchwc:Conv")),
-            "plain_convs": kinds.get("com.microsoft:FusedConv", 0) + kinds.get("Conv", 0),
-            "reorders": sum(v for k, v in kinds.items() if "Reorder" in k)}  # fmt: skip
+    """Blocked convolutions, plain ones and layout reorders in the ORT-optimized graph of the sub-net keeping
+    ``widths`` (:func:`ort_layout.layout`)."""
+    counts = layout(widths, net, tmp, "a")
+    return {k: counts[k] for k in ("nchwc_convs", "plain_convs", "reorders")}
 
 
 def features(table: Any, widths: dict[str, int], graph: dict[str, int]) -> dict[str, float]:

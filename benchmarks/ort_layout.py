@@ -37,7 +37,7 @@ def layout(widths: dict[str, int], net: Any, tmp: Path, name: str) -> dict[str, 
 
     sub = net.extract(net.spec(widths, name=name)).eval()
     path = tmp / f"{name}.onnx"
-    onnx.save(export_module(sub, torch.zeros(1, 1, 28, 28), dynamic_batch=True), path)
+    onnx.save(export_module(sub, torch.zeros(1, *net.input_shape), dynamic_batch=True), path)
     so = ort.SessionOptions()
     so.log_severity_level = 3
     so.optimized_model_filepath = str(tmp / f"{name}.opt.onnx")
