@@ -452,7 +452,9 @@ def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]]
                     arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...]) -> dict[str, Any] | None:
     """The latency table's prediction against the measured batch-1 p50 of every architecture the runs recorded, per
     family (each searched family's sub-nets; US-Nets' grid split into widths on the table's unit grid and off it):
-    what the latency-cost search could and could not see. None without a table."""
+    what the latency-cost search could and could not see. Errors are absolute (measured / predicted - 1) and
+    relative to the full network (the ratio of the two to full's), which cancels a drift between the table's window
+    and the aggregate's. None without a table."""
     if not table_path.is_file():
         return None
     import torch
@@ -467,6 +469,8 @@ def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]]
     out_grid = {part.key: list(part.out_grid) for part in table.parts}
     grids = {la.outputs[0][0]: out_grid[la.part] for la in table.layers if la.outputs and la.part in out_grid}
     fams: dict[str, list[dict[str, Any]]] = {}
+    full_key = arch_key(net.full_spec().widths)
+    full_ratio = lat[full_key]["b1_p50"] / pred.full_ms if full_key in lat else None
     for method, seeds in runs.items():
         for run in seeds.values():
             for kind, rows in (("subnets", run["subnets"]), ("grid", run.get("grid", []))):
@@ -481,14 +485,34 @@ def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]]
                         on = all(_on_grid(grids.get(k), v) for k, v in r["widths"].items())
                         fam = f"{method} grid, {'on' if on else 'off'} the unit grid"
                     p, m = pred.ms(net.spec(r["widths"])), lat[key]["b1_p50"]
-                    fams.setdefault(fam, []).append({"name": r["name"], "predicted_ms": p, "measured_ms": m,
-                                                     "error": m / p - 1.0})  # fmt: skip
+                    row = {"name": r["name"], "predicted_ms": p, "measured_ms": m, "error": m / p - 1.0}
+                    if full_ratio is not None:
+                        row["error_relative_to_full"] = m / p / full_ratio - 1.0
+                    fams.setdefault(fam, []).append(row)
     out: dict[str, Any] = {"table": table_path.name, "full_predicted_ms": pred.full_ms, "families": {}}
     for fam, rows in fams.items():
         errs = sorted(abs(r["error"]) for r in rows)
         out["families"][fam] = {"n": len(rows), "median_abs_error": statistics.median(errs), "max_abs_error": errs[-1],
                                 "rows": rows}  # fmt: skip
+        if full_ratio is not None:
+            rel = sorted(abs(r["error_relative_to_full"]) for r in rows)
+            out["families"][fam] |= {"median_error_relative_to_full": statistics.median(rel),
+                                     "max_error_relative_to_full": rel[-1]}  # fmt: skip
     return out
+
+
+def predictor_markdown(check: dict[str, Any]) -> str:
+    """One table of :func:`predictor_check`'s families."""
+    head = ("| architectures | n | median abs error | max abs error | median rel. to full | max rel. to full |\n"
+            "|---|---|---|---|---|---|\n")
+    lines = []
+    for fam, v in check["families"].items():
+        rel = (f"{100 * v['median_error_relative_to_full']:.1f}% | {100 * v['max_error_relative_to_full']:.1f}%"
+               if "median_error_relative_to_full" in v else "- | -")  # fmt: skip
+        lines.append(f"| {fam} | {v['n']} | {100 * v['median_abs_error']:.1f}% | {100 * v['max_abs_error']:.1f}% | "
+                     f"{rel} |")
+    return (f"### Latency table `{check['table']}`: predicted vs measured batch-1 p50\n\n{head}"
+            + "\n".join(lines))
 
 
 def _on_grid(units: list[int] | None, width: int) -> bool:
@@ -585,8 +609,10 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
     lat = {k: v for k, v in combine_windows(windows).items() if k in archs}
     families = compare_families(runs, lat)
     wider = {v: compare_families(runs, lat, ("usnet", v)) for v in USNET_VARIANTS if v in runs}
-    check = predictor_check(results / "latency-table-cpu.json", runs, lat, cfg["arch"],
-                            {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
+    checks = {t.name: predictor_check(t, runs, lat, cfg["arch"],
+                                      {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}, (1, 28, 28))
+              for t in sorted(results.glob("latency-table-cpu*.json"))}  # fmt: skip
+    check = checks.get("latency-table-cpu.json")
     per_seed = families.get("progressive", {}).get("per_seed", {})
     summary = {k: v for k, v in families.get("progressive", {}).items() if k != "per_seed"} or \
         {"per_rank": [], "goals": {}}
@@ -600,18 +626,14 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
         "families_with_usnet_variant": wider,
     }  # fmt: skip
     payload["ablation"] = ablation(runs, families)
-    payload["predictor_check"] = check
+    payload["predictor_check"] = check  # the table the latency-cost searches used
+    payload["predictor_checks"] = checks  # every table in the folder (later ones: the predictor as it improved)
     write_results(results / "aggregate.json", payload)
     sections = [f"### {fam} vs US-Nets{baseline_note(res)}\n\n{markdown(res)}" for fam, res in families.items()]
     for res in wider.values():
         sections += [f"### {fam} vs US-Nets{baseline_note(r)}\n\n{markdown(r)}\n\n{goals_line(r['goals'])}"
                      for fam, r in res.items()]
-    if check is not None:
-        lines = [f"| {fam} | {v['n']} | {100 * v['median_abs_error']:.0f}% | {100 * v['max_abs_error']:.0f}% |"
-                 for fam, v in check["families"].items()]  # fmt: skip
-        head = "| architectures | n | median abs error | max abs error |\n|---|---|---|---|\n"
-        sections.append(f"### Latency table `{check['table']}`: predicted vs measured batch-1 p50\n\n{head}"
-                        + "\n".join(lines))
+    sections += [predictor_markdown(c) for c in checks.values() if c is not None]
     if payload["ablation"]:
         sections.append("### Ablation: every searched family against US-Nets of its seeds (gaps in points, "
                         "means over seeds)\n\n" + ablation_markdown(payload["ablation"]))

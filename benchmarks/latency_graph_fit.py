@@ -2,11 +2,12 @@
 
     python benchmarks/latency_graph_fit.py      # writes benchmarks/results/latency-graph-fit-resnet20.json
 
-The per-layer table misses that ONNX Runtime runs a whole network in its blocked NCHWc layout only where the
-graph allows it: a convolution falls back to a plain one (``FusedConv``) when its input reaches it in the plain
-layout with a channel count that is not a multiple of the SIMD block, which happens after any residual ``Add``
-whose channel count is not one (a 15-channel residual stream turns 20 of ResNet-20's 21 convolutions plain, while
-12-channel layers *inside* a block stay blocked, padded). This script exports every architecture the standard
+The per-layer table (before ``plain_factor``) misses that ONNX Runtime runs a convolution in its blocked NCHWc layout
+only when its input channel count is below the SIMD block or a multiple of 4 (what its ``ReorderInput`` supports);
+otherwise it falls back to a plain one (``FusedConv``), whatever its neighbours: a 13/26/52-channel ResNet-20 has 15
+plain convolutions (the 13- and 26-channel inputs), 12-channel layers stay blocked (padded). The rule
+(:func:`slimrt.schema.plain_layout`) reproduces the plain count of all 153 architectures below; the table's
+``plain_factor`` now prices those layers. This script exports every architecture the standard
 accuracy aggregate measured and every random sub-net of a latency-table run, lets ONNX Runtime (all optimizations,
 as ``slimrt bench`` runs it) write its optimized graph, and counts its node kinds. It then fits, on the aggregate's
 batch-1 p50 medians (relative least squares), models of the form

@@ -505,6 +505,14 @@ class LatencyTable(_Frozen):
     conversions once, where a layer timed alone pays them every time. When fitted on whole networks measured on the
     device (:func:`slimrt.bench.layers.fit_alignment`), layers whose input and output counts are both multiples of
     ``align`` are scaled by ``aligned_scale`` and the others by ``scale``; ``fit`` records how (networks, errors).
+
+    Plain-layout convolutions (``layout_block``, ``plain_factor``): ONNX Runtime's CPU optimizer keeps a convolution
+    out of the blocked layout when its input channel count is at least the block (8 floats with AVX2, 16 with
+    AVX-512) and not a multiple of 4 (depthwise: when its channel count is not a multiple of 4), whatever its
+    neighbours. Such a layer runs as a plain im2col convolution, which the grid (multiples of a unit of 4 or more
+    channels) never measures and interpolation underestimates. ``layout_block`` is what the device's ONNX Runtime
+    does (probed with one-layer models, :func:`slimrt.bench.layers.probe_layout_block`; None: no convolution runs
+    plain there), and ``plain_factor`` multiplies those layers' entries, calibrated on a whole network of them.
     """
 
     schema_version: int = SCHEMA_VERSION
@@ -521,6 +529,11 @@ class LatencyTable(_Frozen):
     align: int | None = Field(default=None, ge=1, description="channel multiple that runs in the blocked layout")
     aligned_scale: float | None = Field(default=None, gt=0, description="scale of layers aligned on both sides")
     fit: dict[str, float | int | str] | None = None
+    layout_block: int | None = Field(default=None, ge=2, description="input channels from which convolutions "
+                                     "that are not multiples of 4 run in the plain layout (None: none do)")
+    plain_factor: float | None = Field(default=None, gt=0, description="multiplier of plain-layout layers' entries")
+    plain_measured_ms: float | None = Field(default=None, gt=0)
+    plain_widths: dict[str, int] | None = None
     full_measured_ms: float | None = Field(default=None, gt=0)
     small_measured_ms: float | None = Field(default=None, gt=0)
     small_widths: dict[str, int] | None = None
@@ -576,22 +589,46 @@ class LatencyTable(_Frozen):
         chans = self.layer_channels(widths)
         return [(la.name, parts[la.part].at(*chans[la.name]), chans[la.name]) for la in self.layers]
 
+    def plain_layers(self, widths: dict[str, int]) -> list[str]:
+        """Convolutions that run in the plain layout for the kept ``widths`` (see the class docstring)."""
+        if self.layout_block is None:
+            return []
+        parts = {p.key: p for p in self.parts}
+        chans = self.layer_channels(widths)
+        return [la.name for la in self.layers
+                if parts[la.part].key.startswith("conv") and plain_layout(*chans[la.name], la.depthwise,
+                                                                          self.layout_block)]  # fmt: skip
+
     def split_ms(self, widths: dict[str, int], align: int | None = None) -> tuple[float, float]:
-        """Unscaled layer sums ``(aligned, other)``: layers whose input and output counts are both multiples of
-        ``align`` (default: the table's; with none, every layer counts as other)."""
+        """Layer sums ``(aligned, other)`` before the scales: layers whose input and output counts are both
+        multiples of ``align`` (default: the table's; 0 or none: every layer counts as other), plain-layout layers
+        multiplied by ``plain_factor``."""
         a = align if align is not None else self.align
-        terms = self._layer_terms(widths)
-        total = sum(ms for _, ms, _ in terms)
-        if a is None:
-            return 0.0, total
-        aligned = sum(ms for _, ms, (i, o) in terms if i % a == 0 and o % a == 0)
-        return aligned, total - aligned
+        plain = set(self.plain_layers(widths)) if self.plain_factor is not None else set()
+        aligned = other = 0.0
+        for name, ms, (i, o) in self._layer_terms(widths):
+            ms = ms * self.plain_factor if name in plain else ms  # type: ignore[operator]
+            if a and i % a == 0 and o % a == 0:
+                aligned += ms
+            else:
+                other += ms
+        return aligned, other
 
     def predict_ms(self, widths: dict[str, int]) -> float:
         """Predicted latency (ms) of the sub-net keeping ``widths``: fixed + other + its scaled layers."""
         if self.align is None or self.aligned_scale is None:
-            return self.fixed_ms + self.other_ms + self.scale * sum(self.layer_ms(widths).values())
+            aligned, rest = self.split_ms(widths, 0)
+            return self.fixed_ms + self.other_ms + self.scale * (aligned + rest)
         aligned, rest = self.split_ms(widths)
         return self.fixed_ms + self.other_ms + self.aligned_scale * aligned + self.scale * rest
+
+
+def plain_layout(n_in: int, n_out: int, depthwise: bool, block: int) -> bool:
+    """Whether ONNX Runtime's CPU optimizer (NCHWc transformer, block ``block``) leaves a convolution with these
+    channel counts in the plain layout: input counts from ``block`` up that are not multiples of 4 (depthwise:
+    channel counts above 1 that are not), the multiple its layout reorder needs (``ReorderInput``)."""
+    if depthwise:
+        return n_out > 1 and n_out % 4 != 0
+    return n_in >= block and n_in % 4 != 0
 
 Manifest.model_rebuild()

@@ -25,7 +25,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from slimrt.schema import DeviceProfile, LatencyLayer, LatencyPart, LatencyTable
 
-__all__ = ["PartShape", "part_model", "identity_model", "measure_latency_table", "unit_grid", "fit_alignment"]
+__all__ = ["PartShape", "part_model", "identity_model", "measure_latency_table", "unit_grid", "fit_alignment",
+           "probe_layout_block", "plain_calibration_widths"]
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -108,6 +109,47 @@ def identity_model(shape: Sequence[int]) -> onnx.ModelProto:
     return _model([helper.make_node("Identity", ["input"], ["output"])], [x], [y], [])
 
 
+def _runs_blocked(model: onnx.ModelProto, tmp: Path) -> bool:
+    """Whether ONNX Runtime's CPU optimizer (all optimizations, as the runtime opens sessions) turns the model's
+    convolution into a blocked-layout (NCHWc) one."""
+    import onnxruntime as ort
+
+    src, opt = tmp / "probe.onnx", tmp / "probe.opt.onnx"
+    onnx.save(model, src)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.optimized_model_filepath = str(opt)
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    return any(n.domain == "com.microsoft.nchwc" and n.op_type == "Conv" for n in onnx.load(str(opt)).graph.node)
+
+
+def probe_layout_block() -> int | None:
+    """The smallest input channel count from which this device's ONNX Runtime leaves a convolution whose input count
+    is not a multiple of 4 in the plain layout (its NCHWc block: 8 with AVX2, 16 with AVX-512); None when every
+    such convolution runs blocked, or none does (no blocked layout, e.g. on ARM). Found from one-layer models,
+    without timing (:func:`slimrt.schema.plain_layout` is the rule)."""
+    part = PartShape("conv", 64, 16, in_hw=(8, 8), kernel=(3, 3), padding=(1, 1))
+    with tempfile.TemporaryDirectory(prefix="slimrt-probe-") as d:
+        tmp = Path(d)
+        if not _runs_blocked(part_model(part, 16, 16, 1), tmp):
+            return None  # not even an aligned convolution is blocked
+        for block in (8, 16, 32):
+            if not _runs_blocked(part_model(part, block + 2, 16, 1), tmp):
+                return block
+    return None
+
+
+def plain_calibration_widths(groups: dict[str, int], block: int) -> dict[str, int] | None:
+    """Every group at the widest count that makes the layers it feeds run plain (not a multiple of 4, at least
+    ``block``): the whole network that calibrates ``plain_factor``; None when no group is wide enough."""
+    out = {}
+    for g, c in groups.items():
+        w = next((n for n in range(c, block - 1, -1) if n % 4), None)
+        out[g] = c if w is None else w
+    return out if out != groups else None
+
+
 def _runner(path: Path, threads: int | None):
     from slimrt.backends import create_runner
     from slimrt.backends.base import RunnerOptions
@@ -146,6 +188,8 @@ def measure_latency_table(
     full_model: onnx.ModelProto | None = None,
     small_model: onnx.ModelProto | None = None,
     small_widths: dict[str, int] | None = None,
+    plain_model: onnx.ModelProto | None = None,
+    plain_widths: dict[str, int] | None = None,
     batch_size: int | None = None,
     threads: int | None = None,
     runs: int | None = None,
@@ -164,6 +208,9 @@ def measure_latency_table(
         device_profile: threads, warm-up, runs and batch size come from it unless given.
         full_model: the full network's ONNX (input ``input``): measured to set ``other_ms``.
         small_model: the smallest sub-net's ONNX (``small_widths``): with ``full_model`` it calibrates ``scale``.
+        plain_model: a sub-net whose convolutions run in the plain layout (``plain_widths``, see
+            :func:`plain_calibration_widths`): after ``scale``, it calibrates ``plain_factor``. The layout rule itself
+            (``layout_block``) is always probed (:func:`probe_layout_block`).
     """
     from slimrt.fingerprint import device_fingerprint
 
@@ -193,7 +240,7 @@ def measure_latency_table(
             ident = identity_model([bs, *input_shape])
             models = {"call": ident}
             inputs = {"call": net_in}
-            for name, m in (("full", full_model), ("small", small_model)):
+            for name, m in (("full", full_model), ("small", small_model), ("plain", plain_model)):
                 if m is not None:
                     models[name] = m
                     inputs[name] = net_in
@@ -230,6 +277,7 @@ def measure_latency_table(
         device=prof.device, fingerprint=fp, batch_size=bs, created=datetime.now(timezone.utc).isoformat(),
         input_shape=list(input_shape), groups=dict(groups), fixed_ms=fixed, parts=out_parts, layers=list(layers),
         measurements=count, warmup=n_warm, runs=n_runs, load_avg=list(os.getloadavg()),
+        layout_block=probe_layout_block(),
     )  # fmt: skip
     if full_model is not None:
         full_ms = base["full"]
@@ -249,8 +297,30 @@ def measure_latency_table(
         else:
             update["other_ms"] = full_ms - fixed - parts_full
         table = table.model_copy(update=update)
+        if plain_model is not None and plain_widths is not None:
+            table = _calibrate_plain(table, plain_widths, base["plain"])
     log.info("latency table: %d parts, fixed %.4f ms, other %.4f ms", len(out_parts), table.fixed_ms, table.other_ms)
     return table
+
+
+def _calibrate_plain(table: LatencyTable, widths: dict[str, int], measured_ms: float) -> LatencyTable:
+    """``table`` with ``plain_factor`` set so that it predicts the whole network ``widths`` (measured
+    ``measured_ms``) exactly; unchanged (a warning logged) when that network has no plain layer or the factor would
+    not be positive (noise)."""
+    plain = set(table.plain_layers(widths))
+    if not plain:
+        log.warning("latency table: the plain-layout calibration network has no plain layer; plain_factor not set")
+        return table
+    plain_ms = sum(ms for name, ms in table.layer_ms(widths).items() if name in plain)
+    rest = table.predict_ms(widths) - table.scale * plain_ms  # (the table has no plain_factor yet)
+    factor = (measured_ms - rest) / (table.scale * plain_ms) if plain_ms > 0 else -1.0
+    update: dict = {"plain_measured_ms": measured_ms, "plain_widths": dict(widths)}
+    if factor <= 0:
+        log.warning("latency table: plain-layout factor came out %.3f (noise?); not set", factor)
+        return table.model_copy(update=update)
+    log.info("latency table: %d plain-layout layers (block %s) cost %.2fx their interpolated entries",
+             len(plain), table.layout_block, factor)  # fmt: skip
+    return table.model_copy(update=update | {"plain_factor": float(factor)})
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:

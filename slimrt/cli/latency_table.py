@@ -43,30 +43,36 @@ def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_s
                       full: bool = True, calibrate: int = 0, progress: bool = False,
                       **kwargs: Any) -> LatencyTable:  # fmt: skip
     """Measure ``net``'s latency table: every part over the unit grid, the call cost, and (``full``) the full
-    network and the smallest sub-net exported as deployed, which calibrate ``other_ms`` and ``scale``. With
+    network and the smallest sub-net exported as deployed, which calibrate ``other_ms`` and ``scale``, and a sub-net
+    whose convolutions run in the plain layout, which calibrates ``plain_factor`` (where the device has one). With
     ``calibrate`` > 0, that many whole networks (:func:`calibration_widths`) and the full one are then measured end to
     end, interleaved, and :func:`slimrt.bench.layers.fit_alignment` refits the scales with channel alignment (kept
     only if the fit succeeds). ``kwargs`` go to :func:`slimrt.bench.layers.measure_latency_table` (threads, runs,
     warmup, duration_s, batch_size)."""
     import torch
 
-    from slimrt.bench.layers import measure_latency_table
+    from slimrt.bench.layers import measure_latency_table, plain_calibration_widths, probe_layout_block
     from slimrt.exporters.onnx import export_module
     from slimrt.train.latency import layer_parts
 
     parts, layers, groups = layer_parts(net, group_size, min_units)
     from slimrt.train.methods.progressive import min_keep, unit_size
 
-    model = small = small_widths = None
+    model = small = small_widths = plain = plain_widths = None
     example = torch.zeros(1, *net.input_shape)
     if full:
         model = export_module(net.extract(net.full_spec()), example)
         small_widths = {g.name: min_keep(g.channels, unit_size(g.channels, group_size, min_units))
                         for g in net.prunable_groups}  # fmt: skip
         small = export_module(net.extract(net.spec(small_widths, name="smallest")), example)
+        block = probe_layout_block()
+        if block is not None:
+            plain_widths = plain_calibration_widths({g.name: g.channels for g in net.prunable_groups}, block)
+        if plain_widths is not None:
+            plain = export_module(net.extract(net.spec(plain_widths, name="plain")), example)
     table = measure_latency_table(parts, layers, groups, list(net.input_shape), device_profile, full_model=model,
-                                  small_model=small, small_widths=small_widths, progress=progress,
-                                  **kwargs)  # fmt: skip
+                                  small_model=small, small_widths=small_widths, plain_model=plain,
+                                  plain_widths=plain_widths, progress=progress, **kwargs)  # fmt: skip
     if calibrate > 0:
         table = _calibrate(net, table, device_profile, calibrate, group_size, min_units, kwargs)
     return table
@@ -158,6 +164,10 @@ def latency_table(
         Console().print(f"alignment fit on {table.fit['networks']} networks: channels in multiples of {table.align} "
                         f"scale {table.aligned_scale:.3f}, others {table.scale:.3f}; leave-one-out median error "
                         f"{100 * float(table.fit['loo_median_rel_error']):.1f}%", highlight=False)  # fmt: skip
+    if table.plain_factor is not None:
+        Console().print(f"plain-layout convolutions (input channels >= {table.layout_block}, not a multiple of 4) "
+                        f"cost {table.plain_factor:.2f}x their interpolated entries (calibrated on a "
+                        f"{table.plain_measured_ms:.3f} ms network of them)", highlight=False)  # fmt: skip
     Console().print(
         f"latency table: {len(table.parts)} parts, {len(table.layers)} layers, {table.measurements} models measured; "
         f"call {table.fixed_ms:.4f} ms, other {table.other_ms:.4f} ms, full predicted "

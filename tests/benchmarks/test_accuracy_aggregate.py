@@ -221,7 +221,7 @@ def test_latency_windows_add_up_as_medians_on_the_same_machine(tmp_path):
 
 def test_predictor_check_compares_the_table_with_measured_latency_per_family(tmp_path):
     torch = pytest.importorskip("torch")
-    from accuracy_aggregate import predictor_check
+    from accuracy_aggregate import predictor_check, predictor_markdown
 
     from slimrt.models import create_model
     from slimrt.schema import DeviceFingerprint, LatencyPart, LatencyTable
@@ -255,7 +255,11 @@ def test_predictor_check_compares_the_table_with_measured_latency_per_family(tmp
     assert fams["progressive"]["n"] == 2 and fams["progressive"]["max_abs_error"] == pytest.approx(0.1)
     assert fams["progressive"]["median_abs_error"] == pytest.approx(0.05)
     assert fams["usnet grid, off the unit grid"]["rows"][0]["error"] == pytest.approx(-0.5)
+    # Relative to the full network (measured 10% above its prediction), m25 is 1/1.1 of what full's ratio implies.
+    assert fams["progressive"]["max_error_relative_to_full"] == pytest.approx(1 - 1 / 1.1)
+    assert fams["usnet grid, off the unit grid"]["rows"][0]["error_relative_to_full"] == pytest.approx(0.5 / 1.1 - 1)
     assert check["full_predicted_ms"] == pytest.approx(pred.full_ms)
+    assert "| progressive | 2 | 5.0% | 10.0% | 4.5% | 9.1% |" in predictor_markdown(check)
     assert predictor_check(tmp_path / "missing.json", runs, lat, "resnet20", kw, (1, 16, 16)) is None
 
 

@@ -14,7 +14,7 @@ from latency_graph_fit import graph_counts, judge_model  # noqa: E402
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_a_residual_stream_off_the_simd_block_turns_the_convolutions_plain(tmp_path):
+def test_convolutions_fed_channel_counts_off_a_multiple_of_4_run_plain(tmp_path):
     pytest.importorskip("onnxruntime")
     import torch
 
@@ -25,12 +25,13 @@ def test_a_residual_stream_off_the_simd_block_turns_the_convolutions_plain(tmp_p
     full = net.full_spec().widths
     counts = graph_counts(net, full, tmp_path)
     assert counts["nchwc_convs"] == 21 and counts["plain_convs"] == 0 and counts["reorders"] >= 1
-    # 12 channels inside the stage-1 blocks (the residual stream stays at 16): padded, still blocked
+    # 12 channels inside the stage-1 blocks: a multiple of 4, padded to the block, still blocked
     inner = {**full, "layer1.0.conv1": 12, "layer1.1.conv1": 12}
     assert graph_counts(net, inner, tmp_path)["plain_convs"] == 0
-    # a 15-channel stage-1 stream: its residual adds leave the blocked layout, most of the stage's convolutions too
-    stream = {**full, "conv1": 15}
-    assert graph_counts(net, stream, tmp_path)["plain_convs"] >= 4  # 5 of its 7 with ONNX Runtime 1.32 on AVX2
+    # a 30-channel stage-2 stream: the 4 convolutions it feeds run plain (slimrt.schema.plain_layout: not a multiple
+    # of 4, and at least the block, 8 with AVX2 and 16 with AVX-512)
+    stream = {**full, "layer2.0.downsample.0": 30}
+    assert graph_counts(net, stream, tmp_path)["plain_convs"] == 4
 
 
 def test_judge_model_recovers_a_known_cost_and_scores_the_held_out_set_relative_to_its_full_network():

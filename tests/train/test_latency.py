@@ -107,6 +107,24 @@ def test_real_measurement_on_a_tiny_net_has_the_right_structure(tmp_path):
     assert pred.ms(net.full_spec()) > 0
 
 
+def test_real_measurement_calibrates_the_plain_layout_factor_on_a_network_of_plain_layers():
+    pytest.importorskip("onnxruntime")
+    from slimrt.bench.layers import probe_layout_block
+    from slimrt.cli.latency_table import measure_net_table
+
+    block = probe_layout_block()
+    if block is None:
+        pytest.skip("this ONNX Runtime has no blocked layout on this CPU")
+    net = _net((12, 24, 24), size=8)
+    t = measure_net_table(net, load_device_profile("cpu"), group_size=4, min_units=2, threads=1, runs=20, warmup=2)
+    assert t.layout_block == block and t.plain_widths is not None and t.plain_measured_ms is not None
+    assert t.plain_widths["layer3.0.downsample.0"] == 23 and t.plain_layers(t.plain_widths)  # 23 runs plain
+    # The factor makes the table predict the calibration network as measured (a noisy round leaves it unset).
+    if t.plain_factor is not None:
+        assert t.predict_ms(t.plain_widths) == pytest.approx(t.plain_measured_ms, rel=1e-6)
+    assert t.predict_ms({}) == pytest.approx(t.full_measured_ms)  # nothing plain at full width
+
+
 def _grid_table() -> LatencyTable:
     g = [4, 8, 12, 16]
     a = LatencyPart(key="a", in_grid=g, out_grid=g, ms=[[0.01 * i * o / 16 + 0.02 for o in g] for i in g])
@@ -145,3 +163,92 @@ def test_fit_alignment_recovers_the_scales_of_whole_networks():
     aligned_only = [(w, truth.predict_ms(w)) for w in ({"g1": a, "g2": b, "g3": 8} for a in (8, 16) for b in (8, 16))]
     with pytest.raises(ValueError, match="cannot separate"):  # no unaligned layer anywhere: one scale is unknowable
         fit_alignment(t, aligned_only * 2, aligns=(8,))
+
+
+def _conv_table(block: int | None = 8, factor: float | None = None) -> LatencyTable:
+    g = [4, 8, 12, 16]
+    a = LatencyPart(key="conv3x3-a", in_grid=g, out_grid=g, ms=[[0.01 * i * o / 16 + 0.02 for o in g] for i in g])
+    fc = LatencyPart(key="linear-16x10", in_grid=g, out_grid=[10], ms=[[0.01]] * 4)
+    layers = [LatencyLayer(name="c1", part="conv3x3-a", inputs=[("g1", 16)], outputs=[("g2", 16)]),
+              LatencyLayer(name="c2", part="conv3x3-a", inputs=[("g2", 16)], outputs=[("g3", 16)]),
+              LatencyLayer(name="fc", part="linear-16x10", inputs=[("g3", 16)], outputs=[("out", 10)])]  # fmt: skip
+    t = table([a, fc], layers, {"g1": 16, "g2": 16, "g3": 16, "out": 10}, fixed=0.05, other=0.01)
+    return t.model_copy(update={"layout_block": block, "plain_factor": factor, "scale": 0.8})
+
+
+def test_plain_layout_layers_are_the_unaligned_inputs_from_the_block_up():
+    from slimrt.schema import plain_layout
+
+    # A convolution runs plain from the block up when its input count is not a multiple of 4; linear layers never.
+    t = _conv_table(block=8)
+    assert t.plain_layers({"g1": 16, "g2": 16, "g3": 15}) == []  # fc's 15 inputs: a Gemm has no layout
+    assert t.plain_layers({"g1": 6, "g2": 13, "g3": 16}) == ["c2"]  # c1: 6 inputs, below the block
+    assert t.plain_layers({"g1": 9, "g2": 12, "g3": 16}) == ["c1"]
+    assert _conv_table(block=16).plain_layers({"g1": 9, "g2": 13, "g3": 16}) == []
+    assert _conv_table(block=None).plain_layers({"g1": 9, "g2": 13, "g3": 16}) == []
+    assert [n for n in range(1, 13) if plain_layout(n, n, True, 8)] == [2, 3, 5, 6, 7, 9, 10, 11]  # depthwise
+    # plain_factor multiplies exactly those layers' entries; without it they keep the interpolated entry.
+    w = {"g1": 16, "g2": 14, "g3": 16}
+    ms = t.layer_ms(w)
+    assert t.predict_ms(w) == pytest.approx(0.05 + 0.01 + 0.8 * (ms["c1"] + ms["c2"] + ms["fc"]))
+    f = _conv_table(block=8, factor=2.5)
+    assert f.predict_ms(w) == pytest.approx(0.05 + 0.01 + 0.8 * (ms["c1"] + 2.5 * ms["c2"] + ms["fc"]))
+    assert f.predict_ms({}) == pytest.approx(t.predict_ms({}))  # nothing plain at full width
+    aligned = f.model_copy(update={"align": 8, "aligned_scale": 0.5})  # with the alignment refit: "other" layers
+    assert aligned.predict_ms(w) == pytest.approx(0.05 + 0.01 + 0.8 * (ms["c1"] + 2.5 * ms["c2"] + ms["fc"]))
+    full = t.layer_ms({})
+    assert aligned.predict_ms({}) == pytest.approx(0.05 + 0.01 + 0.5 * (full["c1"] + full["c2"]) + 0.8 * full["fc"])
+    assert LatencyTable.model_validate_json(f.model_dump_json()).predict_ms(w) == pytest.approx(f.predict_ms(w))
+
+
+def test_plain_factor_calibration_recovers_a_known_factor():
+    from slimrt.bench.layers import _calibrate_plain, plain_calibration_widths
+
+    widths = plain_calibration_widths({"g1": 16, "g2": 16, "g3": 16, "small": 6, "x": 8}, 8)
+    assert widths == {"g1": 15, "g2": 15, "g3": 15, "small": 6, "x": 8}  # below or at the block: left alone
+    assert plain_calibration_widths({"a": 8, "b": 4}, 8) is None  # nothing can run plain
+    truth = _conv_table(block=8, factor=1.7)
+    got = _calibrate_plain(_conv_table(block=8), widths, truth.predict_ms(widths))
+    assert got.plain_factor == pytest.approx(1.7) and got.plain_widths == widths
+    assert got.predict_ms(widths) == pytest.approx(got.plain_measured_ms)
+    unchanged = _calibrate_plain(_conv_table(block=8), {"g1": 16, "g2": 16, "g3": 16}, 1.0)  # no plain layer in it
+    assert unchanged.plain_factor is None
+    faster = _calibrate_plain(_conv_table(block=8), widths, 0.01)  # measured below the rest: noise, not a factor
+    assert faster.plain_factor is None and faster.plain_measured_ms == 0.01
+
+
+def _ort_plain_convs(net: DynamicNet, widths: dict[str, int], tmp_path) -> int:
+    """Convolutions ONNX Runtime's optimizer (all optimizations) leaves outside the blocked NCHWc layout."""
+    import onnx
+    import onnxruntime as ort
+
+    from slimrt.exporters.onnx import export_module
+
+    src, opt = tmp_path / "n.onnx", tmp_path / "n.opt.onnx"
+    onnx.save(export_module(net.extract(net.spec(widths, name="n")), torch.zeros(1, *net.input_shape)), src)
+    so = ort.SessionOptions()
+    so.log_severity_level = 3
+    so.optimized_model_filepath = str(opt)
+    ort.InferenceSession(str(src), so, providers=["CPUExecutionProvider"])
+    nodes = onnx.load(str(opt)).graph.node
+    return sum(1 for n in nodes if n.op_type in ("Conv", "FusedConv") and n.domain != "com.microsoft.nchwc")
+
+
+def test_plain_layout_rule_matches_onnx_runtimes_optimized_graphs(tmp_path):
+    pytest.importorskip("onnxruntime")
+    from slimrt.bench.layers import probe_layout_block
+
+    block = probe_layout_block()
+    if block is None:
+        pytest.skip("this ONNX Runtime has no blocked layout on this CPU")
+    net = _net((16, 32, 64), size=8)
+    parts, layers, groups = layer_parts(net, group_size=8, min_units=4)
+    t = table([LatencyPart(key=p.key, in_grid=list(p.in_grid), out_grid=list(p.out_grid),
+                           ms=[[0.0] * len(p.out_grid) for _ in p.in_grid]) for p in parts],
+              layers, groups, input_shape=net.input_shape).model_copy(update={"layout_block": block})  # fmt: skip
+    nets = [net.uniform_spec(52 / 64, "u").widths]  # 13 / 26 / 52 channels
+    nets += [{g.name: c for g in net.prunable_groups} for c in (10, 12)]  # every group at c channels
+    nets.append({**net.full_spec().widths, "layer1.0.conv1": 12, "layer2.1.conv1": 22, "layer3.2.conv1": 41})
+    counts = [(len(t.plain_layers(w)), _ort_plain_convs(net, w, tmp_path)) for w in nets]
+    assert [p for p, _ in counts] == [o for _, o in counts]
+    assert len({o for _, o in counts}) == 4  # the set exercises the rule (none, a few, most plain)
