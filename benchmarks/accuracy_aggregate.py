@@ -23,6 +23,7 @@ files.
 
 from __future__ import annotations
 
+import hashlib
 import itertools
 import json
 import logging
@@ -167,33 +168,57 @@ def summarize(per_seed: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
 # -------------------------------------------------------------------------------------------------- measurement
 
 
-def measure_architectures(
-    archs: dict[str, dict[str, int]], arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...]
-) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
-    """Batch-1 and batch-32 p50/p95 (ms) of every architecture, one interleaved run per batch size."""
-    import numpy as np
+def export_architectures(archs: dict[str, dict[str, int]], arch: str, arch_kwargs: dict[str, Any],
+                         input_shape: tuple[int, ...], folder: Path) -> dict[str, Path]:  # fmt: skip
+    """Export every architecture (dynamic batch, as deployed) into ``folder``, one file per architecture named by a
+    hash of the network, its widths and the torch version; files already there are reused, so a cache folder can be
+    filled beside training and the quiet window only measures (``--export-cache``). Each file is written to a
+    temporary name and renamed, so an interrupted export leaves no partial file."""
     import onnx
     import torch
 
-    from slimrt.backends import RunnerOptions, create_runner
-    from slimrt.bench import load_device_profile
-    from slimrt.exporters.onnx import INPUT_NAME, OUTPUT_NAME, export_module
+    from slimrt.exporters.onnx import export_module
     from slimrt.models import create_model
-    from slimrt.runtime.measure import measure_latency
     from slimrt.train.dynamic import DynamicNet
 
+    folder.mkdir(parents=True, exist_ok=True)
+    base = json.dumps([arch, arch_kwargs, list(input_shape), torch.__version__], sort_keys=True)
+    paths = {k: folder / f"{hashlib.sha256((base + k).encode()).hexdigest()[:20]}.onnx" for k in archs}
+    todo = [k for k in archs if not paths[k].is_file()]
+    if todo:
+        torch.manual_seed(0)
+        net = DynamicNet(create_model(arch, **arch_kwargs), torch.zeros(1, *input_shape)).eval()
+        for i, key in enumerate(todo):
+            sub = net.extract(net.spec(archs[key], name=f"a{i}")).eval()
+            model = export_module(sub, torch.zeros(1, *input_shape), dynamic_batch=True)
+            part = paths[key].with_suffix(".onnx.part")
+            onnx.save(model, part)
+            os.replace(part, paths[key])
+            if (i + 1) % 10 == 0 or i + 1 == len(todo):
+                log.info("exported %d of %d architectures", i + 1, len(todo))
+    log.info("%d architectures: %d exported, %d reused from %s", len(archs), len(todo), len(archs) - len(todo),
+             folder)  # fmt: skip
+    return paths
+
+
+def measure_architectures(
+    archs: dict[str, dict[str, int]], arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...],
+    export_cache: Path | None = None,
+) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
+    """Batch-1 and batch-32 p50/p95 (ms) of every architecture, one interleaved run per batch size (exports reused
+    from ``export_cache`` when given, see :func:`export_architectures`)."""
+    import numpy as np
+
+    from slimrt.backends import RunnerOptions, create_runner
+    from slimrt.bench import load_device_profile
+    from slimrt.exporters.onnx import INPUT_NAME, OUTPUT_NAME
+    from slimrt.runtime.measure import measure_latency
+
     profile = load_device_profile("cpu")
-    torch.manual_seed(0)
-    net = DynamicNet(create_model(arch, **arch_kwargs), torch.zeros(1, *input_shape)).eval()
     out: dict[str, dict[str, float]] = {k: {} for k in archs}
     with tempfile.TemporaryDirectory(prefix="slimrt-latency-") as tmp:
-        paths = {}
-        for i, (key, widths) in enumerate(archs.items()):
-            sub = net.extract(net.spec(widths, name=f"a{i}")).eval()
-            model = export_module(sub, torch.zeros(1, *input_shape), dynamic_batch=True)
-            paths[key] = Path(tmp) / f"a{i}.onnx"
-            onnx.save(model, paths[key])
-        log.info("exported %d architectures; measuring", len(paths))
+        paths = export_architectures(archs, arch, arch_kwargs, input_shape, export_cache or Path(tmp))
+        log.info("measuring %d architectures", len(paths))
         runners = {}
         try:
             for key, path in paths.items():
@@ -581,11 +606,13 @@ def read_runs(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
     return runs
 
 
-def aggregate(results: Path, command: str, fresh_latency: bool = False, measure: bool = True) -> int:
+def aggregate(results: Path, command: str, fresh_latency: bool = False, measure: bool = True,
+              export_cache: Path | None = None, export_only: bool = False) -> int:  # fmt: skip
     """Read the run files in ``results``, measure latency here (one more window: the median over this and the
     earlier windows of the same kind of machine is what the tables read, unless ``fresh_latency``), write
     aggregate.{json,md,png}. Without ``measure``, the stored windows alone: every architecture of the run files
-    must have been measured in one of them (SystemExit naming the missing ones otherwise)."""
+    must have been measured in one of them (SystemExit naming the missing ones otherwise). ``export_cache``: a
+    folder of reused exports; with ``export_only``, fill it and write nothing else."""
     runs = read_runs(results)
     if not runs:
         raise SystemExit(f"no run files (<method>-seed<k>.json) in {results}")
@@ -596,12 +623,18 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
                 archs.setdefault(arch_key(r["widths"]), r["widths"])
     any_run = next(iter(next(iter(runs.values())).values()))
     cfg = any_run["config"]
+    arch_kwargs = {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}
+    if export_only:
+        if export_cache is None:
+            raise SystemExit("--export-only needs --export-cache DIR (where the exports go)")
+        export_architectures(archs, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
+        print(f"{len(archs)} architectures exported to {export_cache}; measure them with the same --export-cache")
+        return 0
     load = os.getloadavg()
     mach = machine()
     windows = [] if fresh_latency else previous_windows(results / "aggregate.json", mach)
     if measure:
-        now, protocol = measure_architectures(archs, cfg["arch"], {"in_channels": 1, "num_classes": 10,
-                                                                   **cfg["arch_kwargs"]}, (1, 28, 28))  # fmt: skip
+        now, protocol = measure_architectures(archs, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
         windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load,
                         "latency": now})  # fmt: skip
     else:

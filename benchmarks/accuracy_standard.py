@@ -8,6 +8,8 @@
     python benchmarks/accuracy.py --mode standard --method independent-uniform --seed 0 --max-minutes 55
     python benchmarks/accuracy.py --mode standard --aggregate                    # table + plot from the run files
     python benchmarks/accuracy.py --mode standard --aggregate --stored-latency   # the same, measuring nothing
+    python benchmarks/accuracy.py --mode standard --aggregate --export-cache DIR --export-only   # beside training
+    python benchmarks/accuracy.py --mode standard --aggregate --export-cache DIR   # then a quiet window that measures
 
 Protocol (issue 10): ResNet-20 on all 55,000 Fashion-MNIST training images (5,000 of the 60,000 carved out as the
 validation split that drives every search decision), the 10,000-image test set for reported numbers only.
@@ -451,6 +453,12 @@ def parse_args(argv: list[str] | None = None):
                    help="with --aggregate: measure nothing, read the latency windows stored in aggregate.json (for "
                         "new run files of architectures already measured, e.g. the independent controls; minutes "
                         "instead of a quiet 12-minute window)")  # fmt: skip
+    p.add_argument("--export-cache", type=Path, default=None, metavar="DIR",
+                   help="with --aggregate: keep the architectures' ONNX exports in DIR and reuse them (exporting "
+                        "takes most of a window's 12 minutes; fill DIR beside training with --export-only, then the "
+                        "quiet window only measures)")  # fmt: skip
+    p.add_argument("--export-only", action="store_true",
+                   help="with --aggregate --export-cache DIR: export every architecture into DIR and stop")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"run files and pre-trained weights ({RESULTS})")
     p.add_argument("--work-dir", type=Path, default=WORK, help=f"resume files of unfinished runs ({WORK})")
@@ -469,6 +477,12 @@ def parse_args(argv: list[str] | None = None):
         p.error("--max-minutes applies to --method runs, not --aggregate")
     if (args.fresh_latency or args.stored_latency) and not args.aggregate:
         p.error("--fresh-latency and --stored-latency apply to --aggregate")
+    if (args.export_cache or args.export_only) and not args.aggregate:
+        p.error("--export-cache and --export-only apply to --aggregate")
+    if args.export_only and args.export_cache is None:
+        p.error("--export-only needs --export-cache DIR (where the exports go)")
+    if args.export_only and args.stored_latency:
+        p.error("--export-only prepares a measurement and --stored-latency measures none: give one of them")
     if args.fresh_latency and args.stored_latency:
         p.error("--fresh-latency measures a new window and --stored-latency measures none: give one of them")
     if args.max_minutes is not None and args.max_minutes < 0:
@@ -515,7 +529,8 @@ def main(argv: list[str] | None = None) -> int:
             from accuracy_aggregate import aggregate
 
             return aggregate(args.results, command, fresh_latency=args.fresh_latency,
-                             measure=not args.stored_latency)
+                             measure=not args.stored_latency, export_cache=args.export_cache,
+                             export_only=args.export_only)  # fmt: skip
         independent = args.method.startswith("independent")
         if independent:
             from accuracy_independent import progressive_run, run_independent

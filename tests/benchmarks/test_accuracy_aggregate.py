@@ -342,3 +342,42 @@ def test_stored_latency_names_an_architecture_no_window_measured(tmp_path, monke
     assert (tmp_path / "aggregate.json").read_text() == before  # nothing half-written
     with pytest.raises(SystemExit):
         main(["--stored-latency", "--method", "usnet"])  # an aggregate option
+
+
+def test_export_cache_exports_each_architecture_once_and_the_files_run(tmp_path, capsys):
+    torch = pytest.importorskip("torch")
+    ort = pytest.importorskip("onnxruntime")
+    import numpy as np
+    import onnx
+    from accuracy_aggregate import export_architectures
+
+    from slimrt.models import create_model
+    from slimrt.train import DynamicNet
+
+    kw = {"in_channels": 1, "num_classes": 10, "widths": (8, 8, 16)}
+    net = DynamicNet(create_model("resnet20", **kw), torch.zeros(1, 1, 8, 8))
+    full = net.full_spec().widths
+    half = {g: max(2, c // 2) for g, c in full.items()}
+    archs = {arch_key(full): full, arch_key(half): half}
+    cache = tmp_path / "cache"
+    paths = export_architectures(archs, "resnet20", kw, (1, 8, 8), cache)
+    assert set(paths) == set(archs) and len(set(paths.values())) == 2 and all(p.is_file() for p in paths.values())
+    stamps = {k: p.stat().st_mtime_ns for k, p in paths.items()}
+    assert export_architectures(archs, "resnet20", kw, (1, 8, 8), cache) == paths  # reused, not exported again
+    assert {k: p.stat().st_mtime_ns for k, p in paths.items()} == stamps
+    other = export_architectures(archs, "resnet20", {**kw, "num_classes": 5}, (1, 8, 8), cache)
+    assert set(other.values()).isdisjoint(paths.values())  # another network: other files
+    assert not list(cache.glob("*.part"))
+    x = np.zeros((3, 1, 8, 8), np.float32)
+    for key, path in paths.items():  # each file is its sub-net, with a dynamic batch
+        sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        assert sess.run(None, {sess.get_inputs()[0].name: x})[0].shape == (3, 10)
+        graph = onnx.load(str(path)).graph
+        stem = next(n for n in graph.node if n.op_type == "Conv")
+        dims = {i.name: list(i.dims) for i in graph.initializer}
+        assert dims[stem.input[1]][0] == archs[key]["conv1"]
+    from accuracy_standard import main
+
+    with pytest.raises(SystemExit):
+        main(["--aggregate", "--export-only"])
+    assert "--export-only needs --export-cache DIR" in capsys.readouterr().err
