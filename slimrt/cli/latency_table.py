@@ -135,7 +135,16 @@ def latency_table(
         "latency-table.json"
     ),
 ) -> None:
-    """Measure the latency of every layer of a network over the unit grid of its channel-group widths."""
+    """Measure the latency of every layer of a network over the unit grid of its channel-group widths.
+
+    End to end, it also measures the call cost, the full network and the smallest sub-net: they calibrate the table.
+    Where this CPU's ONNX Runtime runs some convolutions outside its blocked layout, it measures one network of them.
+    (Those are convolutions with at least the block's input channels and not a multiple of 4: see plain_factor.)
+
+    Example: slimrt latency-table --arch resnet20 --in-channels 1 --image-size 28 -o table.json
+
+    Then: slimrt train ... --cost latency --latency-table table.json
+    """
     from rich.console import Console
 
     from slimrt.bench import load_device_profile
