@@ -171,18 +171,22 @@ def summarize(per_seed: dict[int, list[dict[str, Any]]]) -> dict[str, Any]:
 def export_architectures(archs: dict[str, dict[str, int]], arch: str, arch_kwargs: dict[str, Any],
                          input_shape: tuple[int, ...], folder: Path) -> dict[str, Path]:  # fmt: skip
     """Export every architecture (dynamic batch, as deployed) into ``folder``, one file per architecture named by a
-    hash of the network, its widths and the torch version; files already there are reused, so a cache folder can be
-    filled beside training and the quiet window only measures (``--export-cache``). Each file is written to a
-    temporary name and renamed, so an interrupted export leaves no partial file."""
+    hash of the network, its widths, the torch and onnx versions and the exporter's code; files already there are
+    reused, so a cache folder can be filled beside training and the quiet window only measures
+    (``--export-cache``). Each file is written to a temporary name and renamed, so an interrupted export leaves no
+    partial file."""
     import onnx
     import torch
 
+    import slimrt.exporters.onnx as exporter
     from slimrt.exporters.onnx import export_module
     from slimrt.models import create_model
     from slimrt.train.dynamic import DynamicNet
 
     folder.mkdir(parents=True, exist_ok=True)
-    base = json.dumps([arch, arch_kwargs, list(input_shape), torch.__version__], sort_keys=True)
+    code = hashlib.sha256(Path(exporter.__file__).read_bytes()).hexdigest()  # an exporter change: new files
+    base = json.dumps([arch, arch_kwargs, list(input_shape), torch.__version__, onnx.__version__, code],
+                      sort_keys=True)  # fmt: skip
     paths = {k: folder / f"{hashlib.sha256((base + k).encode()).hexdigest()[:20]}.onnx" for k in archs}
     todo = [k for k in archs if not paths[k].is_file()]
     if todo:
@@ -191,7 +195,8 @@ def export_architectures(archs: dict[str, dict[str, int]], arch: str, arch_kwarg
         for i, key in enumerate(todo):
             sub = net.extract(net.spec(archs[key], name=f"a{i}")).eval()
             model = export_module(sub, torch.zeros(1, *input_shape), dynamic_batch=True)
-            part = paths[key].with_suffix(".onnx.part")
+            fd, part = tempfile.mkstemp(suffix=".part", dir=folder)  # unique: two exporters never share it
+            os.close(fd)
             onnx.save(model, part)
             os.replace(part, paths[key])
             if (i + 1) % 10 == 0 or i + 1 == len(todo):

@@ -110,7 +110,7 @@ def main(argv: list[str] | None = None) -> int:
     from slimrt.train.dynamic import DynamicNet
     from slimrt.train.latency import load_latency_table
 
-    table = load_latency_table(args.table)
+    table = load_latency_table(args.table).model_copy(update={"plain_factor": None})  # counted by the fits here
     agg = json.loads(args.aggregate.read_text())
     judged = [r for r in json.loads(args.judge.read_text())["rows"] if "widths" in r]
     if not any(r["name"] == "full" for r in judged):

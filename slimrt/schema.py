@@ -593,26 +593,31 @@ class LatencyTable(_Frozen):
         """Convolutions that run in the plain layout for the kept ``widths`` (see the class docstring)."""
         if self.layout_block is None:
             return []
-        parts = {p.key: p for p in self.parts}
-        chans = self.layer_channels(widths)
+        chans = self.layer_channels(widths)  # parts are keyed by kind first: "conv...", "convdw...", "linear..."
         return [la.name for la in self.layers
-                if parts[la.part].key.startswith("conv") and plain_layout(*chans[la.name], la.depthwise,
-                                                                          self.layout_block)]  # fmt: skip
+                if la.part.startswith("conv") and plain_layout(*chans[la.name], la.depthwise, self.layout_block)]
 
-    def split_ms(self, widths: dict[str, int], align: int | None = None) -> tuple[float, float]:
-        """Layer sums ``(aligned, other)`` before the scales: layers whose input and output counts are both
-        multiples of ``align`` (default: the table's; 0 or none: every layer counts as other), plain-layout layers
-        multiplied by ``plain_factor``."""
+    def split3_ms(self, widths: dict[str, int], align: int | None = None) -> tuple[float, float, float]:
+        """Unscaled layer sums ``(aligned, other, plain)``: plain-layout layers (:meth:`plain_layers`), then
+        layers whose input and output counts are both multiples of ``align`` (default: the table's; 0 or none:
+        none), then the rest. ``plain_factor`` is not applied."""
         a = align if align is not None else self.align
-        plain = set(self.plain_layers(widths)) if self.plain_factor is not None else set()
-        aligned = other = 0.0
+        plain_names = set(self.plain_layers(widths))
+        aligned = other = plain = 0.0
         for name, ms, (i, o) in self._layer_terms(widths):
-            ms = ms * self.plain_factor if name in plain else ms  # type: ignore[operator]
-            if a and i % a == 0 and o % a == 0:
+            if name in plain_names:
+                plain += ms
+            elif a and i % a == 0 and o % a == 0:
                 aligned += ms
             else:
                 other += ms
-        return aligned, other
+        return aligned, other, plain
+
+    def split_ms(self, widths: dict[str, int], align: int | None = None) -> tuple[float, float]:
+        """Layer sums ``(aligned, other)`` before the scales, as :meth:`split3_ms` with the plain-layout layers
+        counted as other, multiplied by ``plain_factor`` (1 without one)."""
+        aligned, other, plain = self.split3_ms(widths, align)
+        return aligned, other + (self.plain_factor or 1.0) * plain
 
     def predict_ms(self, widths: dict[str, int]) -> float:
         """Predicted latency (ms) of the sub-net keeping ``widths``: fixed + other + its scaled layers."""

@@ -190,6 +190,7 @@ def measure_latency_table(
     small_widths: dict[str, int] | None = None,
     plain_model: onnx.ModelProto | None = None,
     plain_widths: dict[str, int] | None = None,
+    layout_block: int | None | str = "probe",
     batch_size: int | None = None,
     threads: int | None = None,
     runs: int | None = None,
@@ -209,8 +210,8 @@ def measure_latency_table(
         full_model: the full network's ONNX (input ``input``): measured to set ``other_ms``.
         small_model: the smallest sub-net's ONNX (``small_widths``): with ``full_model`` it calibrates ``scale``.
         plain_model: a sub-net whose convolutions run in the plain layout (``plain_widths``, see
-            :func:`plain_calibration_widths`): after ``scale``, it calibrates ``plain_factor``. The layout rule itself
-            (``layout_block``) is always probed (:func:`probe_layout_block`).
+            :func:`plain_calibration_widths`): with full and small, it calibrates ``plain_factor`` (:func:`calibrate`).
+        layout_block: the device's NCHWc block (:func:`probe_layout_block`, which "probe" runs).
     """
     from slimrt.fingerprint import device_fingerprint
 
@@ -277,56 +278,65 @@ def measure_latency_table(
         device=prof.device, fingerprint=fp, batch_size=bs, created=datetime.now(timezone.utc).isoformat(),
         input_shape=list(input_shape), groups=dict(groups), fixed_ms=fixed, parts=out_parts, layers=list(layers),
         measurements=count, warmup=n_warm, runs=n_runs, load_avg=list(os.getloadavg()),
-        layout_block=probe_layout_block(),
+        layout_block=probe_layout_block() if isinstance(layout_block, str) else layout_block,
     )  # fmt: skip
     if full_model is not None:
-        full_ms = base["full"]
-        update: dict = {"full_measured_ms": full_ms}
-        parts_full = table.predict_ms(groups) - fixed
+        points = {"full": (dict(groups), base["full"])}
         if small_model is not None and small_widths is not None:
-            small_ms = base["small"]
-            parts_small = table.predict_ms(small_widths) - fixed
-            update |= {"small_measured_ms": small_ms, "small_widths": dict(small_widths)}
-            if parts_full - parts_small > 1e-9 and full_ms > small_ms:
-                scale = (full_ms - small_ms) / (parts_full - parts_small)
-                update |= {"scale": scale, "other_ms": full_ms - fixed - scale * parts_full}
-            else:
-                log.warning("latency table: the full network was not slower than the smallest sub-net (noise?); "
-                            "scale left at 1")
-                update["other_ms"] = full_ms - fixed - parts_full
-        else:
-            update["other_ms"] = full_ms - fixed - parts_full
-        table = table.model_copy(update=update)
+            points["small"] = (dict(small_widths), base["small"])
         if plain_model is not None and plain_widths is not None:
-            table = _calibrate_plain(table, plain_widths, base["plain"])
+            points["plain"] = (dict(plain_widths), base["plain"])
+        table = calibrate(table, points)
     log.info("latency table: %d parts, fixed %.4f ms, other %.4f ms", len(out_parts), table.fixed_ms, table.other_ms)
     return table
 
 
-def _calibrate_plain(table: LatencyTable, widths: dict[str, int], measured_ms: float) -> LatencyTable:
-    """``table`` with ``plain_factor`` set so that it predicts the whole network ``widths`` (measured
-    ``measured_ms``) exactly; unchanged (a warning logged) when that network has no plain layer or the factor would
-    not be positive (noise)."""
-    plain = set(table.plain_layers(widths))
-    if not plain:
-        log.warning("latency table: the plain-layout calibration network has no plain layer; plain_factor not set")
-        return table
-    plain_ms = sum(ms for name, ms in table.layer_ms(widths).items() if name in plain)
-    rest = table.predict_ms(widths) - table.scale * plain_ms  # (the table has no plain_factor yet)
-    factor = (measured_ms - rest) / (table.scale * plain_ms) if plain_ms > 0 else -1.0
-    update: dict = {"plain_measured_ms": measured_ms, "plain_widths": dict(widths)}
-    if factor <= 0:
-        log.warning("latency table: plain-layout factor came out %.3f (noise?); not set", factor)
-        return table.model_copy(update=update)
-    log.info("latency table: %d plain-layout layers (block %s) cost %.2fx their interpolated entries",
-             len(plain), table.layout_block, factor)  # fmt: skip
-    return table.model_copy(update=update | {"plain_factor": float(factor)})
+def calibrate(table: LatencyTable, points: dict[str, tuple[dict[str, int], float]]) -> LatencyTable:
+    """``table`` calibrated on whole networks measured end to end: ``points`` maps "full" (required), "small" and
+    "plain" to ``(widths, measured p50 ms)``. With full alone, ``other_ms`` takes the gap; with small too, ``scale``
+    and ``other_ms`` make both exact; with a plain network too (see :func:`plain_calibration_widths`),
+    ``plain_factor`` as well (three equations, three unknowns, whichever networks have plain layers). A
+    calibration that comes out with a non-positive scale or factor (noise) falls back to the one before it, with a
+    warning; the measured networks are recorded either way."""
+    fixed = table.fixed_ms
+    base = table.model_copy(update={"plain_factor": None, "scale": 1.0, "other_ms": 0.0, "align": None,
+                                    "aligned_scale": None})  # fmt: skip
+    rows = {k: (base.split3_ms(w, 0), m - fixed) for k, (w, m) in points.items()}
+    (_, f_rest, f_plain), f_y = rows["full"]
+    update: dict = {"full_measured_ms": points["full"][1], "other_ms": f_y - f_rest - f_plain, "scale": 1.0}
+    if "small" in points:
+        update |= {"small_measured_ms": points["small"][1], "small_widths": points["small"][0]}
+        (_, s_rest, s_plain), s_y = rows["small"]
+        span = (f_rest + f_plain) - (s_rest + s_plain)
+        if span > 1e-9 and f_y > s_y:
+            scale = (f_y - s_y) / span
+            update |= {"scale": scale, "other_ms": f_y - scale * (f_rest + f_plain)}
+        else:
+            log.warning("latency table: the full network was not slower than the smallest sub-net (noise?); "
+                        "scale left at 1")
+    if "plain" in points:
+        update |= {"plain_measured_ms": points["plain"][1], "plain_widths": points["plain"][0]}
+        if "small" not in points or rows["plain"][0][2] <= 0:
+            log.warning("latency table: plain_factor not calibrated (%s)", "no smallest sub-net to set the scale"
+                        if "small" not in points else "the plain-layout network has no plain layer")  # fmt: skip
+        else:
+            x = np.array([[1.0, r[1], r[2]] for r, _ in (rows["full"], rows["small"], rows["plain"])])
+            y = np.array([v for _, v in (rows["full"], rows["small"], rows["plain"])])
+            sol = np.linalg.lstsq(x, y, rcond=None)[0] if np.linalg.matrix_rank(x) == 3 else None
+            if sol is None or sol[1] <= 0 or sol[2] <= 0:
+                log.warning("latency table: plain-layout calibration failed (noise, or networks that cannot separate "
+                            "plain layers); plain_factor not set")  # fmt: skip
+            else:
+                update |= {"other_ms": float(sol[0]), "scale": float(sol[1]), "plain_factor": float(sol[2] / sol[1])}
+                log.info("latency table: plain-layout layers (block %s) cost %.2fx their interpolated entries",
+                         table.layout_block, sol[2] / sol[1])  # fmt: skip
+    return table.model_copy(update=update)
 
 
 def _fit(x: np.ndarray, y: np.ndarray) -> np.ndarray | None:
-    """Least squares ``y ~ x @ c``; None unless both scales (columns 1, 2) come out positive."""
+    """Least squares ``y ~ x @ c``; None unless every scale (the columns after the offset) comes out positive."""
     c = np.linalg.lstsq(x, y, rcond=None)[0]
-    return c if c[1] > 0 and c[2] > 0 else None
+    return c if np.all(c[1:] > 0) else None
 
 
 def fit_alignment(table: LatencyTable, samples: Sequence[tuple[dict[str, int], float]],
@@ -334,8 +344,11 @@ def fit_alignment(table: LatencyTable, samples: Sequence[tuple[dict[str, int], f
     """``table`` refitted on whole networks measured end to end: ``other_ms``, ``aligned_scale`` (layers whose input
     and output channel counts are both multiples of ``align``) and ``scale`` (the other layers) by least squares on
     ``samples`` (widths, measured p50 ms), for each candidate ``align``; the one with the lowest leave-one-out median
-    error is kept (the SIMD block differs between CPUs: 8 floats with AVX2, 16 with AVX-512). ``fit`` records the
-    number of networks and the in-sample and leave-one-out relative errors.
+    error is kept (the SIMD block differs between CPUs: 8 floats with AVX2, 16 with AVX-512). When some of the
+    networks have plain-layout layers (:meth:`LatencyTable.plain_layers`), those get a fourth column, fitted
+    jointly, which sets ``plain_factor`` (their scale over the other layers'); otherwise the table's
+    ``plain_factor`` is kept. ``fit`` records the number of networks and the in-sample and leave-one-out relative
+    errors.
 
     Raises:
         ValueError: fewer than 6 samples, or no candidate separates the two scales with both positive (every
@@ -347,10 +360,14 @@ def fit_alignment(table: LatencyTable, samples: Sequence[tuple[dict[str, int], f
     if not np.all(measured > 0):
         raise ValueError("measured latencies must be positive")
     y = measured - table.fixed_ms
+    has_plain = any(table.plain_layers(w) for w, _ in samples)
     best: tuple[float, float, int, np.ndarray, np.ndarray] | None = None
     for a in aligns:
-        x = np.array([[1.0, *table.split_ms(w, a)] for w, _ in samples])
-        if np.linalg.matrix_rank(x) < 3:
+        if has_plain:
+            x = np.array([[1.0, *table.split3_ms(w, a)] for w, _ in samples])
+        else:
+            x = np.array([[1.0, *table.split_ms(w, a)] for w, _ in samples])
+        if np.linalg.matrix_rank(x) < x.shape[1]:
             continue
         coef = _fit(x, y)
         if coef is None:
@@ -370,5 +387,8 @@ def fit_alignment(table: LatencyTable, samples: Sequence[tuple[dict[str, int], f
     med, mx, a, coef, err = best
     fit = {"networks": len(samples), "median_rel_error": float(np.median(err)), "max_rel_error": float(err.max()),
            "loo_median_rel_error": med, "loo_max_rel_error": mx, "aligns_tried": ",".join(map(str, aligns))}
-    return table.model_copy(update={"align": a, "other_ms": float(coef[0]), "aligned_scale": float(coef[1]),
-                                    "scale": float(coef[2]), "fit": fit})
+    update = {"align": a, "other_ms": float(coef[0]), "aligned_scale": float(coef[1]), "scale": float(coef[2]),
+              "fit": fit}  # fmt: skip
+    if has_plain:
+        update["plain_factor"] = float(coef[3] / coef[2])
+    return table.model_copy(update=update)

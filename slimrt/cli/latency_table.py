@@ -65,7 +65,8 @@ def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_s
         small_widths = {g.name: min_keep(g.channels, unit_size(g.channels, group_size, min_units))
                         for g in net.prunable_groups}  # fmt: skip
         small = export_module(net.extract(net.spec(small_widths, name="smallest")), example)
-        block = probe_layout_block()
+        kwargs.setdefault("layout_block", probe_layout_block())
+        block = kwargs["layout_block"]
         if block is not None:
             plain_widths = plain_calibration_widths({g.name: g.channels for g in net.prunable_groups}, block)
         if plain_widths is not None:
@@ -94,6 +95,8 @@ def _calibrate(net: DynamicNet, table: LatencyTable, prof: DeviceProfile, n: int
     log = logging.getLogger("slimrt.latency_table")
     example = torch.zeros(1, *net.input_shape)
     nets = [net.full_spec().widths, *calibration_widths(net, n, group_size, min_units)]
+    if table.plain_widths is not None:  # the plain-layout network: plain_factor is refitted jointly
+        nets.append(table.plain_widths)
     bs = kwargs.get("batch_size") or prof.batch_sizes[0]
     x = np.random.default_rng(1).standard_normal((bs, *net.input_shape)).astype(np.float32)
     models = {f"n{k}": export_module(net.extract(net.spec(w, name=f"n{k}")), example) for k, w in enumerate(nets)}

@@ -201,20 +201,49 @@ def test_plain_layout_layers_are_the_unaligned_inputs_from_the_block_up():
     assert LatencyTable.model_validate_json(f.model_dump_json()).predict_ms(w) == pytest.approx(f.predict_ms(w))
 
 
-def test_plain_factor_calibration_recovers_a_known_factor():
-    from slimrt.bench.layers import _calibrate_plain, plain_calibration_widths
+def test_calibration_recovers_scale_offset_and_plain_factor_from_three_networks():
+    from slimrt.bench.layers import calibrate, plain_calibration_widths
 
     widths = plain_calibration_widths({"g1": 16, "g2": 16, "g3": 16, "small": 6, "x": 8}, 8)
     assert widths == {"g1": 15, "g2": 15, "g3": 15, "small": 6, "x": 8}  # below or at the block: left alone
     assert plain_calibration_widths({"a": 8, "b": 4}, 8) is None  # nothing can run plain
-    truth = _conv_table(block=8, factor=1.7)
-    got = _calibrate_plain(_conv_table(block=8), widths, truth.predict_ms(widths))
-    assert got.plain_factor == pytest.approx(1.7) and got.plain_widths == widths
-    assert got.predict_ms(widths) == pytest.approx(got.plain_measured_ms)
-    unchanged = _calibrate_plain(_conv_table(block=8), {"g1": 16, "g2": 16, "g3": 16}, 1.0)  # no plain layer in it
-    assert unchanged.plain_factor is None
-    faster = _calibrate_plain(_conv_table(block=8), widths, 0.01)  # measured below the rest: noise, not a factor
-    assert faster.plain_factor is None and faster.plain_measured_ms == 0.01
+    truth = _conv_table(block=8, factor=1.7).model_copy(update={"scale": 0.8, "other_ms": 0.01})
+    small = {"g1": 4, "g2": 4, "g3": 4}
+    plain = {"g1": 15, "g2": 15, "g3": 15}
+
+    def points(t, *nets):
+        return {name: (w, t.predict_ms(w)) for name, w in zip(("full", "small", "plain"), nets, strict=False)}
+
+    fresh = _conv_table(block=8).model_copy(update={"scale": 1.0, "other_ms": 0.0})
+    got = calibrate(fresh, points(truth, {}, small, plain))
+    assert (got.other_ms, got.scale, got.plain_factor) == pytest.approx((0.01, 0.8, 1.7))
+    assert got.plain_widths == plain and got.plain_measured_ms == pytest.approx(truth.predict_ms(plain))
+    two = calibrate(fresh, points(truth, {}, small))  # without the plain network: no factor, the same scale
+    assert two.plain_factor is None and two.scale == pytest.approx(0.8)
+    # A network whose full width already has plain layers (g2 at 14): the three equations still separate them.
+    wide = {"g1": 16, "g2": 14, "g3": 16}
+    truth14 = truth.model_copy(update={"groups": {**truth.groups, **wide}})
+    got14 = calibrate(fresh.model_copy(update={"groups": truth14.groups}),
+                      points(truth14, wide, small, {"g1": 15, "g2": 13, "g3": 15}))  # fmt: skip
+    assert (got14.other_ms, got14.scale, got14.plain_factor) == pytest.approx((0.01, 0.8, 1.7))
+    assert got14.predict_ms(wide) == pytest.approx(got14.full_measured_ms)
+    # Noise: a plain network measured faster than its blocked layers alone would be leaves the factor unset.
+    noisy = calibrate(fresh, {**points(truth, {}, small), "plain": (plain, 0.06)})
+    assert noisy.plain_factor is None and noisy.plain_measured_ms == 0.06 and noisy.scale == pytest.approx(0.8)
+
+
+def test_fit_alignment_refits_the_plain_factor_jointly():
+    from slimrt.bench.layers import fit_alignment
+
+    truth = _conv_table(block=8, factor=2.0).model_copy(update={"align": 8, "aligned_scale": 0.5, "scale": 1.0,
+                                                                "other_ms": 0.02})  # fmt: skip
+    nets = [{"g1": a, "g2": b, "g3": c} for a in (8, 13, 16) for b in (8, 11, 12, 16) for c in (8, 15)]
+    samples = [(w, truth.predict_ms(w)) for w in nets]
+    stale = _conv_table(block=8, factor=4.03)  # a factor from an earlier calibration must not leak into the fit
+    fitted = fit_alignment(stale, samples, aligns=(8,))
+    assert (fitted.other_ms, fitted.aligned_scale, fitted.scale, fitted.plain_factor) == pytest.approx(
+        (0.02, 0.5, 1.0, 2.0), rel=1e-6)  # fmt: skip
+    assert fitted.fit["loo_max_rel_error"] < 1e-6
 
 
 def _ort_plain_convs(net: DynamicNet, widths: dict[str, int], tmp_path) -> int:
@@ -247,7 +276,7 @@ def test_plain_layout_rule_matches_onnx_runtimes_optimized_graphs(tmp_path):
                            ms=[[0.0] * len(p.out_grid) for _ in p.in_grid]) for p in parts],
               layers, groups, input_shape=net.input_shape).model_copy(update={"layout_block": block})  # fmt: skip
     nets = [net.uniform_spec(52 / 64, "u").widths]  # 13 / 26 / 52 channels
-    nets += [{g.name: c for g in net.prunable_groups} for c in (10, 12)]  # every group at c channels
+    nets += [{g.name: min(c, g.channels) for g in net.prunable_groups} for c in (block + 2, 12)]  # all at c
     nets.append({**net.full_spec().widths, "layer1.0.conv1": 12, "layer2.1.conv1": 22, "layer3.2.conv1": 41})
     counts = [(len(t.plain_layers(w)), _ort_plain_convs(net, w, tmp_path)) for w in nets]
     assert [p for p, _ in counts] == [o for _, o in counts]
