@@ -65,7 +65,8 @@ def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_s
         small_widths = {g.name: min_keep(g.channels, unit_size(g.channels, group_size, min_units))
                         for g in net.prunable_groups}  # fmt: skip
         small = export_module(net.extract(net.spec(small_widths, name="smallest")), example)
-        kwargs.setdefault("layout_block", probe_layout_block())
+        if "layout_block" not in kwargs:  # setdefault would probe even when the caller gave the block
+            kwargs["layout_block"] = probe_layout_block()
         block = kwargs["layout_block"]
         if block is not None:
             plain_widths = plain_calibration_widths({g.name: g.channels for g in net.prunable_groups}, block)
