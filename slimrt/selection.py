@@ -42,6 +42,7 @@ def reselect(
     targets: Sequence[float] | None = None,
     full_macs: float | None = None,
     pareto: bool = True,
+    keep_largest: bool = False,
 ) -> list[int]:
     """Pick ``k`` distinct candidates, largest first.
 
@@ -49,6 +50,10 @@ def reselect(
     budget (the smallest candidate when none fits). Otherwise with ``pareto``: the Pareto front, thinned to the
     points nearest ``k`` MACs levels spread evenly between its largest and smallest point (filled up from the
     other candidates when the front is short). Without ``pareto``: ``k`` candidates evenly spaced by index.
+
+    ``keep_largest``: the largest candidate (the full network of a search) is always the first pick, even when a
+    smaller one is as accurate (with ``targets`` it takes the largest target; on the Pareto front it is added as the
+    top point, so the spread still starts from it). That keeps the top of the latency range a family can serve.
     """
     n = len(macs)
     if len(accs) != n:
@@ -62,7 +67,11 @@ def reselect(
     if targets is not None:
         full = full_macs if full_macs is not None else max(macs)
         chosen: list[int] = []
-        for t in sorted(targets, reverse=True):
+        ordered = sorted(targets, reverse=True)
+        if keep_largest:
+            chosen.append(by_macs[0])
+            ordered = ordered[1:]
+        for t in ordered:
             budget = t * full * (1 + 1e-9)
             fits = [i for i in by_macs if macs[i] <= budget and i not in chosen]
             if fits:
@@ -75,6 +84,8 @@ def reselect(
         picks = sorted({round(j * (n - 1) / max(1, k - 1)) for j in range(k)})
         return [by_macs[p] for p in picks]
     front = sorted(pareto_front(macs, accs), key=lambda i: (-macs[i], i))  # largest first
+    if keep_largest and by_macs[0] not in front:
+        front.insert(0, by_macs[0])
     pool = front if len(front) >= k else by_macs
     hi, lo = macs[front[0]], macs[front[-1]]
     levels = [hi - j * (hi - lo) / max(1, k - 1) for j in range(k)] if k > 1 else [hi]

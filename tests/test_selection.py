@@ -27,6 +27,11 @@ def test_pareto_front_and_reselection():
     assert flat == [0, 1, 2]
     with pytest.raises(ConfigError, match="fewer than"):
         reselect(macs[:2], accs[:2], 3)
+    # keep_largest: the dominated full candidate 0 becomes the top pick and the spread starts from it.
+    assert reselect(macs, accs, 4, keep_largest=True) == [0, 3, 6, 9]
+    assert reselect(macs, accs, 1, keep_largest=True) == [0]
+    assert reselect(macs, accs, 3, targets=[1.0, 0.55, 0.05], full_macs=100, keep_largest=True) == [0, 6, 9]
+    assert reselect(macs, accs, 4, keep_largest=True) != reselect(macs, accs, 4)
     assert subnet_names([100, 55, 55, 10], 100) == ["m100", "m55", "m55b", "m10"]
 
 

@@ -139,6 +139,9 @@ def train(
     = False,
     ranking: Annotated[str | None, typer.Option(help="Unit ranking: noise, l1, bn or random.")] = None,
     no_reselect: Annotated[bool, typer.Option("--no-reselect", help="Take K candidates evenly by index.")] = False,
+    keep_full: Annotated[bool, typer.Option("--keep-full", help="Re-selection always keeps the full network as the "
+                                            "largest sub-net (the top of the latency range), even when a smaller "
+                                            "candidate validates as well.")] = False,
     no_distill: Annotated[bool, typer.Option("--no-distill", help="Plain cross-entropy for every sub-net.")] = False,
     seed: Annotated[int | None, typer.Option(help="Random seed (runs are deterministic on CPU).")] = None,
     batch_size: Annotated[int | None, typer.Option(help="Training batch size.")] = None,
@@ -190,7 +193,8 @@ def train(
         "macs_targets": _fractions(macs_targets), "group_size": group_size, "min_units": min_units,
         "threshold": threshold,
         "finetune_always": True if finetune_always else None, "ranking": ranking,
-        "reselect": False if no_reselect else None, "distill": False if no_distill else None, "seed": seed,
+        "reselect": False if no_reselect else None, "keep_full": True if keep_full else None,
+        "distill": False if no_distill else None, "seed": seed,
         "batch_size": batch_size, "lr": lr, "finetune_lr": finetune_lr, "limit_train": limit_train,
         "val_size": val_size, "input_size": input_size, "grayscale": grayscale, "mean": _floats(mean, "--mean"),
         "std": _floats(std, "--std"), "skip_bad_images": True if skip_bad_images else None,

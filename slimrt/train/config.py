@@ -157,6 +157,8 @@ class SearchConfig(BaseModel):
     finetune_steps: int | None = Field(None, ge=0, description="steps of each short joint fine-tune in the search; "
                                        "None: 100, scaled down to 2 epochs on small data (>= 10)")
     reselect: bool = Field(True, description="Pareto + spread re-selection; off: K candidates evenly by index")
+    keep_full: bool = Field(False, description="re-selection always keeps the full network as the largest sub-net "
+                            "(the top of the latency range), even when a smaller candidate validates as well")
     distill: bool = Field(True, description="in-place distillation from the largest sub-net")
     sampled_subnets: int = Field(2, ge=0, description="sub-nets sampled per step besides the largest and smallest")
     usnet_min_width: float = Field(0.25, ge=0.05, lt=1, description="usnet: the narrowest trained width multiplier "

@@ -461,11 +461,11 @@ def progressive_search(
         if lat is not None and (pred is not None or place_ms is not None):  # picked by predicted latency
             ms = [lat.ms(c.spec) for c in st.candidates]
             picks = reselect(ms, accs, cfg.subnets, targets=latency_targets, full_macs=lat.full_ms,
-                             pareto=cfg.reselect)  # fmt: skip
+                             pareto=cfg.reselect, keep_largest=cfg.keep_full)  # fmt: skip
         else:
             macs = [c.spec.macs for c in st.candidates]
             picks = reselect(macs, accs, cfg.subnets, targets=cfg.macs_targets, full_macs=full_macs,
-                             pareto=cfg.reselect)  # fmt: skip
+                             pareto=cfg.reselect, keep_largest=cfg.keep_full)  # fmt: skip
         # Chain order: each candidate is nested in every earlier one. Predicted latency need not fall along the chain
         # (a measured table is not monotonic in width), so the order by cost that reselect returns may break nesting.
         chosen = [st.candidates[i].spec for i in sorted(picks)]
