@@ -78,11 +78,12 @@ def test_min_units_keeps_every_width_a_multiple_of_the_group_size(tmp_path, tiny
     out = tmp_path / "a.pt"
     args = ["train", "--data", "synthetic", "--config", str(tiny_config()), "--limit-train", "128",
             "--pretrain-epochs", "1", "--epochs", "0", "--subnets", "3", "--min-macs", "0.2", "--batch-size", "64",
-            "--min-units", "1", "--out", str(out)]  # fmt: skip
+            "--min-units", "1", "--keep-full", "--out", str(out)]  # fmt: skip
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
     ck = load_checkpoint(out)
     assert ck.config["min_units"] == 1 and ck.config["group_size"] == 4
+    assert ck.config["keep_full"] is True and ck.subnets[0].macs == ck.dynamic_net().full_spec().macs
     widths = [w for s in ck.subnets for w in s.widths.values()]
     assert all(w % 4 == 0 for w in widths) and min(widths) == 4, widths
     assert ck.subnets[-1].macs < 0.5 * ck.subnets[0].macs
