@@ -587,15 +587,99 @@ def stored_protocol(path: Path, archs: dict[str, dict[str, int]], windows: Seque
     return dict(json.loads(path.read_text()).get("latency_protocol", {}))
 
 
-def combine_windows(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per architecture and field, the median over the windows that measured it (a window's machine state moves
-    every latency by tens of percent here; the median of several is what matched-latency reads)."""
+def _raw_fields(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
+    """Per architecture and field, the values of the windows that measured it, in window order (run counts dropped)."""
     out: dict[str, dict[str, list[float]]] = {}
     for w in windows:
         for key, row in w["latency"].items():
             for field, v in row.items():
                 if isinstance(v, (int, float)) and not field.endswith("_runs"):
                     out.setdefault(key, {}).setdefault(field, []).append(float(v))
+    return out
+
+
+SPEED_BINS = 5
+"""At most this many knots per speed curve, with at least :data:`SPEED_BIN_MIN` reference architectures each."""
+SPEED_BIN_MIN = 5
+
+
+def layout_kind(key: str) -> str:
+    """``"blocked"`` when every width of the architecture ``key`` (``group=width,...``) is a multiple of 4, which ONNX
+    Runtime's CPU kernels run in their blocked layout, else ``"plain"`` (some convolutions run as plain im2col ones).
+    A window's state moves the two kinds apart: 0.80x against 0.71x of their medians in the seventeenth window."""
+    widths = [int(part.rsplit("=", 1)[1]) for part in key.split(",") if "=" in part]
+    return "blocked" if widths and all(w % 4 == 0 for w in widths) else "plain"
+
+
+def window_speeds(windows: Sequence[dict[str, Any]]) -> list[dict[str, dict[str, list[list[float]]]]]:
+    """Per window, :func:`layout_kind` and latency field, how fast the machine ran in it, as a curve of knots
+    ``[ms, factor]``: the *reference* architectures of that kind (those every window measured) sorted by their
+    latency in the window and cut into up to :data:`SPEED_BINS` bins; a knot is a bin's median latency and the
+    median of the window's value over that architecture's median over all windows. A kind without reference
+    architectures uses the curve of all of them; no knots when no architecture is in every window.
+
+    A window's state moves every latency together by tens of percent here (0.72x-1.24x of the median over
+    seventeen windows), small networks more than large ones (window 2: 1.45x at 0.45 ms, 1.20x at 1.4 ms) and
+    plain-layout ones more than blocked ones, so an architecture measured only in some windows must not be compared
+    with medians over all of them unscaled."""
+    raw = _raw_fields(windows)
+    ref = [k for k, fields in raw.items() if len(fields.get("b1_p50", [])) == len(windows)]
+    kinds = {layout_kind(k) for w in windows for k in w["latency"]}
+    speeds: list[dict[str, dict[str, list[list[float]]]]] = []
+    for w in windows:
+        curves: dict[str, dict[str, list[list[float]]]] = {}
+        for kind in sorted(kinds):
+            own = [k for k in ref if layout_kind(k) == kind]
+            curves[kind] = _speed_curve(w, own or ref, raw, len(windows))
+        speeds.append(curves)
+    return speeds
+
+
+def _speed_curve(w: dict[str, Any], ref: Sequence[str], raw: dict[str, dict[str, list[float]]],
+                 n_windows: int) -> dict[str, list[list[float]]]:  # fmt: skip
+    pairs: dict[str, list[tuple[float, float]]] = {}
+    for k in ref:
+        for field, v in w["latency"][k].items():
+            if isinstance(v, (int, float)) and not field.endswith("_runs") and len(raw[k][field]) == n_windows:
+                med = statistics.median(raw[k][field])
+                if med > 0 and v > 0:
+                    pairs.setdefault(field, []).append((float(v), float(v) / med))
+    curve: dict[str, list[list[float]]] = {}
+    for field, pts in pairs.items():
+        pts.sort()
+        bins = max(1, min(SPEED_BINS, len(pts) // SPEED_BIN_MIN))
+        cuts = [round(j * len(pts) / bins) for j in range(bins + 1)]
+        curve[field] = [[statistics.median(v for v, _ in pts[lo:hi]), statistics.median(r for _, r in pts[lo:hi])]
+                        for lo, hi in zip(cuts, cuts[1:], strict=False)]  # fmt: skip
+    return curve
+
+
+def speed_at(knots: Sequence[Sequence[float]], ms: float) -> float:
+    """The factor of a speed curve (:func:`window_speeds`) at ``ms``: linear between knots, flat beyond the ends,
+    1.0 without knots."""
+    if not knots:
+        return 1.0
+    if ms <= knots[0][0]:
+        return float(knots[0][1])
+    for (x0, y0), (x1, y1) in zip(knots, knots[1:], strict=False):
+        if ms <= x1:
+            return float(y0 + (y1 - y0) * (ms - x0) / (x1 - x0)) if x1 > x0 else float(y1)
+    return float(knots[-1][1])
+
+
+def combine_windows(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per architecture and field, the median over the windows that measured it of its value scaled to the common
+    speed (divided by the factor of the window's :func:`window_speeds` curve of its layout kind at that value), so
+    that architectures measured in different sets of windows compare as if measured side by side (within a window
+    every architecture is measured interleaved)."""
+    speeds = window_speeds(windows)
+    out: dict[str, dict[str, list[float]]] = {}
+    for w, speed in zip(windows, speeds, strict=True):
+        for key, row in w["latency"].items():
+            for field, v in row.items():
+                if isinstance(v, (int, float)) and not field.endswith("_runs"):
+                    knots = speed[layout_kind(key)].get(field, [])
+                    out.setdefault(key, {}).setdefault(field, []).append(float(v) / speed_at(knots, float(v)))
     return {k: {**{f: statistics.median(v) for f, v in fields.items()}, "windows": len(fields.get("b1_p50", []))}
             for k, fields in out.items()}
 
@@ -659,6 +743,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
         "finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "runs": {m: sorted(s) for m, s in runs.items()},
         "pretrained": {s: r.get("pretrained", {}).get("test_accuracy") for s, r in runs.get("usnet", {}).items()},
         "latency_protocol": protocol, "latency_windows": windows,
+        "latency_window_speeds": window_speeds(windows),
         "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
         "per_seed": per_seed, **summary, "families": families,
         "families_with_usnet_variant": wider,
@@ -677,7 +762,8 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
                         "means over seeds)\n\n" + ablation_markdown(payload["ablation"]))
     table = "\n\n".join(sections) or "(no seed has both a progressive and a US-Nets run yet)"
     (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores); latency: median of "
-                                          f"{len(windows)} measurement window(s) "
+                                          f"{len(windows)} measurement window(s), each scaled to the common speed "
+                                          "(`latency_window_speeds` in aggregate.json) "
                                           f"({', '.join(str(w['finished']) for w in windows)}).\n\n{table}\n")
     plot(results / "aggregate.png", runs, lat)
     print(table)

@@ -211,12 +211,46 @@ def test_latency_windows_add_up_as_medians_on_the_same_machine(tmp_path):
     windows = [*old, {"latency": {a: {"b1_p50": 1.3}, b: {"b1_p50": 0.5}}}, {"latency": {a: {"b1_p50": 1.2}}}]
     lat = combine_windows(windows)
     assert lat[a] == {"b1_p50": pytest.approx(1.2), "windows": 3}  # the median, runs counts dropped
-    assert lat[b] == {"b1_p50": 0.5, "windows": 1}
+    # b was measured only in the window where a (measured in every window) ran 1.3 / 1.2 of its median: scaled back
+    assert lat[b] == {"b1_p50": pytest.approx(0.5 * 1.2 / 1.3), "windows": 1}
     path.write_text(json.dumps({"machine": mach, "latency_windows": windows}))
     assert len(previous_windows(path, mach)) == 3
     assert previous_windows(path, {"cpu": "Intel Xeon", "cores": 2}) == []  # another machine: a new series
     path.write_text("{truncated")
     assert previous_windows(path, mach) == []
+
+
+def test_windows_are_scaled_to_a_common_speed_before_the_median():
+    """A window where the machine ran slower (plain-layout networks: small ones 1.4x, large ones 1.2x; blocked ones
+    1.1x) measured new architectures: read at the common speed each is as fast as the reference architectures of its
+    kind and latency it ran beside; fields scale separately; without a reference architecture nothing is scaled."""
+    from accuracy_aggregate import combine_windows, layout_kind, speed_at, window_speeds
+
+    plain = {arch_key({"g0": 4 * c + 1}): 0.1 * c for c in [*range(1, 11), *range(15, 25)]}  # measured every window
+    blocked = {arch_key({"g0": 4 * c}): 0.1 * c for c in range(1, 11)}
+    assert {layout_kind(k) for k in plain} == {"plain"} and {layout_kind(k) for k in blocked} == {"blocked"}
+    quiet = {"latency": {k: {"b1_p50": ms, "b32_p50": 10 * ms} for k, ms in {**plain, **blocked}.items()}}
+    slow = {**{k: {"b1_p50": ms * (1.4 if ms < 1.2 else 1.2), "b32_p50": 10 * ms} for k, ms in plain.items()},
+            **{k: {"b1_p50": ms * 1.1, "b32_p50": 10 * ms} for k, ms in blocked.items()}}  # fmt: skip
+    small, large, aligned = arch_key({"g0": 401}), arch_key({"g0": 403}), arch_key({"g0": 400})
+    windows = [quiet, {"latency": {**slow, small: {"b1_p50": 0.42, "b32_p50": 3.0}, large: {"b1_p50": 2.7},
+                                   aligned: {"b1_p50": 0.55}}}, quiet]  # fmt: skip
+    speeds = window_speeds(windows)
+    assert [len(s["plain"]["b1_p50"]) for s in speeds] == [4, 4, 4]  # 20 references: four knots of 5
+    assert speed_at(speeds[1]["plain"]["b1_p50"], 0.3) == pytest.approx(1.4)
+    assert speed_at(speeds[1]["plain"]["b1_p50"], 3.0) == pytest.approx(1.2)
+    assert speed_at(speeds[1]["blocked"]["b1_p50"], 0.5) == pytest.approx(1.1)
+    assert speed_at(speeds[0]["plain"]["b1_p50"], 0.5) == pytest.approx(1.0)
+    lat = combine_windows(windows)
+    assert lat[small]["b1_p50"] == pytest.approx(0.3) and lat[large]["b1_p50"] == pytest.approx(2.25)
+    assert lat[aligned]["b1_p50"] == pytest.approx(0.5)  # by the blocked curve (the plain one would read 0.39)
+    assert lat[small]["b32_p50"] == pytest.approx(3.0)  # b32 ran at the common speed in that window
+    assert all(lat[k]["b1_p50"] == pytest.approx(ms) for k, ms in {**plain, **blocked}.items())
+    # no architecture in every window: nothing to scale by
+    a, b = arch_key({"g0": 1}), arch_key({"g0": 2})
+    disjoint = [{"latency": {a: {"b1_p50": 1.0}}}, {"latency": {b: {"b1_p50": 3.0}}}]
+    assert window_speeds(disjoint) == [{"plain": {}}, {"plain": {}}]
+    assert combine_windows(disjoint)[b]["b1_p50"] == 3.0
 
 
 def test_predictor_check_compares_the_table_with_measured_latency_per_family(tmp_path):
