@@ -667,6 +667,32 @@ def speed_at(knots: Sequence[Sequence[float]], ms: float) -> float:
     return float(knots[-1][1])
 
 
+def scaling_check(windows: Sequence[dict[str, Any]], last: int = 2) -> dict[str, Any] | None:
+    """How well :func:`combine_windows` reads an architecture measured in the ``last`` windows only: each
+    architecture measured in every window is dropped from the others (so it is no reference of its own scaling),
+    read from those windows scaled and unscaled, and compared with its median over all windows. Relative errors per
+    :func:`layout_kind` (median, max); None with fewer than ``last + 1`` windows."""
+    if len(windows) <= last:
+        return None
+    raw = _raw_fields(windows)
+    ref = [k for k, fields in raw.items() if len(fields.get("b1_p50", [])) == len(windows)]
+    keep = range(len(windows) - last, len(windows))
+    errors: dict[str, dict[str, list[float]]] = {}
+    for k in ref:
+        truth = statistics.median(raw[k]["b1_p50"])
+        dropped = [{"latency": {kk: v for kk, v in w["latency"].items() if kk != k or i in keep}}
+                   for i, w in enumerate(windows)]  # fmt: skip
+        scaled = combine_windows(dropped)[k]["b1_p50"]
+        plain = statistics.median(windows[i]["latency"][k]["b1_p50"] for i in keep)
+        e = errors.setdefault(layout_kind(k), {"scaled": [], "unscaled": []})
+        e["scaled"].append(abs(scaled / truth - 1))
+        e["unscaled"].append(abs(plain / truth - 1))
+    return {"windows_read": [len(windows) - last + 1, len(windows)], "field": "b1_p50",
+            "kinds": {kind: {"n": len(e["scaled"]),
+                             **{how: {"median": statistics.median(v), "max": max(v)} for how, v in e.items()}}
+                      for kind, e in sorted(errors.items())}}  # fmt: skip
+
+
 def combine_windows(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, float]]:
     """Per architecture and field, the median over the windows that measured it of its value scaled to the common
     speed (divided by the factor of the window's :func:`window_speeds` curve of its layout kind at that value), so
@@ -744,6 +770,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
         "pretrained": {s: r.get("pretrained", {}).get("test_accuracy") for s, r in runs.get("usnet", {}).items()},
         "latency_protocol": protocol, "latency_windows": windows,
         "latency_window_speeds": window_speeds(windows),
+        "latency_scaling_check": scaling_check(windows),
         "latency": {k: {"widths": archs[k], **v} for k, v in lat.items()},
         "per_seed": per_seed, **summary, "families": families,
         "families_with_usnet_variant": wider,
@@ -761,10 +788,18 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
         sections.append("### Ablation: every searched family against US-Nets of its seeds (gaps in points, "
                         "means over seeds)\n\n" + ablation_markdown(payload["ablation"]))
     table = "\n\n".join(sections) or "(no seed has both a progressive and a US-Nets run yet)"
+    check = payload["latency_scaling_check"]
+    check_line = "" if check is None else (
+        " Read from the last two windows only, an architecture measured in every window lands within "
+        + "; ".join(f"{k} kind: median {100 * v['scaled']['median']:.1f}%, max {100 * v['scaled']['max']:.1f}% of "
+                    f"its median over all windows scaled ({100 * v['unscaled']['median']:.1f}% / "
+                    f"{100 * v['unscaled']['max']:.1f}% unscaled, {v['n']} architectures)"
+                    for k, v in check["kinds"].items()) + " (`latency_scaling_check`).")
     (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores); latency: median of "
                                           f"{len(windows)} measurement window(s), each scaled to the common speed "
                                           "(`latency_window_speeds` in aggregate.json) "
-                                          f"({', '.join(str(w['finished']) for w in windows)}).\n\n{table}\n")
+                                          f"({', '.join(str(w['finished']) for w in windows)}).{check_line}\n\n"
+                                          f"{table}\n")
     plot(results / "aggregate.png", runs, lat)
     print(table)
     print(json.dumps({fam: res["goals"] for fam, res in families.items()}, indent=2))

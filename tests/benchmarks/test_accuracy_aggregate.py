@@ -253,6 +253,22 @@ def test_windows_are_scaled_to_a_common_speed_before_the_median():
     assert combine_windows(disjoint)[b]["b1_p50"] == 3.0
 
 
+def test_scaling_check_reads_architectures_from_the_last_windows_only():
+    """The last window ran every plain-layout network 1.5x slower: read from it alone, each reference architecture is
+    scaled back to its median (the others ran beside it), unscaled it is 50% off."""
+    from accuracy_aggregate import scaling_check
+
+    refs = {arch_key({"g0": 4 * c + 1}): 0.1 * c for c in range(1, 13)}
+    quiet = {"latency": {k: {"b1_p50": ms} for k, ms in refs.items()}}
+    windows = [quiet, quiet, {"latency": {k: {"b1_p50": 1.5 * ms} for k, ms in refs.items()}}]
+    check = scaling_check(windows, last=1)
+    assert check["windows_read"] == [3, 3] and list(check["kinds"]) == ["plain"]
+    plain = check["kinds"]["plain"]
+    assert plain["n"] == 12 and plain["scaled"]["max"] == pytest.approx(0.0, abs=1e-9)
+    assert plain["unscaled"]["median"] == pytest.approx(0.5)
+    assert scaling_check(windows[:1], last=1) is None
+
+
 def test_predictor_check_compares_the_table_with_measured_latency_per_family(tmp_path):
     torch = pytest.importorskip("torch")
     from accuracy_aggregate import predictor_check, predictor_markdown
