@@ -110,7 +110,7 @@ def control_specs(method: str, net, prog: dict[str, Any]) -> list[tuple[Any, lis
 # ---------------------------------------------------------------------------------------------------- training
 
 
-ADDED_FIELDS = ("usnet_min_width",)
+ADDED_FIELDS = ("usnet_min_width", "keep_full")
 """SearchConfig fields added after the first independent runs: left out of the fingerprint at their default, so that
 those runs' resume and done files stay valid (any other value still changes it)."""
 
