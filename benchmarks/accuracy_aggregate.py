@@ -478,11 +478,43 @@ def compare_families(runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, 
     return out
 
 
+PREDICTOR_PROBES = 24
+PROBE_FAMILY = "random unit-grid sub-nets (probes)"
+"""Random unit-grid sub-nets measured in every window beside the runs' architectures (issue 11, item 1: the
+latency-table predictor judged on at least 20 random sub-nets, against medians over windows, not one noisy window)."""
+
+
+def probe_architectures(arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...],
+                        n: int = PREDICTOR_PROBES, seed: int = 0) -> dict[str, dict[str, int]]:  # fmt: skip
+    """``n`` random sub-nets of ``arch``, every prunable group's width uniform on its unit grid (groups of 8 channels,
+    narrow groups in 4 units: the search's and ``benchmarks/latency_table.py``'s grid), by :func:`arch_key`; the
+    same ones every time (``seed``)."""
+    import numpy as np
+    import torch
+
+    from slimrt.models import create_model
+    from slimrt.train.dynamic import DynamicNet
+    from slimrt.train.methods.progressive import unit_size
+
+    net = DynamicNet(create_model(arch, **arch_kwargs), torch.zeros(1, *input_shape))
+    rng = np.random.default_rng(seed)
+    out: dict[str, dict[str, int]] = {}
+    for _ in range(n):
+        widths = {}
+        for g in net.prunable_groups:
+            u = unit_size(g.channels, 8, 4)
+            widths[g.name] = int(u * rng.integers(1, g.channels // u + 1))
+        out.setdefault(arch_key(widths), widths)
+    return out
+
+
 def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]], lat: dict[str, dict[str, float]],
-                    arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...]) -> dict[str, Any] | None:
+                    arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...],
+                    probes: dict[str, dict[str, int]] | None = None) -> dict[str, Any] | None:
     """The latency table's prediction against the measured batch-1 p50 of every architecture the runs recorded, per
     family (each searched family's sub-nets; US-Nets' grid split into widths on the table's unit grid and off it):
-    what the latency-cost search could and could not see. Errors are absolute (measured / predicted - 1) and
+    what the latency-cost search could and could not see; ``probes`` (:func:`probe_architectures`) are one more
+    family, random sub-nets no search chose. Errors are absolute (measured / predicted - 1) and
     relative to the full network (the ratio of the two to full's), which cancels a drift between the table's window
     and the aggregate's. None without a table."""
     if not table_path.is_file():
@@ -519,6 +551,14 @@ def predictor_check(table_path: Path, runs: dict[str, dict[int, dict[str, Any]]]
                     if full_ratio is not None:
                         row["error_relative_to_full"] = m / p / full_ratio - 1.0
                     fams.setdefault(fam, []).append(row)
+    for i, (key, widths) in enumerate((probes or {}).items()):
+        if key in lat:
+            p, m = pred.ms(net.spec(widths)), lat[key]["b1_p50"]
+            row = {"name": f"p{i:02d}", "widths": widths, "predicted_ms": p, "measured_ms": m, "error": m / p - 1.0,
+                   "windows": lat[key].get("windows")}  # fmt: skip
+            if full_ratio is not None:
+                row["error_relative_to_full"] = m / p / full_ratio - 1.0
+            fams.setdefault(PROBE_FAMILY, []).append(row)
     out: dict[str, Any] = {"table": table_path.name, "full_predicted_ms": pred.full_ms, "families": {}}
     for fam, rows in fams.items():
         errs = sorted(abs(r["error"]) for r in rows)
@@ -739,26 +779,32 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
     any_run = next(iter(next(iter(runs.values())).values()))
     cfg = any_run["config"]
     arch_kwargs = {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}
+    probes = probe_architectures(cfg["arch"], arch_kwargs, (1, 28, 28))
     if export_only:
         if export_cache is None:
             raise SystemExit("--export-only needs --export-cache DIR (where the exports go)")
-        export_architectures(archs, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
-        print(f"{len(archs)} architectures exported to {export_cache}; measure them with the same --export-cache")
+        export_architectures({**probes, **archs}, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
+        print(f"{len({**probes, **archs})} architectures exported to {export_cache}; measure them with the same "
+              "--export-cache")
         return 0
     load = os.getloadavg()
     mach = machine()
     windows = [] if fresh_latency else previous_windows(results / "aggregate.json", mach)
     if measure:
-        now, protocol = measure_architectures(archs, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
+        now, protocol = measure_architectures({**probes, **archs}, cfg["arch"], arch_kwargs, (1, 28, 28),
+                                              export_cache)
         windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load,
                         "latency": now})  # fmt: skip
     else:
         protocol = stored_protocol(results / "aggregate.json", archs, windows)
-    lat = {k: v for k, v in combine_windows(windows).items() if k in archs}
+    combined = combine_windows(windows)
+    lat = {k: v for k, v in combined.items() if k in archs}
+    probes = {k: w for k, w in probes.items() if k in combined}  # a stored reading has the probes it measured
     families = compare_families(runs, lat)
     wider = {v: compare_families(runs, lat, ("usnet", v)) for v in USNET_VARIANTS if v in runs}
-    checks = {t.name: predictor_check(t, runs, lat, cfg["arch"],
-                                      {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}, (1, 28, 28))
+    checks = {t.name: predictor_check(t, runs, {**lat, **{k: combined[k] for k in probes}}, cfg["arch"],
+                                      {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}, (1, 28, 28),
+                                      probes)
               for t in sorted(results.glob("latency-table-cpu*.json"))}  # fmt: skip
     check = checks.get("latency-table-cpu.json")
     per_seed = families.get("progressive", {}).get("per_seed", {})

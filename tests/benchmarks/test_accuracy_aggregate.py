@@ -311,6 +311,21 @@ def test_predictor_check_compares_the_table_with_measured_latency_per_family(tmp
     assert check["full_predicted_ms"] == pytest.approx(pred.full_ms)
     assert "| progressive | 2 | 5.0% | 10.0% | 4.5% | 9.1% |" in predictor_markdown(check)
     assert predictor_check(tmp_path / "missing.json", runs, lat, "resnet20", kw, (1, 16, 16)) is None
+    # Random probes: one more family, judged like the others; a probe never measured is left out.
+    from accuracy_aggregate import PROBE_FAMILY, probe_architectures
+
+    probes = probe_architectures("resnet20", kw, (1, 16, 16), n=3, seed=1)
+    assert probes == probe_architectures("resnet20", kw, (1, 16, 16), n=3, seed=1)  # the same ones every time
+    from slimrt.train.methods.progressive import unit_size
+
+    assert all(w[g] % unit_size(full[g], 8, 4) == 0 and 0 < w[g] <= full[g] for w in probes.values() for g in full)
+    (k1, w1), (k2, _), *_ = probes.items()
+    lat[k1] = {"b1_p50": 1.1 * 0.8 * pred.ms(net.spec(w1)), "windows": 2}
+    check = predictor_check(path, runs, lat, "resnet20", kw, (1, 16, 16), {k1: w1, k2: probes[k2]})
+    probe = check["families"][PROBE_FAMILY]
+    assert probe["n"] == 1 and probe["rows"][0]["windows"] == 2
+    assert probe["rows"][0]["error"] == pytest.approx(1.1 * 0.8 - 1)
+    assert probe["rows"][0]["error_relative_to_full"] == pytest.approx(-0.2)
 
 
 def test_a_usnet_variant_adds_a_comparison_against_both_runs():
