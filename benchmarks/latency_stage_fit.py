@@ -1,0 +1,146 @@
+"""Refit a latency table with one scale per resolution stage, judged on random sub-nets no search chose (issue 11).
+
+The aggregate's predictor check (``aggregate.md``) shows a structural error of the per-layer table: relative to the
+full network, sub-nets whose first-stage stream is narrower than the full one run slower than predicted and those
+that keep it run faster. The layers of one resolution stage share their activations' size and layout conversions,
+which a layer timed alone does not see. This script fits ``offset + sum over stages of scale_stage x (the stage's
+layer entries)`` (a stage: the layers whose input has one spatial size; plain-layout layers times ``plain_factor``)
+on the batch-1 p50 the standard accuracy aggregate measured for every run's architecture (median over its windows,
+scaled to a common speed), leave-one-out, and judges it on the aggregate's random unit-grid probes (24 sub-nets
+measured in the same windows, never fitted on), against the table as it is.
+
+Usage::
+
+    python benchmarks/latency_stage_fit.py [--table latency-table-cpu-plain.json]
+
+No new measurement: it reads ``aggregate.json``. Errors "relative to the full network" compare measured / measured
+full with predicted / predicted full, which cancels a drift between the table's window and the aggregate's.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import command_line, write_results  # noqa: E402
+
+HERE = Path(__file__).resolve().parent
+STANDARD = HERE / "results" / "accuracy" / "standard-resnet20"
+RESULTS = HERE / "results" / "latency-stage-fit-resnet20.json"
+PROBES = "random unit-grid sub-nets (probes)"
+
+
+def stage_of(part_key: str) -> str | None:
+    """The input resolution in a part's key (``conv3x3s1p1-16x16@28x28-g4x4`` -> ``28x28``); None without one (a
+    linear layer: counted with the smallest stage, whose output it reads; alone it is too small to fit a scale)."""
+    return part_key.split("@", 1)[1].split("-", 1)[0] if "@" in part_key else None
+
+
+def table_stages(table) -> list[str]:
+    """The resolution stages of ``table``'s layers, largest first."""
+    found = {stage_of(la.part) for la in table.layers} - {None}
+    return sorted(found, key=lambda s: -_area(s))
+
+
+def _area(stage: str) -> int:
+    h, w = stage.split("x")
+    return int(h) * int(w)
+
+
+def stage_sums(table, widths: dict[str, int], stages: list[str]) -> list[float]:
+    """``[1, sum of the layer entries of each stage]`` for ``widths`` (plain-layout layers times ``plain_factor``)."""
+    plain = set(table.plain_layers(widths))
+    part_of = {la.name: la.part for la in table.layers}
+    sums = dict.fromkeys(stages, 0.0)
+    for name, ms, _ in table._layer_terms(widths):
+        sums[stage_of(part_of[name]) or stages[-1]] += ms * ((table.plain_factor or 1.0) if name in plain else 1.0)
+    return [1.0, *(sums[s] for s in stages)]
+
+
+def _lstsq(x: list[list[float]], y: list[float]) -> list[float]:
+    import numpy as np
+
+    coef, *_ = np.linalg.lstsq(np.asarray(x), np.asarray(y), rcond=None)
+    return [float(c) for c in coef]
+
+
+def _errors(pred: list[float], meas: list[float], pred_full: float, meas_full: float) -> dict[str, float]:
+    rel = [abs((m / meas_full) / (p / pred_full) - 1.0) for p, m in zip(pred, meas, strict=True)]
+    ab = [abs(m / p - 1.0) for p, m in zip(pred, meas, strict=True)]
+    return {"median_rel_to_full": statistics.median(rel), "max_rel_to_full": max(rel),
+            "median_abs": statistics.median(ab), "max_abs": max(ab)}  # fmt: skip
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--aggregate", type=Path, default=STANDARD / "aggregate.json")
+    p.add_argument("--table", type=Path, default=STANDARD / "latency-table-cpu-plain.json")
+    p.add_argument("--out", type=Path, default=RESULTS)
+    args = p.parse_args(argv)
+    from slimrt.schema import LatencyTable
+
+    for f in (args.aggregate, args.table):
+        if not f.is_file():
+            raise SystemExit(f"{f} does not exist")
+    table = LatencyTable.model_validate_json(args.table.read_text())
+    agg = json.loads(args.aggregate.read_text())
+    samples = [(row["widths"], float(row["b1_p50"])) for row in agg["latency"].values() if "b1_p50" in row]
+    checks = [c for c in (agg.get("predictor_checks") or {}).values() if c and PROBES in c["families"]]
+    if not samples or not checks:
+        raise SystemExit(f"{args.aggregate} has no measured architectures or no {PROBES!r} (run the aggregate)")
+    probes = [(r["widths"], float(r["measured_ms"])) for r in checks[0]["families"][PROBES]["rows"]]
+    full_w = {g: c for g, c in table.groups.items()}
+    full = [m for w, m in samples if all(w.get(g, c) >= c for g, c in full_w.items() if g in w)]
+    if not full:
+        raise SystemExit(f"{args.aggregate} did not measure the full network")
+    meas_full = full[0]
+    stages = table_stages(table)
+    if not stages:
+        raise SystemExit(f"{args.table} has no layer with a spatial input (nothing to fit per stage)")
+    x = [stage_sums(table, w, stages) for w, _ in samples]
+    y = [m for _, m in samples]
+    coef = _lstsq(x, y)
+    x_full = stage_sums(table, full_w, stages)
+
+    def fitted(xs: list[float], c: list[float]) -> float:
+        return sum(a * b for a, b in zip(xs, c, strict=True))
+
+    loo = []
+    for i in range(len(x)):
+        c = _lstsq(x[:i] + x[i + 1:], y[:i] + y[i + 1:])
+        loo.append(fitted(x[i], c))
+    px = [stage_sums(table, w, stages) for w, _ in probes]
+    pm = [m for _, m in probes]
+    res = {
+        "command": command_line("latency_stage_fit.py", argv), "aggregate": str(args.aggregate),
+        "table": args.table.name, "windows": len(agg.get("latency_windows", [])), "stages": stages,
+        "fit": {"networks": len(samples), "offset_ms": coef[0], "scales": dict(zip(stages, coef[1:], strict=True))},
+        "goal": {"median": 0.05, "max": 0.15},
+        "probes": {
+            "n": len(probes),
+            "windows": sorted({r.get("windows") for r in checks[0]["families"][PROBES]["rows"]} - {None}),
+            "table_as_is": _errors([table.predict_ms(w) for w, _ in probes], pm, table.predict_ms(full_w), meas_full),
+            "stage_fit": _errors([fitted(v, coef) for v in px], pm, fitted(x_full, coef), meas_full),
+        },
+        "runs_architectures_loo": _errors(loo, y, fitted(x_full, coef), meas_full),
+        "runs_architectures_table_as_is": _errors([table.predict_ms(w) for w, _ in samples], y,
+                                                  table.predict_ms(full_w), meas_full),
+    }  # fmt: skip
+    write_results(args.out, res)
+    for k in ("table_as_is", "stage_fit"):
+        e = res["probes"][k]
+        print(f"probes, {k}: relative to full median {100 * e['median_rel_to_full']:.1f}% max "
+              f"{100 * e['max_rel_to_full']:.1f}%; absolute median {100 * e['median_abs']:.1f}% max "
+              f"{100 * e['max_abs']:.1f}%")  # fmt: skip
+    print(f"scales {json.dumps({s: round(v, 3) for s, v in res['fit']['scales'].items()})}, offset "
+          f"{coef[0]:.3f} ms, written to {args.out}")
+    return res
+
+
+if __name__ == "__main__":
+    main()
