@@ -35,30 +35,9 @@ RESULTS = HERE / "results" / "latency-stage-fit-resnet20.json"
 PROBES = "random unit-grid sub-nets (probes)"
 
 
-def stage_of(part_key: str) -> str | None:
-    """The input resolution in a part's key (``conv3x3s1p1-16x16@28x28-g4x4`` -> ``28x28``); None without one (a
-    linear layer: counted with the smallest stage, whose output it reads; alone it is too small to fit a scale)."""
-    return part_key.split("@", 1)[1].split("-", 1)[0] if "@" in part_key else None
-
-
-def table_stages(table) -> list[str]:
-    """The resolution stages of ``table``'s layers, largest first."""
-    found = {stage_of(la.part) for la in table.layers} - {None}
-    return sorted(found, key=lambda s: -_area(s))
-
-
-def _area(stage: str) -> int:
-    h, w = stage.split("x")
-    return int(h) * int(w)
-
-
 def stage_sums(table, widths: dict[str, int], stages: list[str]) -> list[float]:
-    """``[1, sum of the layer entries of each stage]`` for ``widths`` (plain-layout layers times ``plain_factor``)."""
-    plain = set(table.plain_layers(widths))
-    part_of = {la.name: la.part for la in table.layers}
-    sums = dict.fromkeys(stages, 0.0)
-    for name, ms, _ in table._layer_terms(widths):
-        sums[stage_of(part_of[name]) or stages[-1]] += ms * ((table.plain_factor or 1.0) if name in plain else 1.0)
+    """``[1, sum of the layer entries of each stage]`` for ``widths`` (:meth:`LatencyTable.stage_ms`)."""
+    sums = table.stage_ms(widths)
     return [1.0, *(sums[s] for s in stages)]
 
 
@@ -81,6 +60,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--aggregate", type=Path, default=STANDARD / "aggregate.json")
     p.add_argument("--table", type=Path, default=STANDARD / "latency-table-cpu-plain.json")
     p.add_argument("--out", type=Path, default=RESULTS)
+    p.add_argument("--out-table", type=Path, default=None,
+                   help="also write the table with the fitted stage scales (usable as slimrt train --latency-table; "
+                        "its milliseconds are the aggregate's common speed)")
     args = p.parse_args(argv)
     from slimrt.schema import LatencyTable
 
@@ -99,7 +81,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not full:
         raise SystemExit(f"{args.aggregate} did not measure the full network")
     meas_full = full[0]
-    stages = table_stages(table)
+    stages = table.stages()
     if not stages:
         raise SystemExit(f"{args.table} has no layer with a spatial input (nothing to fit per stage)")
     x = [stage_sums(table, w, stages) for w, _ in samples]
@@ -131,6 +113,19 @@ def main(argv: list[str] | None = None) -> dict:
         "runs_architectures_table_as_is": _errors([table.predict_ms(w) for w, _ in samples], y,
                                                   table.predict_ms(full_w), meas_full),
     }  # fmt: skip
+    if args.out_table is not None:
+        if any(c <= 0 for c in coef[1:]):
+            raise SystemExit(f"a fitted stage scale is not positive ({res['fit']['scales']}): no table written")
+        fitted_table = table.model_copy(update={
+            "stage_scales": dict(zip(stages, coef[1:], strict=True)), "other_ms": coef[0] - table.fixed_ms,
+            "fit": {"kind": "stages", "networks": len(samples), "source": args.aggregate.name,
+                    "probes_median_rel_to_full": res["probes"]["stage_fit"]["median_rel_to_full"],
+                    "probes_max_rel_to_full": res["probes"]["stage_fit"]["max_rel_to_full"]}})  # fmt: skip
+        fitted_table = type(table).model_validate(fitted_table.model_dump())  # the schema's checks
+        from slimrt.io import atomic_write_bytes
+
+        atomic_write_bytes(args.out_table, fitted_table.model_dump_json(indent=1).encode())
+        res["out_table"] = str(args.out_table)
     write_results(args.out, res)
     for k in ("table_as_is", "stage_fit"):
         e = res["probes"][k]

@@ -506,6 +506,10 @@ class LatencyTable(_Frozen):
     device (:func:`slimrt.bench.layers.fit_alignment`), layers whose input and output counts are both multiples of
     ``align`` are scaled by ``aligned_scale`` and the others by ``scale``; ``fit`` records how (networks, errors).
 
+    Stage scales (``stage_scales``): the layers of one resolution stage share their activations' size and layout
+    conversions, which a layer timed alone does not see; fitted on whole networks measured end to end
+    (``benchmarks/latency_stage_fit.py``), one scale per input resolution replaces ``scale`` and ``aligned_scale``.
+
     Plain-layout convolutions (``layout_block``, ``plain_factor``): ONNX Runtime's CPU optimizer keeps a convolution
     out of the blocked layout when its input channel count is at least the block (8 floats with AVX2, 16 with
     AVX-512) and not a multiple of 4 (depthwise: when its channel count is not a multiple of 4), whatever its
@@ -532,6 +536,9 @@ class LatencyTable(_Frozen):
     layout_block: int | None = Field(default=None, ge=2, description="input channels from which convolutions "
                                      "that are not multiples of 4 run in the plain layout (None: none do)")
     plain_factor: float | None = Field(default=None, gt=0, description="multiplier of plain-layout layers' entries")
+    stage_scales: dict[str, float] | None = Field(
+        default=None, description="one scale per input resolution of the layers ('28x28'; a linear layer counts "
+        "with the smallest), fitted on whole networks; replaces scale and aligned_scale when set")
     plain_measured_ms: float | None = Field(default=None, gt=0)
     plain_widths: dict[str, int] | None = None
     full_measured_ms: float | None = Field(default=None, gt=0)
@@ -552,6 +559,14 @@ class LatencyTable(_Frozen):
     @model_validator(mode="after")
     def _parts_known(self) -> LatencyTable:
         keys = {p.key for p in self.parts}
+        if self.stage_scales is not None:
+            stages = self.stages()
+            if not stages:
+                raise ValueError("stage_scales need layers with a spatial input (a part key with @HxW)")
+            if set(self.stage_scales) != set(stages):
+                raise ValueError(f"stage_scales must name the stages {stages}, got {sorted(self.stage_scales)}")
+            if not all(math.isfinite(v) and v > 0 for v in self.stage_scales.values()):
+                raise ValueError("stage_scales must be positive")
         for layer in self.layers:
             if layer.part not in keys:
                 raise ValueError(f"layer {layer.name!r} refers to unknown part {layer.part!r}")
@@ -619,13 +634,42 @@ class LatencyTable(_Frozen):
         aligned, other, plain = self.split3_ms(widths, align)
         return aligned, other + (self.plain_factor or 1.0) * plain
 
+    def stages(self) -> list[str]:
+        """The input resolutions of the layers' parts (:func:`part_stage`), largest first."""
+        found = {part_stage(la.part) for la in self.layers} - {None}
+        return sorted(found, key=lambda st: (-math.prod(int(v) for v in st.split("x")), st))
+
+    def stage_ms(self, widths: dict[str, int]) -> dict[str, float]:
+        """Per :meth:`stages` entry, the sum of its layers' entries (plain-layout ones times ``plain_factor``); a
+        layer without a spatial input (linear) counts with the smallest stage."""
+        stages = self.stages()
+        plain = set(self.plain_layers(widths))
+        part_of = {la.name: la.part for la in self.layers}
+        sums = dict.fromkeys(stages, 0.0)
+        for name, ms, _ in self._layer_terms(widths):
+            st = part_stage(part_of[name]) or stages[-1]
+            sums[st] += ms * ((self.plain_factor or 1.0) if name in plain else 1.0)
+        return sums
+
     def predict_ms(self, widths: dict[str, int]) -> float:
         """Predicted latency (ms) of the sub-net keeping ``widths``: fixed + other + its scaled layers."""
+        if self.stage_scales is not None:
+            return self.fixed_ms + self.other_ms + sum(self.stage_scales[st] * ms
+                                                       for st, ms in self.stage_ms(widths).items())
         if self.align is None or self.aligned_scale is None:
             aligned, rest = self.split_ms(widths, 0)
             return self.fixed_ms + self.other_ms + self.scale * (aligned + rest)
         aligned, rest = self.split_ms(widths)
         return self.fixed_ms + self.other_ms + self.aligned_scale * aligned + self.scale * rest
+
+
+def part_stage(part_key: str) -> str | None:
+    """The input resolution in a part's key (``conv3x3s1p1-16x16@28x28-g4x4`` -> ``28x28``); None without one."""
+    if "@" not in part_key:
+        return None
+    stage = part_key.split("@", 1)[1].split("-", 1)[0]
+    dims = stage.split("x")
+    return stage if dims and all(d.isdigit() for d in dims) else None
 
 
 def plain_layout(n_in: int, n_out: int, depthwise: bool, block: int) -> bool:

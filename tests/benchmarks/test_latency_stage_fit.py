@@ -10,9 +10,9 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from latency_stage_fit import PROBES, main, stage_of, stage_sums, table_stages  # noqa: E402
+from latency_stage_fit import PROBES, main, stage_sums  # noqa: E402
 
-from slimrt.schema import DeviceFingerprint, LatencyLayer, LatencyPart, LatencyTable  # noqa: E402
+from slimrt.schema import DeviceFingerprint, LatencyLayer, LatencyPart, LatencyTable, part_stage  # noqa: E402
 
 
 def _table() -> LatencyTable:
@@ -32,7 +32,7 @@ def _table() -> LatencyTable:
 
 def test_per_stage_scales_are_recovered_and_judged_on_the_probes(tmp_path: Path) -> None:
     t = _table()
-    assert table_stages(t) == ["16x16", "8x8"] and stage_of("linear-32x10-g4x1") is None
+    assert t.stages() == ["16x16", "8x8"] and part_stage("linear-32x10-g4x1") is None
     (tmp_path / "table.json").write_text(t.model_dump_json())
 
     def truth(w: dict[str, int]) -> float:  # the first stage runs at half its layers' time alone, the second at 1.2x
@@ -46,15 +46,19 @@ def test_per_stage_scales_are_recovered_and_judged_on_the_probes(tmp_path: Path)
     agg = {"latency": lat, "latency_windows": [{}, {}, {}],
            "predictor_checks": {"t.json": {"families": {PROBES: {"rows": rows}}}}}  # fmt: skip
     (tmp_path / "aggregate.json").write_text(json.dumps(agg))
-    out = tmp_path / "fit.json"
+    out, out_table = tmp_path / "fit.json", tmp_path / "fitted.json"
     res = main(["--aggregate", str(tmp_path / "aggregate.json"), "--table", str(tmp_path / "table.json"),
-                "--out", str(out)])  # fmt: skip
+                "--out", str(out), "--out-table", str(out_table)])  # fmt: skip
     assert res["fit"]["scales"] == {"16x16": pytest.approx(0.5), "8x8": pytest.approx(1.2)}
     assert res["fit"]["offset_ms"] == pytest.approx(0.07) and res["fit"]["networks"] == 18
     assert res["probes"]["stage_fit"]["max_abs"] == pytest.approx(0.0, abs=1e-9)
     assert res["probes"]["table_as_is"]["max_rel_to_full"] > 0.05  # one scale for both stages cannot do it
     assert res["probes"]["n"] == 2 and res["probes"]["windows"] == [3] and res["windows"] == 3
     assert json.loads(out.read_text())["table"] == "table.json"
+    # The written table predicts with the fitted stage scales: every network and probe as generated.
+    fitted = LatencyTable.model_validate_json(out_table.read_text())
+    assert fitted.stage_scales == {"16x16": pytest.approx(0.5), "8x8": pytest.approx(1.2)}
+    assert all(fitted.predict_ms(w) == pytest.approx(truth(w)) for w in [*nets, *probes])
 
 
 def test_an_aggregate_without_probes_is_a_clear_error(tmp_path: Path) -> None:

@@ -146,6 +146,29 @@ def test_alignment_scales_split_layers_by_channel_multiple():
     assert plain.predict_ms(w) == pytest.approx(0.05 + 0.1 + 2.0 * (ms["c1"] + ms["c2"]))
 
 
+def test_stage_scales_scale_each_resolution_stage_and_are_validated():
+    from slimrt.schema import part_stage
+
+    a = LatencyPart(key="conv3x3s1p1-8x8@16x16-g4x4", in_grid=[4, 8], out_grid=[4, 8], ms=[[1.0, 2.0], [3.0, 5.0]])
+    b = LatencyPart(key="conv3x3s2p1-8x8@8x8-g4x4", in_grid=[4, 8], out_grid=[4, 8], ms=[[0.5, 1.0], [1.5, 2.5]])
+    c = LatencyPart(key="linear-8x10-g4x1", in_grid=[8], out_grid=[10], ms=[[0.25]])
+    layers = [LatencyLayer(name="c1", part=a.key, inputs=[("g1", 8)], outputs=[("g2", 8)]),
+              LatencyLayer(name="c2", part=b.key, inputs=[("g2", 8)], outputs=[("g3", 8)]),
+              LatencyLayer(name="fc", part=c.key, inputs=[("g3", 8)], outputs=[("out", 10)])]  # fmt: skip
+    t = table([a, b, c], layers, {"g1": 8, "g2": 8, "g3": 8, "out": 10}, fixed=0.5, other=0.125)
+    assert t.stages() == ["16x16", "8x8"] and part_stage(c.key) is None and part_stage("conv@axb-g1") is None
+    assert t.stage_ms({}) == {"16x16": 5.0, "8x8": 2.5 + 0.25}  # the linear layer counts with the smallest stage
+    staged = t.model_copy(update={"stage_scales": {"16x16": 0.5, "8x8": 2.0}})
+    assert staged.predict_ms({}) == pytest.approx(0.5 + 0.125 + 0.5 * 5.0 + 2.0 * 2.75)
+    assert staged.predict_ms({"g1": 4, "g2": 4, "g3": 4}) == pytest.approx(0.5 + 0.125 + 0.5 * 1.0 + 2.0 * 0.75)
+    again = LatencyTable.model_validate_json(staged.model_dump_json())
+    assert again.predict_ms({"g2": 4}) == pytest.approx(staged.predict_ms({"g2": 4}))
+    with pytest.raises(ValueError, match="must name the stages"):
+        LatencyTable.model_validate({**t.model_dump(), "stage_scales": {"16x16": 1.0}})
+    with pytest.raises(ValueError, match="positive"):
+        LatencyTable.model_validate({**t.model_dump(), "stage_scales": {"16x16": 1.0, "8x8": -1.0}})
+
+
 def test_fit_alignment_recovers_the_scales_of_whole_networks():
     from slimrt.bench.layers import fit_alignment
 
