@@ -21,6 +21,22 @@ from slimrt.io import atomic_write_text, dir_bytes
 __all__ = ["random_input", "median_us", "rss_bytes", "run_json_worker", "write_results", "dir_bytes", "command_line"]
 
 
+def random_unit_grid_widths(net: Any, n: int, seed: int = 0) -> list[dict[str, int]]:
+    """``n`` random sub-nets of a DynamicNet ``net``: every prunable group's width uniform on its unit grid (groups of
+    8 channels, narrow groups in 4 units, the search's standard grid), the same ones for the same ``seed``."""
+    from slimrt.train.methods.progressive import unit_size
+
+    rng = np.random.default_rng(seed)
+    draws = []
+    for _ in range(n):
+        widths = {}
+        for g in net.prunable_groups:
+            u = unit_size(g.channels, 8, 4)
+            widths[g.name] = int(u * rng.integers(1, g.channels // u + 1))
+        draws.append(widths)
+    return draws
+
+
 def random_input(manifest: Any, batch: int, seed: int = 0) -> np.ndarray:
     """A standard-normal input of the manifest's input shape (symbolic dims as 1) and dtype, ``batch`` rows."""
     shape = [batch, *(d if isinstance(d, int) else 1 for d in manifest.input.shape[1:])]

@@ -35,7 +35,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from _common import write_results
+from _common import random_unit_grid_widths, write_results
 from accuracy_standard import USNET_VARIANTS, VARIANTS, cpu_model, git_commit, machine
 
 log = logging.getLogger("bench.accuracy.aggregate")
@@ -486,25 +486,17 @@ latency-table predictor judged on at least 20 random sub-nets, against medians o
 
 def probe_architectures(arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...],
                         n: int = PREDICTOR_PROBES, seed: int = 0) -> dict[str, dict[str, int]]:  # fmt: skip
-    """``n`` random sub-nets of ``arch``, every prunable group's width uniform on its unit grid (groups of 8 channels,
-    narrow groups in 4 units: the search's and ``benchmarks/latency_table.py``'s grid), by :func:`arch_key`; the
-    same ones every time (``seed``)."""
-    import numpy as np
+    """``n`` random unit-grid sub-nets of ``arch`` (:func:`_common.random_unit_grid_widths`, the same draw as
+    ``benchmarks/latency_table.py``), by :func:`arch_key`."""
     import torch
 
     from slimrt.models import create_model
     from slimrt.train.dynamic import DynamicNet
-    from slimrt.train.methods.progressive import unit_size
 
     net = DynamicNet(create_model(arch, **arch_kwargs), torch.zeros(1, *input_shape))
-    rng = np.random.default_rng(seed)
     out: dict[str, dict[str, int]] = {}
-    for _ in range(n):
-        widths = {}
-        for g in net.prunable_groups:
-            u = unit_size(g.channels, 8, 4)
-            widths[g.name] = int(u * rng.integers(1, g.channels // u + 1))
-        out.setdefault(arch_key(widths), widths)
+    for w in random_unit_grid_widths(net, n, seed):
+        out.setdefault(arch_key(w), w)  # a repeated draw counts once
     return out
 
 
@@ -627,15 +619,24 @@ def stored_protocol(path: Path, archs: dict[str, dict[str, int]], windows: Seque
     return dict(json.loads(path.read_text()).get("latency_protocol", {}))
 
 
+def _numeric(row: dict[str, Any]):
+    """The latency fields of one window's row: ``(field, value)`` for every number except run counts."""
+    return ((f, float(v)) for f, v in row.items() if isinstance(v, (int, float)) and not f.endswith("_runs"))
+
+
 def _raw_fields(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, list[float]]]:
     """Per architecture and field, the values of the windows that measured it, in window order (run counts dropped)."""
     out: dict[str, dict[str, list[float]]] = {}
     for w in windows:
         for key, row in w["latency"].items():
-            for field, v in row.items():
-                if isinstance(v, (int, float)) and not field.endswith("_runs"):
-                    out.setdefault(key, {}).setdefault(field, []).append(float(v))
+            for field, v in _numeric(row):
+                out.setdefault(key, {}).setdefault(field, []).append(v)
     return out
+
+
+def _references(raw: dict[str, dict[str, list[float]]], n_windows: int) -> list[str]:
+    """The architectures every one of ``n_windows`` windows measured (batch-1 p50)."""
+    return [k for k, fields in raw.items() if len(fields.get("b1_p50", [])) == n_windows]
 
 
 SPEED_BINS = 5
@@ -663,7 +664,7 @@ def window_speeds(windows: Sequence[dict[str, Any]]) -> list[dict[str, dict[str,
     plain-layout ones more than blocked ones, so an architecture measured only in some windows must not be compared
     with medians over all of them unscaled."""
     raw = _raw_fields(windows)
-    ref = [k for k, fields in raw.items() if len(fields.get("b1_p50", [])) == len(windows)]
+    ref = _references(raw, len(windows))
     kinds = {layout_kind(k) for w in windows for k in w["latency"]}
     speeds: list[dict[str, dict[str, list[list[float]]]]] = []
     for w in windows:
@@ -679,11 +680,11 @@ def _speed_curve(w: dict[str, Any], ref: Sequence[str], raw: dict[str, dict[str,
                  n_windows: int) -> dict[str, list[list[float]]]:  # fmt: skip
     pairs: dict[str, list[tuple[float, float]]] = {}
     for k in ref:
-        for field, v in w["latency"][k].items():
-            if isinstance(v, (int, float)) and not field.endswith("_runs") and len(raw[k][field]) == n_windows:
+        for field, v in _numeric(w["latency"][k]):
+            if len(raw[k][field]) == n_windows:
                 med = statistics.median(raw[k][field])
                 if med > 0 and v > 0:
-                    pairs.setdefault(field, []).append((float(v), float(v) / med))
+                    pairs.setdefault(field, []).append((v, v / med))
     curve: dict[str, list[list[float]]] = {}
     for field, pts in pairs.items():
         pts.sort()
@@ -715,15 +716,17 @@ def scaling_check(windows: Sequence[dict[str, Any]], last: int = 2) -> dict[str,
     if len(windows) <= last:
         return None
     raw = _raw_fields(windows)
-    ref = [k for k, fields in raw.items() if len(fields.get("b1_p50", [])) == len(windows)]
     keep = range(len(windows) - last, len(windows))
     errors: dict[str, dict[str, list[float]]] = {}
-    for k in ref:
+    for k in _references(raw, len(windows)):
         truth = statistics.median(raw[k]["b1_p50"])
         dropped = [{"latency": {kk: v for kk, v in w["latency"].items() if kk != k or i in keep}}
                    for i, w in enumerate(windows)]  # fmt: skip
-        scaled = combine_windows(dropped)[k]["b1_p50"]
-        plain = statistics.median(windows[i]["latency"][k]["b1_p50"] for i in keep)
+        speeds = window_speeds(dropped)
+        values = [windows[i]["latency"][k]["b1_p50"] for i in keep]
+        scaled = statistics.median(v / speed_at(speeds[i][layout_kind(k)].get("b1_p50", []), v)
+                                   for i, v in zip(keep, values, strict=True))  # fmt: skip
+        plain = statistics.median(values)
         e = errors.setdefault(layout_kind(k), {"scaled": [], "unscaled": []})
         e["scaled"].append(abs(scaled / truth - 1))
         e["unscaled"].append(abs(plain / truth - 1))
@@ -742,10 +745,9 @@ def combine_windows(windows: Sequence[dict[str, Any]]) -> dict[str, dict[str, fl
     out: dict[str, dict[str, list[float]]] = {}
     for w, speed in zip(windows, speeds, strict=True):
         for key, row in w["latency"].items():
-            for field, v in row.items():
-                if isinstance(v, (int, float)) and not field.endswith("_runs"):
-                    knots = speed[layout_kind(key)].get(field, [])
-                    out.setdefault(key, {}).setdefault(field, []).append(float(v) / speed_at(knots, float(v)))
+            knots = speed[layout_kind(key)]
+            for field, v in _numeric(row):
+                out.setdefault(key, {}).setdefault(field, []).append(v / speed_at(knots.get(field, []), v))
     return {k: {**{f: statistics.median(v) for f, v in fields.items()}, "windows": len(fields.get("b1_p50", []))}
             for k, fields in out.items()}
 
@@ -780,19 +782,18 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
     cfg = any_run["config"]
     arch_kwargs = {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}
     probes = probe_architectures(cfg["arch"], arch_kwargs, (1, 28, 28))
+    measured = {**probes, **archs}
     if export_only:
         if export_cache is None:
             raise SystemExit("--export-only needs --export-cache DIR (where the exports go)")
-        export_architectures({**probes, **archs}, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
-        print(f"{len({**probes, **archs})} architectures exported to {export_cache}; measure them with the same "
-              "--export-cache")
+        export_architectures(measured, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
+        print(f"{len(measured)} architectures exported to {export_cache}; measure them with the same --export-cache")
         return 0
     load = os.getloadavg()
     mach = machine()
     windows = [] if fresh_latency else previous_windows(results / "aggregate.json", mach)
     if measure:
-        now, protocol = measure_architectures({**probes, **archs}, cfg["arch"], arch_kwargs, (1, 28, 28),
-                                              export_cache)
+        now, protocol = measure_architectures(measured, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
         windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load,
                         "latency": now})  # fmt: skip
     else:
@@ -803,8 +804,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
     families = compare_families(runs, lat)
     wider = {v: compare_families(runs, lat, ("usnet", v)) for v in USNET_VARIANTS if v in runs}
     checks = {t.name: predictor_check(t, runs, {**lat, **{k: combined[k] for k in probes}}, cfg["arch"],
-                                      {"in_channels": 1, "num_classes": 10, **cfg["arch_kwargs"]}, (1, 28, 28),
-                                      probes)
+                                      arch_kwargs, (1, 28, 28), probes)
               for t in sorted(results.glob("latency-table-cpu*.json"))}  # fmt: skip
     check = checks.get("latency-table-cpu.json")
     per_seed = families.get("progressive", {}).get("per_seed", {})

@@ -76,7 +76,7 @@ def main(argv: list[str] | None = None) -> dict:
     if not samples or not checks:
         raise SystemExit(f"{args.aggregate} has no measured architectures or no {PROBES!r} (run the aggregate)")
     probes = [(r["widths"], float(r["measured_ms"])) for r in checks[0]["families"][PROBES]["rows"]]
-    full_w = {g: c for g, c in table.groups.items()}
+    full_w = dict(table.groups)
     full = [m for w, m in samples if all(w.get(g, c) >= c for g, c in full_w.items() if g in w)]
     if not full:
         raise SystemExit(f"{args.aggregate} did not measure the full network")

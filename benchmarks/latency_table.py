@@ -28,7 +28,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import command_line, write_results  # noqa: E402
+from _common import command_line, random_unit_grid_widths, write_results  # noqa: E402
 
 RESULTS = Path(__file__).resolve().parent / "results" / "latency-table-resnet20.json"
 
@@ -126,7 +126,6 @@ def main(argv: list[str] | None = None) -> dict:
     from slimrt.exporters.onnx import export_module
     from slimrt.fingerprint import cpu_model
     from slimrt.runtime.measure import measure_latency
-    from slimrt.train.methods.progressive import unit_size
 
     torch.manual_seed(args.seed)
     load_before = list(os.getloadavg())
@@ -136,14 +135,9 @@ def main(argv: list[str] | None = None) -> dict:
     table = measure_net_table(net, prof, threads=args.threads, runs=args.runs)
     t_table = time.perf_counter() - t0
 
-    rng = np.random.default_rng(args.seed)
     specs = [net.full_spec("full")]
-    for i in range(args.subnets):
-        widths = {}
-        for g in net.prunable_groups:
-            u = unit_size(g.channels, 8, 4)
-            widths[g.name] = int(u * rng.integers(1, g.channels // u + 1))
-        specs.append(net.spec(widths, name=f"r{i:02d}"))
+    draws = random_unit_grid_widths(net, args.subnets, args.seed)
+    specs += [net.spec(w, name=f"r{i:02d}") for i, w in enumerate(draws)]
     t0 = time.perf_counter()
     runners = {}
     with tempfile.TemporaryDirectory() as d:
