@@ -41,13 +41,6 @@ def stage_sums(table, widths: dict[str, int], stages: list[str]) -> list[float]:
     return [1.0, *(sums[s] for s in stages)]
 
 
-def _lstsq(x: list[list[float]], y: list[float]) -> list[float]:
-    import numpy as np
-
-    coef, *_ = np.linalg.lstsq(np.asarray(x), np.asarray(y), rcond=None)
-    return [float(c) for c in coef]
-
-
 def _errors(pred: list[float], meas: list[float], pred_full: float, meas_full: float) -> dict[str, float]:
     rel = [abs((m / meas_full) / (p / pred_full) - 1.0) for p, m in zip(pred, meas, strict=True)]
     ab = [abs(m / p - 1.0) for p, m in zip(pred, meas, strict=True)]
@@ -84,20 +77,23 @@ def main(argv: list[str] | None = None) -> dict:
     stages = table.stages()
     if not stages:
         raise SystemExit(f"{args.table} has no layer with a spatial input (nothing to fit per stage)")
-    x = [stage_sums(table, w, stages) for w, _ in samples]
+    from slimrt.bench.layers import fit_stage_scales
+
     y = [m for _, m in samples]
-    coef = _lstsq(x, y)
-    x_full = stage_sums(table, full_w, stages)
-
-    def fitted(xs: list[float], c: list[float]) -> float:
-        return sum(a * b for a, b in zip(xs, c, strict=True))
-
-    loo = []
-    for i in range(len(x)):
-        c = _lstsq(x[:i] + x[i + 1:], y[:i] + y[i + 1:])
-        loo.append(fitted(x[i], c))
-    px = [stage_sums(table, w, stages) for w, _ in probes]
     pm = [m for _, m in probes]
+    try:  # the library's fit, as `slimrt latency-table --calibrate N --fit stages` runs it on the device
+        fitted_table = fit_stage_scales(table, samples, loo=False)
+    except ValueError as e:
+        raise SystemExit(f"stage fit on {len(samples)} networks failed: {e}") from None
+    coef = [fitted_table.fixed_ms + fitted_table.other_ms, *(fitted_table.stage_scales[st] for st in stages)]
+    loo = []
+    for i in range(len(samples)):
+        try:
+            one_out = fit_stage_scales(table, samples[:i] + samples[i + 1:], loo=False)
+        except ValueError:  # a non-positive scale without this network: judged by the full fit, as the library does
+            one_out = fitted_table
+        loo.append(one_out.predict_ms(samples[i][0]))
+    pred_full = fitted_table.predict_ms(full_w)
     res = {
         "command": command_line("latency_stage_fit.py", argv), "aggregate": str(args.aggregate),
         "table": args.table.name, "windows": len(agg.get("latency_windows", [])), "stages": stages,
@@ -107,21 +103,18 @@ def main(argv: list[str] | None = None) -> dict:
             "n": len(probes),
             "windows": sorted({r.get("windows") for r in checks[0]["families"][PROBES]["rows"]} - {None}),
             "table_as_is": _errors([table.predict_ms(w) for w, _ in probes], pm, table.predict_ms(full_w), meas_full),
-            "stage_fit": _errors([fitted(v, coef) for v in px], pm, fitted(x_full, coef), meas_full),
+            "stage_fit": _errors([fitted_table.predict_ms(w) for w, _ in probes], pm, pred_full, meas_full),
         },
-        "runs_architectures_loo": _errors(loo, y, fitted(x_full, coef), meas_full),
+        "runs_architectures_loo": _errors(loo, y, pred_full, meas_full),
         "runs_architectures_table_as_is": _errors([table.predict_ms(w) for w, _ in samples], y,
                                                   table.predict_ms(full_w), meas_full),
     }  # fmt: skip
     if args.out_table is not None:
-        if any(c <= 0 for c in coef[1:]):
-            raise SystemExit(f"a fitted stage scale is not positive ({res['fit']['scales']}): no table written")
-        fitted_table = table.model_copy(update={
-            "stage_scales": dict(zip(stages, coef[1:], strict=True)), "other_ms": coef[0] - table.fixed_ms,
-            "fit": {"kind": "stages", "networks": len(samples), "source": args.aggregate.name,
-                    "probes_median_rel_to_full": res["probes"]["stage_fit"]["median_rel_to_full"],
-                    "probes_max_rel_to_full": res["probes"]["stage_fit"]["max_rel_to_full"]}})  # fmt: skip
-        fitted_table = type(table).model_validate(fitted_table.model_dump())  # the schema's checks
+        judged = res["probes"]["stage_fit"]
+        fitted_table = type(table).model_validate(fitted_table.model_copy(update={
+            "fit": {**fitted_table.fit, "source": args.aggregate.name,
+                    "probes_median_rel_to_full": judged["median_rel_to_full"],
+                    "probes_max_rel_to_full": judged["max_rel_to_full"]}}).model_dump())  # fmt: skip
         from slimrt.io import atomic_write_bytes
 
         atomic_write_bytes(args.out_table, fitted_table.model_dump_json(indent=1).encode())

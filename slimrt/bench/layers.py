@@ -26,7 +26,7 @@ from onnx import TensorProto, helper, numpy_helper
 from slimrt.schema import DeviceProfile, LatencyLayer, LatencyPart, LatencyTable
 
 __all__ = ["PartShape", "part_model", "identity_model", "measure_latency_table", "unit_grid", "fit_alignment",
-           "probe_layout_block", "plain_calibration_widths"]
+           "fit_stage_scales", "probe_layout_block", "plain_calibration_widths"]
 
 log = logging.getLogger(__name__)
 OPSET = 17
@@ -385,10 +385,59 @@ def fit_alignment(table: LatencyTable, samples: Sequence[tuple[dict[str, int], f
         raise ValueError(f"the {len(samples)} networks cannot separate aligned from other layers for align in "
                          f"{list(aligns)} (need networks with and without unaligned layers, both scales > 0)")
     med, mx, a, coef, err = best
-    fit = {"networks": len(samples), "median_rel_error": float(np.median(err)), "max_rel_error": float(err.max()),
-           "loo_median_rel_error": med, "loo_max_rel_error": mx, "aligns_tried": ",".join(map(str, aligns))}
+    fit = {"kind": "alignment", "networks": len(samples), "median_rel_error": float(np.median(err)),
+           "max_rel_error": float(err.max()), "loo_median_rel_error": med,
+           "loo_max_rel_error": mx, "aligns_tried": ",".join(map(str, aligns))}
     update = {"align": a, "other_ms": float(coef[0]), "aligned_scale": float(coef[1]), "scale": float(coef[2]),
               "fit": fit}  # fmt: skip
     if has_plain:
         update["plain_factor"] = float(coef[3] / coef[2])
     return table.model_copy(update=update)
+
+
+def fit_stage_scales(table: LatencyTable, samples: Sequence[tuple[dict[str, int], float]], *,
+                     loo: bool = True) -> LatencyTable:  # fmt: skip
+    """``table`` refitted on whole networks measured end to end with one scale per resolution stage: least squares
+    of ``measured - fixed_ms ~ other_ms + sum over stages of scale_stage x (the stage's layer entries)``
+    (:meth:`LatencyTable.stage_ms`, plain-layout layers times the table's ``plain_factor``). The layers of one stage
+    share their activations' size and layout conversions, which a layer timed alone does not see; the fit sets
+    ``stage_scales`` (which :meth:`LatencyTable.predict_ms` then uses instead of ``scale`` / ``aligned_scale``,
+    cleared here) and ``other_ms``. ``fit`` records the networks and the in-sample and (``loo``) leave-one-out
+    relative errors, as :func:`fit_alignment` does.
+
+    Raises:
+        ValueError: the table has no spatial stage, fewer samples than the stages + 3, networks that cannot
+            separate the stages (rank), or a fitted scale that is not positive.
+    """
+    stages = table.stages()
+    if not stages:
+        raise ValueError("the table has no layer with a spatial input: nothing to fit per stage")
+    need = len(stages) + 3
+    if len(samples) < need:
+        raise ValueError(f"fitting {len(stages)} stage scales needs at least {need} measured networks, "
+                         f"got {len(samples)}")  # fmt: skip
+    measured = np.array([float(m) for _, m in samples])
+    if not np.all(measured > 0):
+        raise ValueError("measured latencies must be positive")
+    base = table.model_copy(update={"stage_scales": None})
+    x = np.array([[1.0, *(base.stage_ms(w)[st] for st in stages)] for w, _ in samples])
+    y = measured - table.fixed_ms
+    if np.linalg.matrix_rank(x) < x.shape[1]:
+        raise ValueError(f"the {len(samples)} networks cannot separate the stages {stages} (rank-deficient)")
+    coef = _fit(x, y)
+    if coef is None:
+        raise ValueError(f"a fitted stage scale is not positive on these {len(samples)} networks (noise?)")
+    err = np.abs((x @ coef + table.fixed_ms) / measured - 1)
+    fit: dict[str, float | int | str] = {"kind": "stages", "networks": len(samples),
+                                         "median_rel_error": float(np.median(err)), "max_rel_error": float(err.max())}
+    if loo:
+        errs = []
+        for i in range(len(y)):
+            keep = np.arange(len(y)) != i
+            c = _fit(x[keep], y[keep])
+            c = coef if c is None else c
+            errs.append(abs((x[i] @ c + table.fixed_ms) / measured[i] - 1))
+        fit |= {"loo_median_rel_error": float(np.median(errs)), "loo_max_rel_error": float(np.max(errs))}
+    return table.model_copy(update={
+        "stage_scales": dict(zip(stages, (float(c) for c in coef[1:]), strict=True)), "other_ms": float(coef[0]),
+        "scale": 1.0, "align": None, "aligned_scale": None, "fit": fit})  # fmt: skip

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
 
@@ -40,15 +41,17 @@ def calibration_widths(net: DynamicNet, n: int, group_size: int = 8, min_units: 
 
 
 def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_size: int = 8, min_units: int = 4,
-                      full: bool = True, calibrate: int = 0, progress: bool = False,
+                      full: bool = True, calibrate: int = 0, fit: str = "align", progress: bool = False,
                       **kwargs: Any) -> LatencyTable:  # fmt: skip
     """Measure ``net``'s latency table: every part over the unit grid, the call cost, and (``full``) the full
     network and the smallest sub-net exported as deployed, which calibrate ``other_ms`` and ``scale``, and a sub-net
     whose convolutions run in the plain layout, which calibrates ``plain_factor`` (where the device has one). With
     ``calibrate`` > 0, that many whole networks (:func:`calibration_widths`) and the full one are then measured end to
-    end, interleaved, and :func:`slimrt.bench.layers.fit_alignment` refits the scales with channel alignment (kept
-    only if the fit succeeds). ``kwargs`` go to :func:`slimrt.bench.layers.measure_latency_table` (threads, runs,
-    warmup, duration_s, batch_size)."""
+    end, interleaved, and the table is refitted on them (kept only if the fit succeeds): ``fit="align"``
+    (:func:`slimrt.bench.layers.fit_alignment`, channel alignment), ``"stages"``
+    (:func:`slimrt.bench.layers.fit_stage_scales`, one scale per resolution stage) or ``"best"`` (both; the lower
+    leave-one-out median error is kept). ``kwargs`` go to :func:`slimrt.bench.layers.measure_latency_table`
+    (threads, runs, warmup, duration_s, batch_size)."""
     import torch
 
     from slimrt.bench.layers import measure_latency_table, plain_calibration_widths, probe_layout_block
@@ -76,21 +79,25 @@ def measure_net_table(net: DynamicNet, device_profile: DeviceProfile, *, group_s
                                   small_model=small, small_widths=small_widths, plain_model=plain,
                                   plain_widths=plain_widths, progress=progress, **kwargs)  # fmt: skip
     if calibrate > 0:
-        table = _calibrate(net, table, device_profile, calibrate, group_size, min_units, kwargs)
+        table = _calibrate(net, table, device_profile, calibrate, group_size, min_units, kwargs, fit)
     return table
 
 
+FITS = ("align", "stages", "best")
+"""How ``--calibrate`` refits the table: channel alignment, stage scales, or whichever predicts better."""
+
+
 def _calibrate(net: DynamicNet, table: LatencyTable, prof: DeviceProfile, n: int, group_size: int, min_units: int,
-               kwargs: dict[str, Any]) -> LatencyTable:  # fmt: skip
+               kwargs: dict[str, Any], fit: str = "align") -> LatencyTable:  # fmt: skip
     """Measure ``n`` calibration networks and the full one end to end (``slimrt bench``'s interleaved protocol) and
-    refit ``table`` with channel alignment; the table unchanged (a warning logged) when the fit fails."""
-    import logging
+    refit ``table`` on them as :func:`measure_net_table`'s ``fit`` says; the table unchanged (a warning logged)
+    when no fit succeeds."""
     import tempfile
 
     import numpy as np
     import torch
 
-    from slimrt.bench.layers import _measure, fit_alignment
+    from slimrt.bench.layers import _measure
     from slimrt.exporters.onnx import export_module
 
     log = logging.getLogger("slimrt.latency_table")
@@ -107,16 +114,39 @@ def _calibrate(net: DynamicNet, table: LatencyTable, prof: DeviceProfile, n: int
                        kwargs.get("warmup") or prof.warmup, kwargs.get("runs") or prof.runs,
                        kwargs.get("duration_s"))  # fmt: skip
     samples = [(w, lat[f"n{k}"]) for k, w in enumerate(nets)]
-    try:
-        fitted = fit_alignment(table, samples)
-    except ValueError as e:
-        log.warning("latency table: alignment fit on %d networks failed (%s); keeping the two-point calibration",
-                    len(samples), e)
+    return refit(table, samples, fit, log)
+
+
+def refit(table: LatencyTable, samples: list[tuple[dict[str, int], float]], fit: str,
+          log: logging.Logger | None = None) -> LatencyTable:  # fmt: skip
+    """``table`` refitted on measured whole networks ``samples`` by ``fit`` (:data:`FITS`); a fit that fails is
+    logged as a warning, and with none left the table comes back unchanged."""
+    from slimrt.bench.layers import fit_alignment, fit_stage_scales
+
+    log = log or logging.getLogger("slimrt.latency_table")
+    if fit not in FITS:
+        raise ValueError(f"unknown fit {fit!r}: one of {', '.join(FITS)}")
+    kinds = {"align": ["align"], "stages": ["stages"], "best": ["align", "stages"]}[fit]
+    fitted: list[LatencyTable] = []
+    for kind in kinds:
+        try:
+            t = fit_alignment(table, samples) if kind == "align" else fit_stage_scales(table, samples)
+        except ValueError as e:
+            log.warning("latency table: %s fit on %d networks failed (%s)", "alignment" if kind == "align"
+                        else "stage-scale", len(samples), e)  # fmt: skip
+            continue
+        fitted.append(t)
+        log.info("latency table: %s fit, leave-one-out median error %.1f%%, max %.1f%% over %d networks",
+                 "alignment" if kind == "align" else "stage-scale", 100 * t.fit["loo_median_rel_error"],
+                 100 * t.fit["loo_max_rel_error"], len(samples))  # fmt: skip
+    if not fitted:
+        log.warning("latency table: keeping the two-point calibration")
         return table
-    log.info("latency table: alignment %d, aligned scale %.3f, other scale %.3f, leave-one-out median error %.1f%% "
-             "over %d networks", fitted.align, fitted.aligned_scale, fitted.scale,
-             100 * fitted.fit["loo_median_rel_error"], len(samples))  # fmt: skip
-    return fitted
+    best = min(fitted, key=lambda t: (t.fit["loo_median_rel_error"], t.fit["loo_max_rel_error"]))
+    if len(fitted) > 1:
+        best = best.model_copy(update={"fit": {**best.fit, "chosen_over": ",".join(
+            f"{t.fit['kind']}:{t.fit['loo_median_rel_error']:.4f}" for t in fitted if t is not best)}})
+    return best
 
 
 def latency_table(
@@ -135,6 +165,11 @@ def latency_table(
         min=0, help="Also measure this many whole networks end to end (uniform and random widths) and refit the "
                     "table's scales with channel alignment: layers whose channel counts are multiples of the SIMD "
                     "block run faster inside a network than alone (0: off; 12 or more recommended).")] = 0,  # fmt: skip
+    fit: Annotated[str, typer.Option(
+        help="How --calibrate refits the table: 'align' (a scale for layers whose channel counts are multiples of "
+             "the SIMD block, one for the rest), 'stages' (one scale per input resolution: the layers of a stage "
+             "share activations and layout conversions), or 'best' (both; the lower leave-one-out median error "
+             "on the measured networks is kept).")] = "align",  # fmt: skip
     out: Annotated[Path, typer.Option("-o", "--out", help="Where to write the table (JSON).")] = Path(
         "latency-table.json"
     ),
@@ -155,6 +190,10 @@ def latency_table(
     from slimrt.errors import ConfigError
     from slimrt.io import atomic_write_text
 
+    if fit not in FITS:
+        raise ConfigError(f"--fit must be one of {', '.join(FITS)}, got {fit!r}")
+    if fit != "align" and calibrate == 0:
+        raise ConfigError(f"--fit {fit} refits the table on whole networks: give --calibrate N (12 or more)")
     prof = load_device_profile(device)
     if model is not None:
         from slimrt.train.checkpoint import load_checkpoint
@@ -171,9 +210,15 @@ def latency_table(
     else:
         raise ConfigError("usage: slimrt latency-table MODEL.pt -o table.json (or --arch NAME --in-channels ...)")
     table = measure_net_table(net, prof, group_size=group_size, min_units=min_units, threads=threads, runs=runs,
-                              batch_size=batch_size, calibrate=calibrate, progress=True)  # fmt: skip
+                              batch_size=batch_size, calibrate=calibrate, fit=fit,
+                              progress=True)  # fmt: skip
     atomic_write_text(out, table.model_dump_json(indent=1))
-    if table.fit:
+    if table.fit and table.stage_scales is not None:
+        scales = ", ".join(f"{st} {v:.3f}" for st, v in table.stage_scales.items())
+        Console().print(f"stage-scale fit on {table.fit['networks']} networks: {scales}; leave-one-out median error "
+                        f"{100 * float(table.fit['loo_median_rel_error']):.1f}%, max "
+                        f"{100 * float(table.fit['loo_max_rel_error']):.1f}%", highlight=False)  # fmt: skip
+    elif table.fit:
         Console().print(f"alignment fit on {table.fit['networks']} networks: channels in multiples of {table.align} "
                         f"scale {table.aligned_scale:.3f}, others {table.scale:.3f}; leave-one-out median error "
                         f"{100 * float(table.fit['loo_median_rel_error']):.1f}%", highlight=False)  # fmt: skip

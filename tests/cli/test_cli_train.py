@@ -112,18 +112,28 @@ def test_latency_table_calibrated_on_whole_networks(tmp_path):
     assert all(w[g] % 4 == 0 and 0 < w[g] <= groups[g] for w in nets[4:] for g in w)  # random, on the unit grid
     table = tmp_path / "t.json"
     res = CliRunner().invoke(app, ["latency-table", "--arch", "resnet20", "--in-channels", "1", "--image-size", "8",
-                                   "--runs", "3", "--threads", "1", "--calibrate", "7", "-o", str(table)])  # fmt: skip
+                                   "--runs", "3", "--threads", "1", "--calibrate", "7", "--fit", "best",
+                                   "-o", str(table)])  # fmt: skip
     assert res.exit_code == 0, res.output
     t = LatencyTable.model_validate_json(table.read_text())
-    # on real (noisy) timings the fit may be rejected (a scale <= 0): then the two-point calibration stays
+    # on real (noisy) timings a fit may be rejected (a scale <= 0): the other one, or the two-point calibration, stays
     if t.fit is not None:
         # full + 7 calibration networks, + the plain-layout network where this CPU has a blocked layout
         assert t.fit["networks"] == 8 + (t.plain_widths is not None)
-        assert t.align in (8, 16) and t.aligned_scale > 0 and "alignment fit" in res.output
+        if t.fit["kind"] == "stages":  # resnet20 at 8x8: three resolution stages
+            assert set(t.stage_scales) == {"8x8", "4x4", "2x2"} and t.align is None and "stage-scale fit" in res.output
+        else:
+            assert t.fit["kind"] == "alignment" and t.stage_scales is None
+            assert t.align in (8, 16) and t.aligned_scale > 0 and "alignment fit" in res.output
+        assert 0 < t.predict_ms({}) < 100
     else:
-        assert t.align is None and t.aligned_scale is None
+        assert t.align is None and t.aligned_scale is None and t.stage_scales is None
     res = CliRunner().invoke(app, ["latency-table", "--arch", "resnet20", "--calibrate", "-1", "-o", str(table)])
     assert res.exit_code != 0 and "--calibrate" in res.output
+    for args, says in ((["--fit", "stages"], "give --calibrate N"), (["--calibrate", "7", "--fit", "magic"],
+                                                                      "--fit must be one of align, stages, best")):
+        res = CliRunner().invoke(app, ["latency-table", "--arch", "resnet20", *args, "-o", str(tmp_path / "no.json")])
+        assert res.exit_code != 0 and says in str(res.exception) and not (tmp_path / "no.json").exists(), res.output
 
 
 def test_latency_table_then_train_with_latency_cost(tmp_path):

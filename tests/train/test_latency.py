@@ -304,3 +304,64 @@ def test_plain_layout_rule_matches_onnx_runtimes_optimized_graphs(tmp_path):
     counts = [(len(t.plain_layers(w)), _ort_plain_convs(net, w, tmp_path)) for w in nets]
     assert [p for p, _ in counts] == [o for _, o in counts]
     assert len({o for _, o in counts}) == 4  # the set exercises the rule (none, a few, most plain)
+
+
+def _two_stage_table() -> LatencyTable:
+    g = [4, 8, 12, 16, 24, 32]
+    ms = [[0.001 * i * o + 0.01 for o in g] for i in g]
+    parts = [LatencyPart(key="conv3x3s1p1-16x32@16x16-g4x4", in_grid=g, out_grid=g, ms=ms),
+             LatencyPart(key="conv3x3s2p1-32x32@8x8-g4x4", in_grid=g, out_grid=g, ms=ms),
+             LatencyPart(key="linear-32x10-g4x1", in_grid=g, out_grid=[10], ms=[[0.001] for _ in g])]
+    layers = [LatencyLayer(name="c1", part=parts[0].key, inputs=[("g1", 16)], outputs=[("g2", 32)]),
+              LatencyLayer(name="c2", part=parts[1].key, inputs=[("g2", 32)], outputs=[("g3", 32)]),
+              LatencyLayer(name="fc", part=parts[2].key, inputs=[("g3", 32)], outputs=[("out", 10)])]  # fmt: skip
+    return table(parts, layers, {"g1": 16, "g2": 32, "g3": 32, "out": 10}, fixed=0.05)
+
+
+_NETS = [{"g1": a, "g2": b, "g3": c} for a in (4, 8, 12, 16) for b in (8, 12, 32) for c in (12, 32)]
+
+
+def test_fit_stage_scales_recovers_one_scale_per_stage_and_refuses_what_it_cannot_fit():
+    from slimrt.bench.layers import fit_stage_scales
+
+    t = _two_stage_table()
+    truth = t.model_copy(update={"stage_scales": {"16x16": 0.5, "8x8": 1.2}, "other_ms": 0.02})
+    samples = [(w, truth.predict_ms(w)) for w in _NETS]
+    fitted = fit_stage_scales(t.model_copy(update={"align": 8, "aligned_scale": 0.7, "scale": 1.3}), samples)
+    assert fitted.stage_scales == {"16x16": pytest.approx(0.5), "8x8": pytest.approx(1.2)}
+    assert fitted.other_ms == pytest.approx(0.02) and fitted.align is None and fitted.aligned_scale is None
+    assert fitted.fit["kind"] == "stages" and fitted.fit["networks"] == len(_NETS)
+    assert fitted.fit["loo_max_rel_error"] < 1e-9 and fitted.parts == t.parts
+    assert all(fitted.predict_ms(w) == pytest.approx(truth.predict_ms(w)) for w in _NETS + [{"g1": 4}])
+    again = LatencyTable.model_validate_json(fitted.model_dump_json())  # the schema accepts what the fit writes
+    assert again.predict_ms({"g2": 12}) == pytest.approx(truth.predict_ms({"g2": 12}))
+    with pytest.raises(ValueError, match="at least 5"):
+        fit_stage_scales(t, samples[:4])
+    with pytest.raises(ValueError, match="not positive"):  # the first stage faster the wider it is: no such device
+        fit_stage_scales(t, [(w, 1.0 - 0.5 * t.stage_ms(w)["16x16"]) for w in _NETS])
+    with pytest.raises(ValueError, match="cannot separate"):  # every network the same: one equation
+        fit_stage_scales(t, [samples[0]] * 6)
+    with pytest.raises(ValueError, match="no layer with a spatial input"):
+        fit_stage_scales(_grid_table(), samples)
+
+
+def test_refit_best_keeps_whichever_fit_predicts_the_networks_better(caplog):
+    from slimrt.cli.latency_table import refit
+
+    t = _two_stage_table()
+    by_stage = t.model_copy(update={"stage_scales": {"16x16": 0.5, "8x8": 1.2}, "other_ms": 0.02})
+    by_align = t.model_copy(update={"align": 8, "aligned_scale": 0.6, "scale": 1.4, "other_ms": 0.02})
+    for truth, kind in ((by_stage, "stages"), (by_align, "alignment")):
+        samples = [(w, truth.predict_ms(w)) for w in _NETS]
+        best = refit(t, samples, "best")
+        assert best.fit["kind"] == kind, best.fit
+        other = "alignment" if kind == "stages" else "stages"
+        assert best.fit["chosen_over"].startswith(other + ":")
+        assert all(best.predict_ms(w) == pytest.approx(truth.predict_ms(w)) for w in _NETS)
+        assert refit(t, samples, "align").fit["kind"] == "alignment"
+        assert refit(t, samples, "stages").fit["kind"] == "stages"
+    # a fit that fails is a warning and the table comes back as it was
+    bad = [(w, 1.0 - 0.5 * t.stage_ms(w)["16x16"]) for w in _NETS]
+    assert refit(t, bad, "stages") == t and "stage-scale fit on 24 networks failed" in caplog.text
+    with pytest.raises(ValueError, match="unknown fit"):
+        refit(t, bad, "magic")
