@@ -182,6 +182,8 @@ def latency_table(
 
     Example: slimrt latency-table --arch resnet20 --in-channels 1 --image-size 28 -o table.json
 
+    Refitted on 16 whole networks: ... --calibrate 16 --fit best -o table.json
+
     Then: slimrt train ... --cost latency --latency-table table.json
     """
     from rich.console import Console
