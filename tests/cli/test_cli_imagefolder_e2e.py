@@ -87,11 +87,17 @@ def test_png_class_folders_train_export_serve_and_plain_state_dict_init(tmp_path
     data = load_dataset(str(folder), image_options={"input_size": 16, "mean": list(ck.mean), "std": list(ck.std)})
     x, y = data.x_test.numpy().astype(np.float32), data.y_test.numpy()
     with SlimRuntime(art, budget_ms=1e3, device="cpu") as rt:
-        full = rt.manifest.subnets[0]
         labels = rt.labels
-        correct = sum(int(np.argmax(rt(x[i : i + 1])[0]) == y[i]) for i in range(len(y)))
-    assert 100.0 * correct / len(y) == pytest.approx(full.test_accuracy, abs=1.01)  # <= 1 near-tie
-    assert full.test_accuracy > 30  # learned something from the PNG files (chance: 10%)
+        served, correct = set(), 0
+        for i in range(len(y)):
+            served.add(rt.active_name)
+            correct += int(np.argmax(rt(x[i : i + 1])[0]) == y[i])
+        # a roomy budget serves the most accurate sub-net throughout; with 300 training images that need not be the
+        # largest one (on an Intel Xeon the half-MACs sub-net scored 53% against the full network's 50%)
+        assert len(served) == 1, served
+        best = next(s for s in rt.manifest.subnets if s.name in served)
+    assert 100.0 * correct / len(y) == pytest.approx(best.test_accuracy, abs=1.01)  # <= 1 near-tie
+    assert best.test_accuracy > 30  # learned something from the PNG files (chance: 10%)
     assert labels == pre["classes"] and data.preprocess["classes"] == labels  # index i means the folder labels[i]
 
     # Second run: your own weights as a training script saves them (plain state_dict, DDP prefix, wrapped).
