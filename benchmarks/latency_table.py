@@ -11,6 +11,7 @@ Usage::
     python benchmarks/latency_table.py                # writes benchmarks/results/latency-table-resnet20.json
     python benchmarks/latency_table.py --score-table T.json ...   # also score stored tables on the same sub-nets
     python benchmarks/latency_table.py --rescore RESULT.json --score-table T.json   # no measurement: add to RESULT
+    python benchmarks/latency_table.py --calibrate 16 --fit best   # also the table refitted on 16 whole networks
 
 A stored table (``--score-table``, e.g. the one a search used) was measured at another time, so it is scored
 relative to the full network (:func:`ratio_errors`), which cancels a drift shared by every measurement.
@@ -19,12 +20,14 @@ relative to the full network (:func:`ratio_errors`), which cancels a drift share
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import statistics
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
@@ -92,6 +95,20 @@ def full_spread(rows: list[dict]) -> dict:
     return {"min_ms": min(v), "median_ms": statistics.median(v), "max_ms": max(v), "max_over_min": max(v) / min(v)}
 
 
+def calibrated_scores(rows: list[dict], table: Any, pred: dict[str, float], args: argparse.Namespace,
+                      seconds: float) -> dict:  # fmt: skip
+    """The calibrated ``table``'s errors (its predictions ``pred`` by sub-net name) on the measured ``rows``
+    (absolute, and relative to the full network of the same measurement), with the fit it kept; ``rows`` are the
+    random sub-nets the table measured here is judged on."""
+    scored = [{**r, "predicted_ms": pred[r["name"]]} for r in rows]
+    errs = [abs(pred[r["name"]] / r["measured_p50_ms"] - 1) for r in rows if r["name"] != "full"]
+    return {"networks": table.fit["networks"] if table.fit else 0, "requested": args.calibrate, "fit_asked": args.fit,
+            "fit": table.fit or {"kind": "none (every fit failed: the two-point calibration is kept)"},
+            "seconds": seconds, "median_rel_error": statistics.median(errs), "max_rel_error": max(errs),
+            "relative_to_full": ratio_errors(scored), "predicted_ms": pred,
+            "table": json.loads(table.model_dump_json())}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--subnets", type=int, default=24)
@@ -101,9 +118,20 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--out", type=Path, default=RESULTS)
     p.add_argument("--score-table", type=Path, action="append", default=[], metavar="TABLE",
                    help="a stored latency table (JSON) to score on the same sub-nets, relative to the full network")
+    p.add_argument("--calibrate", type=int, default=0, metavar="N",
+                   help="also refit the table measured here on N whole networks measured end to end in the same "
+                        "window (as slimrt latency-table --calibrate N: never the random sub-nets judged) and score "
+                        "it on the same sub-nets ('calibrated' in the results)")
+    p.add_argument("--fit", default="best", help="how --calibrate refits: align, stages or best (default best)")
     p.add_argument("--rescore", type=Path, default=None, metavar="RESULT",
                    help="no measurement: score the --score-table tables on the sub-nets of this results file")
     args = p.parse_args(argv)
+    from slimrt.cli.latency_table import FITS
+
+    if args.calibrate < 0:
+        p.error(f"--calibrate must be >= 0, got {args.calibrate}")
+    if args.fit not in FITS:
+        p.error(f"--fit must be one of {', '.join(FITS)}, got {args.fit!r}")
     for t in args.score_table:
         if not t.is_file():
             p.error(f"--score-table {t}: no such file")
@@ -122,7 +150,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     from slimrt.bench import load_device_profile
     from slimrt.bench.layers import _runner
-    from slimrt.cli.latency_table import measure_net_table
+    from slimrt.cli.latency_table import _calibrate, measure_net_table
     from slimrt.exporters.onnx import export_module
     from slimrt.fingerprint import cpu_model
     from slimrt.runtime.measure import measure_latency
@@ -134,6 +162,12 @@ def main(argv: list[str] | None = None) -> dict:
     t0 = time.perf_counter()
     table = measure_net_table(net, prof, threads=args.threads, runs=args.runs)
     t_table = time.perf_counter() - t0
+    calibrated = t_cal = None
+    if args.calibrate:
+        t0 = time.perf_counter()
+        kw = {"threads": args.threads, "runs": args.runs}
+        calibrated = _calibrate(net, table, prof, args.calibrate, 8, 4, kw, args.fit)
+        t_cal = time.perf_counter() - t0
 
     specs = [net.full_spec("full")]
     draws = random_unit_grid_widths(net, args.subnets, args.seed)
@@ -201,12 +235,21 @@ def main(argv: list[str] | None = None) -> dict:
         "latency_range_measured": [min(r["measured_p50_ms"] for r in rows), max(r["measured_p50_ms"] for r in rows)],
         "rows": rows,
     }
+    if calibrated is not None:
+        cal_pred = {s.name: calibrated.predict_ms(net.widths(s)) for s in specs}
+        result["calibrated"] = calibrated_scores(rows, calibrated, cal_pred, args, t_cal)
     if args.score_table:
         result["stored_tables"] = score_tables(rows, args.score_table, net)
     write_results(args.out, result)
     _print_stored(result)
     bf = result["beside_full"]
     print(f"beside the full network: median {100 * bf['median_rel_error']:.1f}%  max {100 * bf['max_rel_error']:.1f}%")
+    if calibrated is not None:
+        c = result["calibrated"]
+        print(f"calibrated on {c['networks']} networks ({c['fit']['kind']} fit): relative to the full network "
+              f"median {100 * c['relative_to_full']['median_rel_error']:.1f}%  max "
+              f"{100 * c['relative_to_full']['max_rel_error']:.1f}%; absolute median "
+              f"{100 * c['median_rel_error']:.1f}%  max {100 * c['max_rel_error']:.1f}%")
     print(f"all interleaved: median {100 * result['median_rel_error']:.1f}%  max {100 * result['max_rel_error']:.1f}%  "
           f"over {len(errs)} sub-nets; load {load_before} -> {result['machine']['load_avg_after']}; -> {args.out}")
     return result

@@ -67,3 +67,31 @@ def test_rescore_scores_a_stored_table_relative_to_the_full_network(tmp_path, ca
     assert "stored table latency-table-cpu.json" in capsys.readouterr().out
     with pytest.raises(SystemExit):
         main(["--rescore", str(result)])  # nothing to score
+
+
+def test_calibration_networks_are_never_the_random_sub_nets_the_benchmarks_judge() -> None:
+    """``slimrt latency-table --calibrate N`` fits on its own random networks; the table's benchmark and the
+    aggregate's probes draw theirs from the same seed, so the two streams must differ (they once coincided)."""
+    import torch
+
+    from _common import random_unit_grid_widths
+    from slimrt.cli.latency_table import calibration_widths
+    from slimrt.models.registry import create_model
+    from slimrt.train.dynamic import DynamicNet
+
+    net = DynamicNet(create_model("resnet20", in_channels=1, num_classes=10), torch.zeros(1, 1, 28, 28))
+    cal = calibration_widths(net, 16)
+    assert len(cal) == 16 and cal == calibration_widths(net, 16)  # reproducible
+    groups = {g.name: g.channels for g in net.prunable_groups}
+    randoms = cal[8:]
+    assert all(set(w) == set(groups) and all(0 < w[g] <= groups[g] for g in groups) for w in randoms)
+    probes = random_unit_grid_widths(net, 24, 0)
+    assert not [w for w in randoms if w in probes]
+    assert len({tuple(sorted(w.items())) for w in randoms}) > 1
+
+
+@pytest.mark.parametrize("argv", [["--fit", "nope"], ["--calibrate", "-1"]])
+def test_calibrate_options_are_checked_before_anything_is_measured(argv, capsys) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and ("--fit" in capsys.readouterr().err or "--calibrate" in argv)
