@@ -208,10 +208,13 @@ def export_architectures(archs: dict[str, dict[str, int]], arch: str, arch_kwarg
 
 def measure_architectures(
     archs: dict[str, dict[str, int]], arch: str, arch_kwargs: dict[str, Any], input_shape: tuple[int, ...],
-    export_cache: Path | None = None,
+    export_cache: Path | None = None, threads: int | None = None, block: int = 1,
 ) -> tuple[dict[str, dict[str, float]], dict[str, Any]]:
     """Batch-1 and batch-32 p50/p95 (ms) of every architecture, one interleaved run per batch size (exports reused
-    from ``export_cache`` when given, see :func:`export_architectures`)."""
+    from ``export_cache`` when given, see :func:`export_architectures`), with ``threads`` intra-op threads (default:
+    the ``cpu`` device profile's). ``block`` > 1: each architecture is called that many times in a row per round,
+    its first call untimed (:func:`slimrt.runtime.measure.measure_latency`), over ``ceil(runs / block)`` rounds, so a
+    window makes as many calls as with ``block`` 1."""
     import numpy as np
 
     from slimrt.backends import RunnerOptions, create_runner
@@ -220,6 +223,7 @@ def measure_architectures(
     from slimrt.runtime.measure import measure_latency
 
     profile = load_device_profile("cpu")
+    threads = profile.threads if threads is None else threads
     out: dict[str, dict[str, float]] = {k: {} for k in archs}
     with tempfile.TemporaryDirectory(prefix="slimrt-latency-") as tmp:
         paths = export_architectures(archs, arch, arch_kwargs, input_shape, export_cache or Path(tmp))
@@ -227,15 +231,15 @@ def measure_architectures(
         runners = {}
         try:
             for key, path in paths.items():
-                opts = RunnerOptions(device="cpu", threads=profile.threads, input_name=INPUT_NAME,
+                opts = RunnerOptions(device="cpu", threads=threads, input_name=INPUT_NAME,
                                      output_name=OUTPUT_NAME)  # fmt: skip
                 runners[key] = create_runner("onnxruntime", path, opts)
                 runners[key].load()
             for b in BATCHES:
                 x = np.random.default_rng(0).standard_normal((b, *input_shape)).astype(np.float32)
                 t0 = time.perf_counter()
-                lat = measure_latency(runners, x, warmup=profile.warmup, runs=profile.runs,
-                                      duration_s=profile.duration_s * (4 if b > 1 else 2))  # fmt: skip
+                lat = measure_latency(runners, x, warmup=profile.warmup, runs=-(-profile.runs // block),
+                                      duration_s=profile.duration_s * (4 if b > 1 else 2), block=block)  # fmt: skip
                 log.info("batch %d: %d architectures in %.0f s", b, len(runners), time.perf_counter() - t0)
                 for key, s in lat.items():
                     out[key][f"b{b}_p50"] = s.p50_ms
@@ -244,9 +248,13 @@ def measure_architectures(
         finally:
             for r in runners.values():
                 r.close()
-    protocol = {"backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "threads": profile.threads,
+    protocol = {"backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "threads": threads,
                 "warmup": profile.warmup, "runs": profile.runs, "batches": list(BATCHES),
                 "interleaved": "round-robin over every architecture, rotating order"}  # fmt: skip
+    if block > 1:
+        protocol["block"] = block
+        protocol["interleaved"] = (f"round-robin over every architecture, rotating order, {block} calls in a row each "
+                                   "(the first untimed)")  # fmt: skip
     return out, protocol
 
 
@@ -582,6 +590,13 @@ def _on_grid(units: list[int] | None, width: int) -> bool:
     return True if units is None else width in units
 
 
+def output_stem(threads: int | None, block: int = 1) -> str:
+    """File stem of an aggregate's outputs: ``aggregate`` with the ``cpu`` profile's threads and one call per
+    architecture per round, else ``aggregate-threads<N>``, ``aggregate-block<B>`` or both, so a series measured
+    another way never mixes with the standard one."""
+    return "aggregate" + ("" if threads is None else f"-threads{threads}") + ("" if block == 1 else f"-block{block}")
+
+
 def previous_windows(path: Path, mach: dict[str, Any]) -> list[dict[str, Any]]:
     """The latency windows an earlier aggregate (``path``) stored, if it was measured on the same kind of machine
     (CPU model and core count); an aggregate from before windows were kept counts as one window."""
@@ -764,12 +779,16 @@ def read_runs(results: Path) -> dict[str, dict[int, dict[str, Any]]]:
 
 
 def aggregate(results: Path, command: str, fresh_latency: bool = False, measure: bool = True,
-              export_cache: Path | None = None, export_only: bool = False) -> int:  # fmt: skip
+              export_cache: Path | None = None, export_only: bool = False,
+              threads: int | None = None, block: int = 1) -> int:  # fmt: skip
     """Read the run files in ``results``, measure latency here (one more window: the median over this and the
     earlier windows of the same kind of machine is what the tables read, unless ``fresh_latency``), write
     aggregate.{json,md,png}. Without ``measure``, the stored windows alone: every architecture of the run files
     must have been measured in one of them (SystemExit naming the missing ones otherwise). ``export_cache``: a
-    folder of reused exports; with ``export_only``, fill it and write nothing else."""
+    folder of reused exports; with ``export_only``, fill it and write nothing else. ``threads``: measure with that
+    many ONNX Runtime threads instead of the ``cpu`` profile's; ``block``: calls in a row per architecture (see
+    :func:`measure_architectures`). Either makes a series of windows of its own, written to
+    ``aggregate-threads<N>-block<B>.{json,md,png}`` (:func:`output_stem`)."""
     runs = read_runs(results)
     if not runs:
         raise SystemExit(f"no run files (<method>-seed<k>.json) in {results}")
@@ -791,13 +810,15 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
         return 0
     load = os.getloadavg()
     mach = machine()
-    windows = [] if fresh_latency else previous_windows(results / "aggregate.json", mach)
+    stem = output_stem(threads, block)
+    windows = [] if fresh_latency else previous_windows(results / f"{stem}.json", mach)
     if measure:
-        now, protocol = measure_architectures(measured, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache)
+        now, protocol = measure_architectures(measured, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache,
+                                              threads, block)  # fmt: skip
         windows.append({"finished": time.strftime("%Y-%m-%dT%H:%M:%S"), "load_average_at_start": load,
                         "latency": now})  # fmt: skip
     else:
-        protocol = stored_protocol(results / "aggregate.json", archs, windows)
+        protocol = stored_protocol(results / f"{stem}.json", archs, windows)
     combined = combine_windows(windows)
     lat = {k: v for k, v in combined.items() if k in archs}
     probes = {k: w for k, w in probes.items() if k in combined}  # a stored reading has the probes it measured
@@ -824,7 +845,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
     payload["ablation"] = ablation(runs, families)
     payload["predictor_check"] = check  # the table the latency-cost searches used
     payload["predictor_checks"] = checks  # every table in the folder (later ones: the predictor as it improved)
-    write_results(results / "aggregate.json", payload)
+    write_results(results / f"{stem}.json", payload)
     sections = [f"### {fam} vs US-Nets{baseline_note(res)}\n\n{markdown(res)}" for fam, res in families.items()]
     for res in wider.values():
         sections += [f"### {fam} vs US-Nets{baseline_note(r)}\n\n{markdown(r)}\n\n{goals_line(r['goals'])}"
@@ -841,12 +862,13 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
                     f"its median over all windows scaled ({100 * v['unscaled']['median']:.1f}% / "
                     f"{100 * v['unscaled']['max']:.1f}% unscaled, {v['n']} architectures)"
                     for k, v in check["kinds"].items()) + " (`latency_scaling_check`).")
-    (results / "aggregate.md").write_text(f"Measured on {cpu_model()} ({os.cpu_count()} cores); latency: median of "
-                                          f"{len(windows)} measurement window(s), each scaled to the common speed "
-                                          "(`latency_window_speeds` in aggregate.json) "
-                                          f"({', '.join(str(w['finished']) for w in windows)}).{check_line}\n\n"
-                                          f"{table}\n")
-    plot(results / "aggregate.png", runs, lat)
+    threads_note = ("" if threads is None else f", ONNX Runtime with {threads} intra-op thread(s)") + (
+        "" if block == 1 else f", {block} calls in a row per architecture (the first untimed)")
+    (results / f"{stem}.md").write_text(
+        f"Measured on {cpu_model()} ({os.cpu_count()} cores){threads_note}; latency: median of {len(windows)} "
+        f"measurement window(s), each scaled to the common speed (`latency_window_speeds` in {stem}.json) "
+        f"({', '.join(str(w['finished']) for w in windows)}).{check_line}\n\n{table}\n")
+    plot(results / f"{stem}.png", runs, lat)
     print(table)
     print(json.dumps({fam: res["goals"] for fam, res in families.items()}, indent=2))
     for v, res in wider.items():

@@ -471,6 +471,13 @@ def parse_args(argv: list[str] | None = None):
                         "quiet window only measures)")  # fmt: skip
     p.add_argument("--export-only", action="store_true",
                    help="with --aggregate --export-cache DIR: export every architecture into DIR and stop")
+    p.add_argument("--latency-threads", type=int, default=None, metavar="N",
+                   help="with --aggregate: measure latency with N ONNX Runtime intra-op threads instead of the cpu "
+                        "profile's (its own series of windows and files: aggregate-threads<N>.json/.md/.png)")
+    p.add_argument("--latency-block", type=int, default=1, metavar="B",
+                   help="with --aggregate: call each architecture B times in a row per round and time all but the "
+                        "first (steady calls, as a runtime serves one sub-net; default 1: every call right after "
+                        "another architecture's); its own series of windows and files (aggregate-block<B>.*)")
     p.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     p.add_argument("--results", type=Path, default=RESULTS, help=f"run files and pre-trained weights ({RESULTS})")
     p.add_argument("--work-dir", type=Path, default=WORK, help=f"resume files of unfinished runs ({WORK})")
@@ -497,6 +504,12 @@ def parse_args(argv: list[str] | None = None):
         p.error("--export-only prepares a measurement and --stored-latency measures none: give one of them")
     if args.fresh_latency and args.stored_latency:
         p.error("--fresh-latency measures a new window and --stored-latency measures none: give one of them")
+    if (args.latency_threads is not None or args.latency_block != 1) and not args.aggregate:
+        p.error("--latency-threads and --latency-block apply to --aggregate")
+    if args.latency_block < 1:
+        p.error(f"--latency-block must be >= 1, got {args.latency_block}")
+    if args.latency_threads is not None and args.latency_threads < 1:
+        p.error(f"--latency-threads must be >= 1, got {args.latency_threads}")
     if args.max_minutes is not None and args.max_minutes < 0:
         p.error(f"--max-minutes must be >= 0, got {args.max_minutes}")
     return args
@@ -527,7 +540,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     argv = sys.argv[1:] if argv is None else argv
     command = "python benchmarks/accuracy.py " + " ".join(shlex.quote(a) for a in argv)
-    what = "aggregate" if args.aggregate else f"{args.method}-seed{args.seed}"
+    what = f"{args.method}-seed{args.seed}"
+    if args.aggregate:
+        from accuracy_aggregate import output_stem
+
+        what = output_stem(args.latency_threads, args.latency_block)
     setup_logging(args.work_dir / f"{what}.log")
     import torch
 
@@ -542,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
 
             return aggregate(args.results, command, fresh_latency=args.fresh_latency,
                              measure=not args.stored_latency, export_cache=args.export_cache,
-                             export_only=args.export_only)  # fmt: skip
+                             export_only=args.export_only, threads=args.latency_threads,
+                             block=args.latency_block)  # fmt: skip
         independent = args.method.startswith("independent")
         if independent:
             from accuracy_independent import progressive_run, run_independent

@@ -45,6 +45,7 @@ def measure_latency(
     runs: int = 100,
     duration_s: float | None = None,
     min_runs: int = 10,
+    block: int = 1,
 ) -> dict[str, SubnetLatency]:
     """Latency of every runner on input ``x``: ``warmup`` untimed rounds, then up to ``runs`` timed rounds.
 
@@ -55,17 +56,24 @@ def measure_latency(
         runs: timed rounds (each round calls every runner once, in rotating order).
         duration_s: stop timing after this many seconds once every runner has ``min_runs`` samples.
         min_runs: floor on timed rounds when ``duration_s`` cuts the measurement short.
+        block: calls per runner per round. With 1 every call is timed, right after another runner's (with many
+            runners, on caches the others have filled). With ``block`` > 1 each runner is called ``block`` times in a
+            row and the first call of each block, which pays the switch, is not timed: the steady latency of a
+            runner served call after call, as a runtime serves, still interleaved against the machine's drift.
     """
     if not runners:
         raise ValueError("nothing to measure")
     if runs < 1:
         raise ValueError(f"runs must be >= 1, got {runs}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     names = list(runners)
     fns = [r.infer if isinstance(r, Runner) else r for r in runners.values()]
     for _ in range(max(warmup, 0)):
         for f in fns:
             f(x)
-    samples = np.zeros((len(fns), runs), dtype=np.int64)
+    timed = max(block - 1, 1)
+    samples = np.zeros((len(fns), runs * timed), dtype=np.int64)
     clock = time.perf_counter_ns
     deadline = None if duration_s is None else clock() + int(duration_s * 1e9)
     k = len(fns)
@@ -73,12 +81,15 @@ def measure_latency(
     for r in range(runs):
         for j in range(k):
             i = (r + j) % k  # rotate the order so no sub-net always follows the same one
-            t0 = clock()
-            fns[i](x)
-            samples[i, r] = clock() - t0
+            if block > 1:
+                fns[i](x)  # the switch to this runner: not timed
+            for b in range(timed):
+                t0 = clock()
+                fns[i](x)
+                samples[i, r * timed + b] = clock() - t0
         done = r + 1
         if deadline is not None and done >= min_runs and clock() > deadline:
             break
     if done < runs:
         log.info("latency measurement stopped after %d of %d rounds (duration limit %.1fs)", done, runs, duration_s)
-    return {n: summarize(n, samples[i, :done] / 1e6) for i, n in enumerate(names)}
+    return {n: summarize(n, samples[i, : done * timed] / 1e6) for i, n in enumerate(names)}

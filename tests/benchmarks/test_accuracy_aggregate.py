@@ -395,6 +395,46 @@ def test_stored_latency_aggregates_new_run_files_without_measuring(tmp_path, mon
     assert (tmp_path / "aggregate.md").is_file() and (tmp_path / "aggregate.png").is_file()
 
 
+def test_another_thread_count_or_block_is_a_series_of_its_own(tmp_path, monkeypatch):
+    """``--latency-threads N`` / ``--latency-block B`` read and write aggregate-threads<N>-block<B>.*, never the
+    standard series' aggregate.json."""
+    import accuracy_aggregate
+    from accuracy_aggregate import output_stem
+    from accuracy_standard import main
+
+    assert [output_stem(None), output_stem(1), output_stem(None, 5), output_stem(2, 5)] == [
+        "aggregate", "aggregate-threads1", "aggregate-block5", "aggregate-threads2-block5"]  # fmt: skip
+    _stored_results(tmp_path, measured_keys=[*LAT, *map(arch_key, PROG_WIDTHS)])
+    standard = tmp_path / "aggregate.json"
+    series = json.loads(standard.read_text())
+    series["latency_protocol"] = {"backend": "onnxruntime", "threads": 1, "block": 5}
+    (tmp_path / "aggregate-threads1-block5.json").write_text(json.dumps(series))
+    standard.write_text(json.dumps({**json.loads(standard.read_text()), "latency_windows": []}))
+    before = standard.read_text()
+    monkeypatch.setattr(accuracy_aggregate, "measure_architectures", None)
+    args = ["--aggregate", "--stored-latency", "--results", str(tmp_path), "--work-dir", str(tmp_path / "w")]
+    with pytest.raises(SystemExit, match="holds no latency window"):
+        main(args)  # the standard series has none: the other series' windows are not read
+    assert main([*args, "--latency-threads", "1", "--latency-block", "5"]) == 0
+    out = json.loads((tmp_path / "aggregate-threads1-block5.json").read_text())
+    assert out["latency_protocol"] == {"backend": "onnxruntime", "threads": 1, "block": 5}
+    assert len(out["latency_windows"]) == 1 and out["families"]["progressive"]["per_seed"]
+    md = (tmp_path / "aggregate-threads1-block5.md").read_text()
+    assert "aggregate-threads1-block5.json" in md and (tmp_path / "aggregate-threads1-block5.png").is_file()
+    assert standard.read_text() == before and not (tmp_path / "aggregate.md").exists()
+    assert (tmp_path / "w" / "aggregate-threads1-block5.log").is_file()
+
+
+@pytest.mark.parametrize("argv", [["--latency-block", "0", "--aggregate"], ["--latency-threads", "0", "--aggregate"],
+                                  ["--latency-block", "5", "--method", "usnet"]])  # fmt: skip
+def test_latency_series_options_are_checked(argv, capsys):
+    from accuracy_standard import main
+
+    with pytest.raises(SystemExit) as e:
+        main(argv)
+    assert e.value.code == 2 and "--latency-" in capsys.readouterr().err
+
+
 def test_stored_latency_names_an_architecture_no_window_measured(tmp_path, monkeypatch):
     import accuracy_aggregate
     from accuracy_standard import main

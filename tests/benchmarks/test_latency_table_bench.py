@@ -73,8 +73,8 @@ def test_calibration_networks_are_never_the_random_sub_nets_the_benchmarks_judge
     """``slimrt latency-table --calibrate N`` fits on its own random networks; the table's benchmark and the
     aggregate's probes draw theirs from the same seed, so the two streams must differ (they once coincided)."""
     import torch
-
     from _common import random_unit_grid_widths
+
     from slimrt.cli.latency_table import calibration_widths
     from slimrt.models.registry import create_model
     from slimrt.train.dynamic import DynamicNet

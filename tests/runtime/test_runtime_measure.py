@@ -37,6 +37,38 @@ def test_measure_interleaves_and_rotates() -> None:
     assert timed == ["a", "b", "c", "b", "c", "a", "c", "a", "b"]
 
 
+def test_measure_in_blocks_times_the_steady_calls_not_the_switch(monkeypatch) -> None:
+    """``block`` > 1: each runner runs ``block`` times in a row and the first call, the switch, is not timed. A
+    virtual clock: a runner costs 5 ms on the call after another runner's and 1 ms on a repeated call."""
+    import slimrt.runtime.measure as measure
+
+    now = [0]
+    order: list[str] = []
+
+    class Clock:
+        @staticmethod
+        def perf_counter_ns() -> int:
+            return now[0]
+
+    def fn(name: str):
+        def call(x):
+            now[0] += 1_000_000 if order and order[-1] == name else 5_000_000
+            order.append(name)
+
+        return call
+
+    monkeypatch.setattr(measure, "time", Clock)
+    runners = {"a": fn("a"), "b": fn("b")}
+    cold = measure_latency(runners, np.zeros(1), warmup=0, runs=4)
+    assert cold["a"].runs == 4 and cold["a"].p50_ms == pytest.approx(5.0)  # every call follows the other runner
+    order.clear()
+    warm = measure_latency(runners, np.zeros(1), warmup=0, runs=4, block=3)
+    assert order[:6] == ["a"] * 3 + ["b"] * 3 and len(order) == 4 * 2 * 3
+    assert warm["a"].runs == 4 * 2 and warm["a"].p50_ms == pytest.approx(1.0) and warm["b"].p99_ms == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="block must be >= 1"):
+        measure_latency(runners, np.zeros(1), block=0)
+
+
 def test_measure_stops_at_duration_after_min_runs() -> None:
     def slow(_x: np.ndarray) -> None:
         time.sleep(0.005)
