@@ -10,6 +10,8 @@
     python benchmarks/accuracy.py --mode standard --aggregate --stored-latency   # the same, measuring nothing
     python benchmarks/accuracy.py --mode standard --aggregate --export-cache DIR --export-only   # beside training
     python benchmarks/accuracy.py --mode standard --aggregate --export-cache DIR   # then a quiet window that measures
+    python benchmarks/accuracy.py --mode standard --aggregate --export-cache DIR --latency-block 5 --latency-threads 1
+        # steady calls on one thread, as the runtime serves a sub-net: its own series (aggregate-threads1-block5.*)
 
 Protocol (issue 10): ResNet-20 on all 55,000 Fashion-MNIST training images (5,000 of the 60,000 carved out as the
 validation split that drives every search decision), the 10,000-image test set for reported numbers only.
