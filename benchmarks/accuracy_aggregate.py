@@ -250,12 +250,15 @@ def measure_architectures(
                 r.close()
     protocol = {"backend": "onnxruntime", "providers": ["CPUExecutionProvider"], "threads": threads,
                 "warmup": profile.warmup, "runs": profile.runs, "batches": list(BATCHES),
-                "interleaved": "round-robin over every architecture, rotating order"}  # fmt: skip
+                "interleaved": "round-robin over every architecture, rotating order" + block_words(block)}  # fmt: skip
     if block > 1:
         protocol["block"] = block
-        protocol["interleaved"] = (f"round-robin over every architecture, rotating order, {block} calls in a row each "
-                                   "(the first untimed)")  # fmt: skip
     return out, protocol
+
+
+def block_words(block: int) -> str:
+    """How a series with ``block`` calls in a row is described (empty for the standard one call per round)."""
+    return "" if block == 1 else f", {block} calls in a row per architecture (the first untimed)"
 
 
 # ------------------------------------------------------------------------------------------------------ output
@@ -862,8 +865,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
                     f"its median over all windows scaled ({100 * v['unscaled']['median']:.1f}% / "
                     f"{100 * v['unscaled']['max']:.1f}% unscaled, {v['n']} architectures)"
                     for k, v in check["kinds"].items()) + " (`latency_scaling_check`).")
-    threads_note = ("" if threads is None else f", ONNX Runtime with {threads} intra-op thread(s)") + (
-        "" if block == 1 else f", {block} calls in a row per architecture (the first untimed)")
+    threads_note = ("" if threads is None else f", ONNX Runtime with {threads} intra-op thread(s)") + block_words(block)
     (results / f"{stem}.md").write_text(
         f"Measured on {cpu_model()} ({os.cpu_count()} cores){threads_note}; latency: median of {len(windows)} "
         f"measurement window(s), each scaled to the common speed (`latency_window_speeds` in {stem}.json) "
