@@ -28,6 +28,7 @@ import itertools
 import json
 import logging
 import os
+import re
 import statistics
 import tempfile
 import time
@@ -600,6 +601,27 @@ def output_stem(threads: int | None, block: int = 1) -> str:
     return "aggregate" + ("" if threads is None else f"-threads{threads}") + ("" if block == 1 else f"-block{block}")
 
 
+def machine_slug(mach: dict[str, Any]) -> str:
+    """A file-name word for a kind of machine: its CPU model without trade marks and filler, and its core count
+    (``Intel(R) Xeon(R) Processor``, 2 cores -> ``intel-xeon-2c``)."""
+    words = re.sub(r"\((r|tm)\)|\b(processor|cpu|\d+-core)\b", " ", str(mach.get("cpu", "")).lower())
+    return "-".join([*re.findall(r"[a-z0-9]+", words), f"{mach.get('cores', 0)}c"])
+
+
+def series_stem(results: Path, stem: str, mach: dict[str, Any]) -> str:
+    """The stem of this machine's series: ``stem`` itself if ``results/<stem>.json`` is absent, unreadable or
+    measured on this kind of machine, else ``<stem>-<machine slug>`` (:func:`machine_slug`), so a session on
+    another CPU starts (or adds to) a series of its own instead of replacing the one stored."""
+    path = results / f"{stem}.json"
+    try:
+        old = json.loads(path.read_text()).get("machine", {}) if path.is_file() else None
+    except (OSError, ValueError, AttributeError):
+        old = None
+    if old is None or (old.get("cpu"), old.get("cores")) == (mach["cpu"], mach["cores"]):
+        return stem
+    return f"{stem}-{machine_slug(mach)}"
+
+
 def previous_windows(path: Path, mach: dict[str, Any]) -> list[dict[str, Any]]:
     """The latency windows an earlier aggregate (``path``) stored, if it was measured on the same kind of machine
     (CPU model and core count); an aggregate from before windows were kept counts as one window."""
@@ -791,7 +813,8 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
     folder of reused exports; with ``export_only``, fill it and write nothing else. ``threads``: measure with that
     many ONNX Runtime threads instead of the ``cpu`` profile's; ``block``: calls in a row per architecture (see
     :func:`measure_architectures`). Either makes a series of windows of its own, written to
-    ``aggregate-threads<N>-block<B>.{json,md,png}`` (:func:`output_stem`)."""
+    ``aggregate-threads<N>-block<B>.{json,md,png}`` (:func:`output_stem`); a series stored from another kind of
+    machine is kept, and this machine's goes to ``<stem>-<machine slug>.*`` (:func:`series_stem`)."""
     runs = read_runs(results)
     if not runs:
         raise SystemExit(f"no run files (<method>-seed<k>.json) in {results}")
@@ -813,7 +836,7 @@ def aggregate(results: Path, command: str, fresh_latency: bool = False, measure:
         return 0
     load = os.getloadavg()
     mach = machine()
-    stem = output_stem(threads, block)
+    stem = series_stem(results, output_stem(threads, block), mach)
     windows = [] if fresh_latency else previous_windows(results / f"{stem}.json", mach)
     if measure:
         now, protocol = measure_architectures(measured, cfg["arch"], arch_kwargs, (1, 28, 28), export_cache,

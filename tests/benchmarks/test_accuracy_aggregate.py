@@ -395,6 +395,23 @@ def test_stored_latency_aggregates_new_run_files_without_measuring(tmp_path, mon
     assert (tmp_path / "aggregate.md").is_file() and (tmp_path / "aggregate.png").is_file()
 
 
+def test_another_machine_adds_a_series_of_its_own_and_keeps_the_stored_one(tmp_path):
+    """A session on another CPU must not replace the series stored from the first one: its windows go to
+    ``<stem>-<machine slug>``, and the next session on that CPU adds to them."""
+    from accuracy_aggregate import machine_slug, series_stem
+
+    amd, intel = {"cpu": "AMD EPYC", "cores": 2}, {"cpu": "Intel(R) Xeon(R) Processor", "cores": 2}
+    assert machine_slug(intel) == "intel-xeon-2c"
+    assert machine_slug({"cpu": "AMD EPYC 7B13 64-Core Processor", "cores": 8}) == "amd-epyc-7b13-8c"
+    assert series_stem(tmp_path, "aggregate", intel) == "aggregate"  # nothing stored: the series starts here
+    (tmp_path / "aggregate.json").write_text(json.dumps({"machine": amd, "latency_windows": []}))
+    assert series_stem(tmp_path, "aggregate", amd) == "aggregate"
+    assert series_stem(tmp_path, "aggregate", intel) == "aggregate-intel-xeon-2c"
+    assert series_stem(tmp_path, "aggregate-block5", intel) == "aggregate-block5"  # that series is not stored yet
+    (tmp_path / "aggregate.json").write_text("{truncated")
+    assert series_stem(tmp_path, "aggregate", intel) == "aggregate"  # unreadable: previous_windows starts anew
+
+
 def test_another_thread_count_or_block_is_a_series_of_its_own(tmp_path, monkeypatch):
     """``--latency-threads N`` / ``--latency-block B`` read and write aggregate-threads<N>-block<B>.*, never the
     standard series' aggregate.json."""
