@@ -21,6 +21,7 @@ import multiprocessing as mp
 import os
 import time
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -274,6 +275,38 @@ def settle_index(values: list[float], ok: Any) -> int | None:
     return k if k < len(values) else None
 
 
+def _runs(seq: Sequence[str], cap: int = 40) -> list[list[Any]]:
+    """Run-length form of ``seq`` ([[value, count], ...], at most ``cap`` runs; the rest is dropped)."""
+    out: list[list[Any]] = []
+    for v in seq:
+        if out and out[-1][0] == v:
+            out[-1][1] += 1
+        elif len(out) < cap:
+            out.append([v, 1])
+        else:
+            break
+    return out
+
+
+def _excursions(highest: Sequence[float], above: Sequence[str], served: Sequence[str],
+                observed: Sequence[tuple[float, Any]], cap: int = 20) -> list[dict[str, Any]]:
+    """The post-storm calls, after the first one at which every estimate was <= 1.1, at which one exceeds 1.1
+    again: call number, the largest estimate, the thread counts above 1.1, the pair served and its call's time over
+    its profiled p50 (what a recovery that does not last is made of). At most ``cap``, the first ones."""
+    first = next((i for i, v in enumerate(highest) if v <= 1.1), None)
+    if first is None:
+        return []
+    out = []
+    for i in range(first, len(highest)):
+        if highest[i] > 1.1:
+            ms, lat = observed[i]
+            out.append({"call": i + 1, "highest": highest[i], "counts_above": above[i], "served": served[i],
+                        "observed_over_p50": ms / lat.p50_ms})  # fmt: skip
+            if len(out) >= cap:
+                break
+    return out
+
+
 def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: float | None, storm_procs: int = 8,
                    storm_s: float = 1.0, after_calls: int = 600) -> dict[str, Any]:
     """Issue 15's storm recovery: quiet calls, a storm of ``storm_procs`` busy processes for ``storm_s`` while the
@@ -322,6 +355,8 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                 highest: list[float] = []  # per post-storm call: the largest estimate over the thread counts
                 farthest: list[float] = []  # ... and the one farthest from 1.0 either way
                 served_est: list[float] = []  # ... the served count's estimate after the call
+                served: list[str] = []  # ... the (sub-net, threads) pair that ran it
+                above: list[str] = []  # ... the thread counts whose estimate exceeds 1.1 after it
                 observed: list[tuple[float, Any]] = []  # ... and the call's time with its pair's profiled latency
                 prof = rt.latency_profile
                 steady = rt.stats().steady_calls
@@ -336,6 +371,8 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                         ms, steady = max(ms, lat.p50_ms), now  # p50 before the estimate sees it (runtime.py)
                     observed.append((ms, lat))
                     served_est.append(rt.slowdowns[t])
+                    served.append(f"{name}@{'auto' if t is None else t}")
+                    above.append(",".join("auto" if c is None else str(c) for c, v in rt.slowdowns.items() if v > 1.1))
                     values = list(rt.slowdowns.values())
                     highest.append(max(values))
                     farthest.append(max(values, key=lambda v: abs(v - 1.0)))
@@ -355,6 +392,8 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     "calls_to_track": _plus1(settle_index(track, lambda e: e <= 0.1)),
                     "tracking_error_after_calls": {str(n): track[n - 1] for n in (1, 32, 100, 200)
                                                    if n <= len(track)},
+                    "served_runs": _runs(served),
+                    "excursions": _excursions(highest, above, served, observed),
                     "observed_over_profile_median_last_100": float(np.median([ms / lat.p50_ms
                                                                              for ms, lat in observed[-100:]])),
                 })  # fmt: skip

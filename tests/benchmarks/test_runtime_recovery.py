@@ -5,9 +5,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+import pytest
+
 sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "benchmarks"))
 
-from _adherence import settle_index  # noqa: E402
+from _adherence import _excursions, _runs, settle_index  # noqa: E402
 
 
 def test_settle_index_is_the_start_of_the_last_run_that_satisfies():
@@ -52,3 +54,21 @@ def test_tracking_errors_compare_each_estimate_with_what_came_next():
     # an estimate stuck high (the bug issue 15 reported) never settles
     stuck = tracking_errors([2.0] * 140, observed, window=8)
     assert settle_index(stuck, lambda e: e <= 0.1) is None
+
+
+def test_excursions_are_the_calls_after_the_first_recovery_that_go_above_again():
+    """What a recovery that does not last is made of: calls before the first clear are the storm's tail, not
+    excursions; later calls above 1.1 are listed with the pair served and the call's time over its profile."""
+    from types import SimpleNamespace
+
+    lat = SimpleNamespace(p50_ms=0.5)
+    highest = [3.0, 1.05, 1.0, 1.4, 1.0]
+    above = ["auto,1", "", "", "auto", ""]
+    served = ["w12@1", "w12@1", "w64@auto", "w64@auto", "w64@auto"]
+    observed = [(2.0, lat), (0.5, lat), (0.5, lat), (0.9, lat), (0.5, lat)]
+    ex = _excursions(highest, above, served, observed)
+    assert ex == [{"call": 4, "highest": 1.4, "counts_above": "auto", "served": "w64@auto",
+                   "observed_over_p50": pytest.approx(1.8)}]  # fmt: skip
+    assert _excursions([3.0, 2.0], ["1", "1"], ["a", "a"], observed[:2]) == []  # never cleared: nothing to list
+    assert _runs(served) == [["w12@1", 2], ["w64@auto", 3]]
+    assert _runs(["a", "b", "a", "b"], cap=2) == [["a", 1], ["b", 1]]
