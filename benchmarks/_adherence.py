@@ -275,6 +275,14 @@ def settle_index(values: list[float], ok: Any) -> int | None:
     return k if k < len(values) else None
 
 
+CLEAR_AT = 1.1  # a slowdown estimate at or below this is "back to the profile" (issue 15: within 10%)
+
+
+def _count_name(threads: int | None) -> str:
+    """A thread count as the results name it: ``auto`` for ONNX Runtime's default."""
+    return "auto" if threads is None else str(threads)
+
+
 def _runs(seq: Sequence[str], cap: int = 40) -> list[list[Any]]:
     """Run-length form of ``seq`` ([[value, count], ...], at most ``cap`` runs; the rest is dropped)."""
     out: list[list[Any]] = []
@@ -293,12 +301,12 @@ def _excursions(highest: Sequence[float], above: Sequence[str], served: Sequence
     """The post-storm calls, after the first one at which every estimate was <= 1.1, at which one exceeds 1.1
     again: call number, the largest estimate, the thread counts above 1.1, the pair served and its call's time over
     its profiled p50 (what a recovery that does not last is made of). At most ``cap``, the first ones."""
-    first = next((i for i, v in enumerate(highest) if v <= 1.1), None)
+    first = next((i for i, v in enumerate(highest) if v <= CLEAR_AT), None)
     if first is None:
         return []
     out = []
     for i in range(first, len(highest)):
-        if highest[i] > 1.1:
+        if highest[i] > CLEAR_AT:
             ms, lat = observed[i]
             out.append({"call": i + 1, "highest": highest[i], "counts_above": above[i], "served": served[i],
                         "observed_over_p50": ms / lat.p50_ms})  # fmt: skip
@@ -349,8 +357,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     rt(x)
                     storm_calls += 1
                     for t, v in rt.slowdowns.items():
-                        key = "auto" if t is None else str(t)
-                        peak[key] = max(peak.get(key, 0.0), v)
+                        peak[_count_name(t)] = max(peak.get(_count_name(t), 0.0), v)
                 storm.stop()
                 highest: list[float] = []  # per post-storm call: the largest estimate over the thread counts
                 farthest: list[float] = []  # ... and the one farthest from 1.0 either way
@@ -371,19 +378,19 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                         ms, steady = max(ms, lat.p50_ms), now  # p50 before the estimate sees it (runtime.py)
                     observed.append((ms, lat))
                     served_est.append(rt.slowdowns[t])
-                    served.append(f"{name}@{'auto' if t is None else t}")
-                    above.append(",".join("auto" if c is None else str(c) for c, v in rt.slowdowns.items() if v > 1.1))
+                    served.append(f"{name}@{_count_name(t)}")
+                    above.append(",".join(_count_name(c) for c, v in rt.slowdowns.items() if v > CLEAR_AT))
                     values = list(rt.slowdowns.values())
                     highest.append(max(values))
                     farthest.append(max(values, key=lambda v: abs(v - 1.0)))
                 track = tracking_errors(served_est, observed)
-                clear = settle_index(highest, lambda v: v <= 1.1)
+                clear = settle_index(highest, lambda v: v <= CLEAR_AT)
                 within = settle_index(farthest, lambda v: abs(v - 1.0) <= 0.1)
                 trials.append({
                     "busy_procs": procs,
-                    "slowdown_before": {("auto" if t is None else str(t)): v for t, v in before.items()},
+                    "slowdown_before": {_count_name(t): v for t, v in before.items()},
                     "storm_calls": storm_calls, "storm_peak_slowdown": peak,
-                    "calls_to_first_clear": next((i + 1 for i, v in enumerate(highest) if v <= 1.1), None),
+                    "calls_to_first_clear": next((i + 1 for i, v in enumerate(highest) if v <= CLEAR_AT), None),
                     "calls_to_clear": _plus1(clear),
                     "calls_to_settle_both_ways": _plus1(within),
                     "highest_slowdown_after_calls": {str(n): highest[n - 1] for n in (1, 50, 100, 200, 400, after_calls)

@@ -608,6 +608,11 @@ def machine_slug(mach: dict[str, Any]) -> str:
     return "-".join([*re.findall(r"[a-z0-9]+", words), f"{mach.get('cores', 0)}c"])
 
 
+def same_machine(stored: dict[str, Any], mach: dict[str, Any]) -> bool:
+    """Whether a stored aggregate's ``machine`` is this kind of machine (CPU model and core count)."""
+    return (stored.get("cpu"), stored.get("cores")) == (mach["cpu"], mach["cores"])
+
+
 def series_stem(results: Path, stem: str, mach: dict[str, Any]) -> str:
     """The stem of this machine's series: ``stem`` itself if ``results/<stem>.json`` is absent, unreadable or
     measured on this kind of machine, else ``<stem>-<machine slug>`` (:func:`machine_slug`), so a session on
@@ -617,7 +622,7 @@ def series_stem(results: Path, stem: str, mach: dict[str, Any]) -> str:
         old = json.loads(path.read_text()).get("machine", {}) if path.is_file() else None
     except (OSError, ValueError, AttributeError):
         old = None
-    if old is None or (old.get("cpu"), old.get("cores")) == (mach["cpu"], mach["cores"]):
+    if old is None or same_machine(old, mach):
         return stem
     return f"{stem}-{machine_slug(mach)}"
 
@@ -632,7 +637,7 @@ def previous_windows(path: Path, mach: dict[str, Any]) -> list[dict[str, Any]]:
     except (OSError, ValueError):
         log.warning("%s is unreadable; its latency windows are not reused", path)
         return []
-    if (old.get("machine", {}).get("cpu"), old.get("machine", {}).get("cores")) != (mach["cpu"], mach["cores"]):
+    if not same_machine(old.get("machine", {}), mach):
         log.info("%s was measured on another machine (%s); starting a new series of latency windows", path,
                  old.get("machine", {}).get("cpu"))  # fmt: skip
         return []

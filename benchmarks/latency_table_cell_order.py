@@ -27,7 +27,7 @@ cells = {}
 for i in part.in_grid:
     for o in part.out_grid:
         cells[f"{i}x{o}"] = (part_model(part, i, o, 1), np.asarray(rng.standard_normal((1, i, 7, 7)), np.float32))
-call = (identity_model([1, 64, 7, 7]), np.asarray(rng.standard_normal((1, 64, 7, 7)), np.float32))
+entries = {**cells, "call": (identity_model([1, 64, 7, 7]), np.asarray(rng.standard_normal((1, 64, 7, 7)), np.float32))}
 orders = {
     "table (cells, then call)": [*cells, "call"],
     "call first": ["call", *cells],
@@ -37,8 +37,8 @@ out = {}
 with tempfile.TemporaryDirectory() as d:
     for rep in range(2):
         for name, order in orders.items():
-            models = {k: (cells[k][0] if k != "call" else call[0]) for k in order}
-            inputs = {k: (cells[k][1] if k != "call" else call[1]) for k in order}
+            models = {k: entries[k][0] for k in order}
+            inputs = {k: entries[k][1] for k in order}
             lat = _measure(models, inputs, Path(d), None, 20, 200, None)
             row = {k: round((lat[k] - lat["call"]) * 1000, 2) for k in cells}
             out.setdefault(name, []).append(row)
