@@ -341,6 +341,10 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
         if budget_ms is None:
             budget_ms = 1.5 * rt.subnets[0].latency.p95_ms
         rt.budget_ms = budget_ms
+        # the quiet choice: the accuracy a runtime on the quiet profile serves (the runtime's quantile, 0.95)
+        accuracy = {v.name: v.accuracy for v in rt.variants}
+        fits = [v.accuracy for v in rt.variants if v.accuracy is not None and v.latency.p95_ms <= budget_ms]
+        quiet_accuracy = max(fits, default=None)
         # calls back to back, as the profile was measured: a paced call runs colder (~15-20% slower here)
         try:
             # storm trials alternate with control trials without a storm: what the quiet machine alone does
@@ -349,6 +353,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                 for _ in range(300):
                     rt(x)
                 before = dict(rt.slowdowns)
+                patience_before = rt.stats().up_patience
                 storm.start()
                 peak: dict[str, float] = {}
                 end = time.perf_counter() + storm_s
@@ -359,12 +364,15 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     for t, v in rt.slowdowns.items():
                         peak[_count_name(t)] = max(peak.get(_count_name(t), 0.0), v)
                 storm.stop()
+                patience_after = rt.stats().up_patience
                 highest: list[float] = []  # per post-storm call: the largest estimate over the thread counts
                 farthest: list[float] = []  # ... and the one farthest from 1.0 either way
                 served_est: list[float] = []  # ... the served count's estimate after the call
                 served: list[str] = []  # ... the (sub-net, threads) pair that ran it
                 above: list[str] = []  # ... the thread counts whose estimate exceeds 1.1 after it
                 observed: list[tuple[float, Any]] = []  # ... and the call's time with its pair's profiled latency
+                margins: list[float] = []  # ... the miss guard's budget margin after it
+                as_quiet: list[bool] = []  # ... whether it served a sub-net as accurate as the quiet choice
                 prof = rt.latency_profile
                 steady = rt.stats().steady_calls
                 for _ in range(after_calls):
@@ -373,12 +381,16 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     rt(x)
                     ms = (time.perf_counter() - t0) * 1e3
                     lat = prof.latency(name, t)
-                    now = rt.stats().steady_calls
+                    st = rt.stats()
+                    now = st.steady_calls
+                    margins.append(st.budget_margin)
                     if now > steady:  # a steady (spinning) session's call: the runtime floors it at the profile's
                         ms, steady = max(ms, lat.p50_ms), now  # p50 before the estimate sees it (runtime.py)
                     observed.append((ms, lat))
                     served_est.append(rt.slowdowns[t])
                     served.append(f"{name}@{_count_name(t)}")
+                    a = accuracy[name]
+                    as_quiet.append(quiet_accuracy is not None and a is not None and a >= quiet_accuracy)
                     above.append(",".join(_count_name(c) for c, v in rt.slowdowns.items() if v > CLEAR_AT))
                     values = list(rt.slowdowns.values())
                     highest.append(max(values))
@@ -390,6 +402,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     "busy_procs": procs,
                     "slowdown_before": {_count_name(t): v for t, v in before.items()},
                     "storm_calls": storm_calls, "storm_peak_slowdown": peak,
+                    "up_patience_before_storm": patience_before, "up_patience_after_storm": patience_after,
                     "calls_to_first_clear": next((i + 1 for i, v in enumerate(highest) if v <= CLEAR_AT), None),
                     "calls_to_clear": _plus1(clear),
                     "calls_to_settle_both_ways": _plus1(within),
@@ -399,6 +412,11 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
                     "calls_to_track": _plus1(settle_index(track, lambda e: e <= 0.1)),
                     "tracking_error_after_calls": {str(n): track[n - 1] for n in (1, 32, 100, 200)
                                                    if n <= len(track)},
+                    "calls_to_quiet_choice": next((i + 1 for i, v in enumerate(as_quiet) if v), None),
+                    "quiet_choice_share": float(np.mean(as_quiet)),
+                    "quiet_choice_share_last_300": float(np.mean(as_quiet[-300:])),
+                    "budget_margin_after_calls": {str(n): margins[n - 1] for n in (1, 100, 200, 400, after_calls)
+                                                  if n <= len(margins)},
                     "served_runs": _runs(served),
                     "excursions": _excursions(highest, above, served, observed),
                     "observed_over_profile_median_last_100": float(np.median([ms / lat.p50_ms
@@ -411,11 +429,15 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     control = [t["calls_to_clear"] for t in trials if not t["busy_procs"]]
     first = [t["calls_to_first_clear"] for t in trials if t["busy_procs"]]
     track_calls = [t["calls_to_track"] for t in trials if t["busy_procs"]]
+    to_quiet = [t["calls_to_quiet_choice"] for t in trials if t["busy_procs"]]
     return {
         "budget_ms": budget_ms, "thread_counts": ["auto" if t is None else t for t in counts],
         "storm_procs": storm_procs, "storm_s": storm_s, "period_ms": 0.0, "after_calls": after_calls,
         "trials": trials, "calls_to_clear": settled, "control_calls_to_clear": control,
-        "calls_to_first_clear": first, "calls_to_track": track_calls,
+        "calls_to_first_clear": first, "calls_to_track": track_calls, "quiet_accuracy": quiet_accuracy,
+        "calls_to_quiet_choice": to_quiet,
+        "quiet_choice_share": [t["quiet_choice_share"] for t in trials if t["busy_procs"]],
+        "control_quiet_choice_share": [t["quiet_choice_share"] for t in trials if not t["busy_procs"]],
         "goal_clear_within_200_calls": all(s is not None and s <= 200 for s in settled),
         "tracks_within_200_calls": all(s is not None and s <= 200 for s in track_calls),
     }

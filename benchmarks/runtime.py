@@ -464,6 +464,12 @@ def _table(result: dict[str, Any]) -> str:
             rows.append("| recovery: served estimate within 10% of what the device did next (its estimator on the next "
                         f"32 calls) from call | {v['calls_to_track']} | <= 200 calls: "
                         f"{'met' if v['tracks_within_200_calls'] else 'MISSED'} |")
+        if v.get("calls_to_quiet_choice"):
+            share = ", ".join(f"{100 * x:.0f}%" for x in v["quiet_choice_share"])
+            ctrl = ", ".join(f"{100 * x:.0f}%" for x in v["control_quiet_choice_share"])
+            rows.append(f"| recovery: first post-storm call serving the quiet choice's accuracy "
+                        f"({v['quiet_accuracy']}) | {v['calls_to_quiet_choice']}; share of post-storm calls at it "
+                        f"{share} (controls {ctrl}) | |")
     if "memory" in s:
         v = s["memory"]
         rows.append(f"| memory | all {v['rss_all_subnets_bytes'] / 2**20:.1f} MiB (with a 2nd thread count "

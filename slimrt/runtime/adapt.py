@@ -16,8 +16,12 @@ recent ``r``:
 The slowdown factor is ``exp(max(slow, fast))`` (clamped). Stepping down is immediate once the active sub-net's
 prediction exceeds the budget; stepping up needs the better sub-net to fit ``budget * up_margin`` for
 ``up_patience`` consecutive calls, and a step-up undone within ``up_patience`` calls doubles the patience (up to
-``max_patience``), so a device that slows only the bigger sub-net cannot make the runtime flap. Everything here
-is pure Python with no clock: tests feed synthetic observations.
+``max_patience``), so a device that slows only the bigger sub-net cannot make the runtime flap. That backoff is
+kept only while it is evidence of such a device: when the last failed step-up was taken while some estimate exceeded
+``clear_slowdown`` (the device was known to be slow: a storm), the patience goes back to ``up_patience`` once every
+estimate has been clear for ``window`` calls in a row, so a storm's backoff cannot keep the runtime on a small
+sub-net for up to ``max_patience`` calls after the storm. Everything here is pure Python with no clock: tests feed
+synthetic observations.
 
 Thread counts: when the candidates are (sub-net, threads) pairs, the controller keeps one estimator per thread
 count (contention slows multi-threaded sessions far more) and selects with every count's own factor. A count that
@@ -73,6 +77,7 @@ class AdaptConfig:
     margin_hold: int = 128
     max_hold: int = 256
     max_margin: float = 4.0
+    clear_slowdown: float = 1.1
 
     def __post_init__(self) -> None:
         if (self.window < 1 or self.fast_window < 1 or self.up_patience < 1 or self.max_patience < self.up_patience
@@ -81,6 +86,8 @@ class AdaptConfig:
             raise ValueError(f"invalid adaptation windows: {self}")
         if not (self.margin_step > 1 and self.max_margin >= 1):
             raise ValueError(f"need margin_step > 1 and max_margin >= 1, got {self.margin_step}/{self.max_margin}")
+        if not self.clear_slowdown >= 1:
+            raise ValueError(f"clear_slowdown must be >= 1, got {self.clear_slowdown}")
         if not (0 < self.up_margin <= 1):
             raise ValueError(f"up_margin must lie in (0, 1], got {self.up_margin}")
         if not (0 < self.min_slowdown <= 1 <= self.max_slowdown):
@@ -175,6 +182,9 @@ class Controller:
         self._up_count = 0
         self._since_up: int | None = None
         self._stable = 0
+        self._up_clear = False  # whether every estimate was clear when the last step-up was taken
+        self._sticky = False  # whether the last failed step-up was taken on a clear device (keep its backoff)
+        self._clear_run = 0  # calls in a row with every estimate clear
         self.switches = 0
         self.margin = 1.0
         fast = self.reference_ms[selector.fastest]
@@ -262,9 +272,27 @@ class Controller:
         # nothing fits) and the fastest candidate, as much slower, would have fitted: never for spikes that no
         # sub-net absorbs (stepping down would cost accuracy and buy nothing)
         self._guard(missed and fitted and observed_ms * self._shrink[index] <= self.budget_ms)
+        if self.patience > self.config.up_patience and not self._sticky:
+            self._forget_backoff()
         active = self._step()
         self.decision = (active, self.feasible, self.budget_ms)
         return active
+
+    def _all_clear(self) -> bool:
+        c = self.config.clear_slowdown
+        return all(e.value <= c for e in self.estimators)
+
+    def _forget_backoff(self) -> None:
+        """Back to ``up_patience`` once every estimate has been clear for ``window`` calls in a row, when the
+        patience grew from step-ups that failed while the device was known to be slow (a storm that has ended,
+        whose backoff would keep the runtime on a small sub-net for up to ``max_patience`` calls)."""
+        if self._all_clear():
+            self._clear_run += 1
+            if self._clear_run >= self.config.window:
+                self.patience = self.config.up_patience
+                self._clear_run = 0
+        else:
+            self._clear_run = 0
 
     def _guard(self, missed: bool) -> None:
         """Count this call toward the miss guard; raise or lower the budget margin (module docstring)."""
@@ -306,6 +334,8 @@ class Controller:
             if self._since_up is not None and self.rank[target] > self.rank[active]:
                 self.patience = min(2 * self.patience, self.config.max_patience)  # a step-up that did not hold
                 self._stable = 0
+                self._sticky = self._up_clear  # taken on a clear device: only the bigger one slows, keep backing off
+                self._clear_run = 0
             self._up_count = 0
             self._switch(target, ok or self.predicted_ms(target) <= self.budget_ms, up=False)
             return self.active
@@ -315,6 +345,7 @@ class Controller:
             self._up_count += 1
             if self._up_count >= self.patience:
                 self._up_count = 0
+                self._up_clear = self._all_clear()
                 self._switch(up, True, up=True)
         else:
             self._up_count = 0

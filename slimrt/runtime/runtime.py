@@ -90,6 +90,8 @@ class RuntimeStats(BaseModel):
     slowdown_by_threads: dict[str, float] = {}
     steady_calls: int = 0
     budget_margin: float = 1.0
+    #: calls in a row a more accurate pair must fit before the runtime steps up to it (grows after failed step-ups)
+    up_patience: int = 0
 
 
 def _is_int(v: object) -> bool:
@@ -563,7 +565,7 @@ class SlimRuntime:
                 latency_source=self.latency_source, backend=self.backend, device=self.device,
                 active_threads=self.active_threads, calls_by_threads=by_threads,
                 slowdown_by_threads={_thread_label(t): v for t, v in self._ctl.slowdowns.items()},
-                steady_calls=self._steady_calls, budget_margin=self._ctl.margin,
+                steady_calls=self._steady_calls, budget_margin=self._ctl.margin, up_patience=self._ctl.patience,
             )
 
     def reset_stats(self) -> None:

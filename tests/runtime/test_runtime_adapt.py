@@ -198,6 +198,19 @@ def test_no_flapping_when_only_the_big_subnet_slows() -> None:
     assert served.count("full") <= 3 * 3  # each probe of 'full' costs at most fast_window calls
 
 
+def test_backoff_from_a_storm_is_forgotten_once_the_device_is_quiet() -> None:
+    # A storm slows everything 2x and the bigger sub-nets 4x: each step-up from 'small' fails, taken while the device
+    # was known to be slow, and doubles the patience to its maximum. Once quiet, that backoff must not keep the
+    # runtime on 'small' for max_patience calls: after a window of clear estimates the patience is back to 16.
+    ctl = controller(up_patience=16, max_patience=1024, window=32)
+    storm = run(ctl, {"full": 4.0, "mid": 4.0, "small": 2.0}, 3000)
+    assert ctl.patience == 1024 and storm.count("mid") >= 8  # the probes did fail
+    quiet = run(ctl, 1.0, 1000)
+    # clear within the window (32), a window of clear calls (32), the patience (16), and a step up per rank
+    assert quiet.index("full") <= 2 * 32 + 2 * 16 + 8 < 1024
+    assert ctl.patience == 16 and set(quiet[-500:]) == {"full"}
+
+
 def test_budget_change_is_immediate_both_ways() -> None:
     ctl = controller(budget=3.0)
     assert NAMES[ctl.active] == "full"
