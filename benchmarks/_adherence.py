@@ -17,6 +17,7 @@ Imported by ``benchmarks/runtime.py`` (section ``adherence``).
 
 from __future__ import annotations
 
+import math
 import multiprocessing as mp
 import os
 import time
@@ -316,7 +317,8 @@ def _excursions(highest: Sequence[float], above: Sequence[str], served: Sequence
 
 
 def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: float | None, storm_procs: int = 8,
-                   storm_s: float = 1.0, after_calls: int = 600) -> dict[str, Any]:
+                   storm_s: float = 1.0, after_calls: int = 600, clear_slowdown: float | None = None
+                   ) -> dict[str, Any]:
     """Issue 15's storm recovery: quiet calls, a storm of ``storm_procs`` busy processes for ``storm_s`` while the
     runtime keeps serving, then quiet again; after every post-storm call the slowdown estimate of *every* thread
     count (what scales each prediction) is read. Per trial: the peak estimate during the storm (the storm did
@@ -328,14 +330,17 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     profile even on a quiet machine, which would read as a slowdown that never ends."""
     from slimrt import SlimRuntime
     from slimrt.artifact import verify_artifact
+    from slimrt.runtime import AdaptConfig
 
     manifest = verify_artifact(root)
     b0 = manifest.input.shape[0]
     x = random_input(manifest, b0 if isinstance(b0, int) and not manifest.dynamic_batch else 1)
     counts: tuple[int | None, ...] = (threads, 1) if threads != 1 else (1, 2)
+    cfg = AdaptConfig() if clear_slowdown is None else AdaptConfig(clear_slowdown=clear_slowdown)
     trials = []
     storm: Storm | None = None
-    with SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=60, measure_seconds=3.0) as rt, \
+    with SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=60, measure_seconds=3.0,
+                     adapt_config=cfg) as rt, \
             warnings.catch_warnings():  # fmt: skip
         warnings.simplefilter("ignore")
         if budget_ms is None:
@@ -433,6 +438,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     return {
         "budget_ms": budget_ms, "thread_counts": ["auto" if t is None else t for t in counts],
         "storm_procs": storm_procs, "storm_s": storm_s, "period_ms": 0.0, "after_calls": after_calls,
+        "clear_slowdown": cfg.clear_slowdown if math.isfinite(cfg.clear_slowdown) else "inf",
         "trials": trials, "calls_to_clear": settled, "control_calls_to_clear": control,
         "calls_to_first_clear": first, "calls_to_track": track_calls, "quiet_accuracy": quiet_accuracy,
         "calls_to_quiet_choice": to_quiet,

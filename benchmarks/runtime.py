@@ -497,6 +497,10 @@ def main(argv: list[str] | None = None) -> int:
                         "global (one process-wide pool: opened last)")
     p.add_argument("--steady-after", type=int, default=None,
                    help="steady_after of the vs_default mode 'steady' (default: the runtime's default)")
+    p.add_argument("--clear-slowdown", type=float, default=None,
+                   help="recovery: AdaptConfig.clear_slowdown, the estimate at or below which the device counts as "
+                        "quiet (a storm's step-up backoff is forgotten after a window of such calls); 'inf' gives "
+                        "the runtime before that rule (every backoff kept). Default: the runtime's (1.1)")
     p.add_argument("--_thread-worker", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--_mem-worker", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -556,7 +560,7 @@ def main(argv: list[str] | None = None) -> int:
         elif sec == "adherence":
             r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms, quantile=a.quantile)
         elif sec == "recovery":
-            r = bench_recovery(root, a.threads, a.quick, a.budget_ms)
+            r = bench_recovery(root, a.threads, a.quick, a.budget_ms, clear_slowdown=a.clear_slowdown)
         else:
             r = bench_memory(root, a.threads)
         result["sections"][sec] = r
