@@ -106,13 +106,22 @@ class Storm:
                 w.terminate()
 
 
+def _adapt_config(clear_slowdown: float | None) -> Any:
+    """The runtime's adaptation knobs, with ``clear_slowdown`` replaced when given (A/B of the backoff rule)."""
+    from slimrt.runtime import AdaptConfig
+
+    return AdaptConfig() if clear_slowdown is None else AdaptConfig(clear_slowdown=clear_slowdown)
+
+
 def _label(name: str, threads: int | None) -> str:
     return f"{name}@{'auto' if threads is None else threads}"
 
 
 def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_ms: float | None,
-                          patterns: dict[str, list[int]] | None = None, quantile: float = 0.95) -> dict[str, Any]:
-    """Every pattern x strategy: share of calls within budget, mean accuracy served, oracle's pick per phase."""
+                          patterns: dict[str, list[int]] | None = None, quantile: float = 0.95,
+                          clear_slowdown: float | None = None) -> dict[str, Any]:
+    """Every pattern x strategy: share of calls within budget, mean accuracy served, oracle's pick per phase.
+    ``clear_slowdown``: the adaptive runtime's ``AdaptConfig.clear_slowdown`` (None: the default)."""
     from slimrt import SlimRuntime
     from slimrt.artifact import verify_artifact
     from slimrt.backends import open_runners
@@ -157,7 +166,7 @@ def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_m
         for strategy in ("adaptive", "static", "smallest", "oracle"):
             res[strategy] = _serve(root, strategy, pattern, counts, budget_ms, phase_s, period_s, x, acc, smallest,
                                    {lv: (o.name, o.threads) for lv, o in oracle.items()}, load, SlimRuntime, quantile,
-                                   {k: v.p50_ms for k, v in lat[0].items()})
+                                   {k: v.p50_ms for k, v in lat[0].items()}, _adapt_config(clear_slowdown))
         a, o = res["adaptive"], res["oracle"]
         out[pname] = {
             "busy_procs": pattern, "strategies": res,
@@ -179,7 +188,8 @@ def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_m
 def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | None], budget_ms: float, phase_s: float,
            period_s: float, x: np.ndarray, acc: dict[str, float], smallest: str,
            oracle: dict[int, tuple[str, int | None]], load: BackgroundLoad, runtime_cls: Any,
-           quantile: float = 0.95, quiet_p50: dict[str, float] | None = None) -> dict[str, Any]:
+           quantile: float = 0.95, quiet_p50: dict[str, float] | None = None, adapt_config: Any = None
+           ) -> dict[str, Any]:
     served: list[str] = []
     lat_ms: list[float] = []
     phases: list[dict[str, Any]] = []
@@ -187,7 +197,7 @@ def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | Non
     if strategy == "oracle":
         threads = tuple(counts)
     with runtime_cls(root, budget_ms=budget_ms, threads=threads, adapt=strategy == "adaptive", quantile=quantile,
-                     measure_runs=60, measure_seconds=3.0) as rt, warnings.catch_warnings():
+                     measure_runs=60, measure_seconds=3.0, adapt_config=adapt_config) as rt, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             for level in pattern:
@@ -330,13 +340,12 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     profile even on a quiet machine, which would read as a slowdown that never ends."""
     from slimrt import SlimRuntime
     from slimrt.artifact import verify_artifact
-    from slimrt.runtime import AdaptConfig
 
     manifest = verify_artifact(root)
     b0 = manifest.input.shape[0]
     x = random_input(manifest, b0 if isinstance(b0, int) and not manifest.dynamic_batch else 1)
     counts: tuple[int | None, ...] = (threads, 1) if threads != 1 else (1, 2)
-    cfg = AdaptConfig() if clear_slowdown is None else AdaptConfig(clear_slowdown=clear_slowdown)
+    cfg = _adapt_config(clear_slowdown)
     trials = []
     storm: Storm | None = None
     with SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=60, measure_seconds=3.0,

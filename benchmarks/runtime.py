@@ -498,9 +498,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steady-after", type=int, default=None,
                    help="steady_after of the vs_default mode 'steady' (default: the runtime's default)")
     p.add_argument("--clear-slowdown", type=float, default=None,
-                   help="recovery: AdaptConfig.clear_slowdown, the estimate at or below which the device counts as "
-                        "quiet (a storm's step-up backoff is forgotten after a window of such calls); 'inf' gives "
-                        "the runtime before that rule (every backoff kept). Default: the runtime's (1.1)")
+                   help="adherence and recovery: AdaptConfig.clear_slowdown, the estimate at or below which the "
+                        "device counts as quiet (a storm's step-up backoff is forgotten after a window of such "
+                        "calls); 'inf' gives the runtime before that rule (every backoff kept). Default: the "
+                        "runtime's (1.1)")
     p.add_argument("--_thread-worker", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--_mem-worker", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -558,7 +559,8 @@ def main(argv: list[str] | None = None) -> int:
 
             r = bench_vs_default(root, a.threads, a.quick, vs_modes, a.steady_after or DEFAULT_STEADY_AFTER or 64)
         elif sec == "adherence":
-            r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms, quantile=a.quantile)
+            r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms, quantile=a.quantile,
+                                      clear_slowdown=a.clear_slowdown)
         elif sec == "recovery":
             r = bench_recovery(root, a.threads, a.quick, a.budget_ms, clear_slowdown=a.clear_slowdown)
         else:

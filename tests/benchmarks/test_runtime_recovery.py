@@ -72,3 +72,32 @@ def test_excursions_are_the_calls_after_the_first_recovery_that_go_above_again()
     assert _excursions([3.0, 2.0], ["1", "1"], ["a", "a"], observed[:2]) == []  # never cleared: nothing to list
     assert _runs(served) == [["w12@1", 2], ["w64@auto", 3]]
     assert _runs(["a", "b", "a", "b"], cap=2) == [["a", 1], ["b", 1]]
+
+
+def test_recovery_summary_pools_storm_and_control_trials(tmp_path: Path, capsys: pytest.CaptureFixture[str]):
+    import json
+
+    from recovery_summary import main, summarise
+
+    def trial(procs: int, clear: int | None, first: int, share: float) -> dict:
+        return {"busy_procs": procs, "calls_to_clear": clear, "calls_to_first_clear": first,
+                "quiet_choice_share": share, "quiet_choice_share_last_300": share, "calls_to_quiet_choice": 1,
+                "up_patience_after_storm": 16}
+
+    files = []
+    for k, trials in enumerate([[trial(8, 50, 40, 0.5), trial(0, 1, 1, 1.0)],
+                                [trial(8, 300, 10, 0.0), trial(8, None, 20, 0.25), trial(0, 250, 1, 0.75)]]):
+        p = tmp_path / f"r{k}.json"
+        p.write_text(json.dumps({"sections": {"recovery": {"clear_slowdown": 1.1, "trials": trials}}}))
+        files.append(p)
+    s = summarise(files)
+    assert s["storm"]["trials"] == 3 and s["storm"]["cleared_within_200"] == 1
+    assert s["storm"]["calls_to_clear"] == [50, 300, None] and s["storm"]["median_calls_to_first_clear"] == 20
+    assert s["storm"]["quiet_choice_share_mean"] == pytest.approx(0.25)
+    assert s["control"]["cleared_within_200"] == 1 and s["control"]["trials"] == 2
+    bad = tmp_path / "bad.json"
+    bad.write_text("{}")
+    with pytest.raises(SystemExit, match="bad.json is not a recovery result"):
+        main([str(bad)])
+    assert main([str(f) for f in files]) == 0
+    assert "storm    3 trials: cleared within 200 calls 1/3" in capsys.readouterr().out
