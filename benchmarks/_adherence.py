@@ -119,9 +119,10 @@ def _label(name: str, threads: int | None) -> str:
 
 def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_ms: float | None,
                           patterns: dict[str, list[int]] | None = None, quantile: float = 0.95,
-                          clear_slowdown: float | None = None) -> dict[str, Any]:
+                          clear_slowdown: float | None = None, clear_sessions: bool = True) -> dict[str, Any]:
     """Every pattern x strategy: share of calls within budget, mean accuracy served, oracle's pick per phase.
-    ``clear_slowdown``: the adaptive runtime's ``AdaptConfig.clear_slowdown`` (None: the default)."""
+    ``clear_slowdown``: the adaptive runtime's ``AdaptConfig.clear_slowdown`` (None: the default);
+    ``clear_sessions``: its ``SlimRuntime(clear_sessions=...)``."""
     from slimrt import SlimRuntime
     from slimrt.artifact import verify_artifact
     from slimrt.backends import open_runners
@@ -166,7 +167,8 @@ def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_m
         for strategy in ("adaptive", "static", "smallest", "oracle"):
             res[strategy] = _serve(root, strategy, pattern, counts, budget_ms, phase_s, period_s, x, acc, smallest,
                                    {lv: (o.name, o.threads) for lv, o in oracle.items()}, load, SlimRuntime, quantile,
-                                   {k: v.p50_ms for k, v in lat[0].items()}, _adapt_config(clear_slowdown))
+                                   {k: v.p50_ms for k, v in lat[0].items()}, _adapt_config(clear_slowdown),
+                                   clear_sessions)
         a, o = res["adaptive"], res["oracle"]
         out[pname] = {
             "busy_procs": pattern, "strategies": res,
@@ -177,6 +179,7 @@ def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_m
         }
     return {
         "budget_ms": budget_ms, "quantile": quantile, "thread_counts": counts, "phase_s": phase_s,
+        "clear_sessions": clear_sessions,
         "period_ms": period_s * 1e3,
         "cpu_count": os.cpu_count(),
         "p95_ms_by_busy_procs": {str(lv): {k: v.p95_ms for k, v in lat[lv].items()} for lv in levels},
@@ -188,8 +191,8 @@ def bench_adherence_ramps(root: Path, threads: int | None, quick: bool, budget_m
 def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | None], budget_ms: float, phase_s: float,
            period_s: float, x: np.ndarray, acc: dict[str, float], smallest: str,
            oracle: dict[int, tuple[str, int | None]], load: BackgroundLoad, runtime_cls: Any,
-           quantile: float = 0.95, quiet_p50: dict[str, float] | None = None, adapt_config: Any = None
-           ) -> dict[str, Any]:
+           quantile: float = 0.95, quiet_p50: dict[str, float] | None = None, adapt_config: Any = None,
+           clear_sessions: bool = True) -> dict[str, Any]:
     served: list[str] = []
     lat_ms: list[float] = []
     phases: list[dict[str, Any]] = []
@@ -197,7 +200,8 @@ def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | Non
     if strategy == "oracle":
         threads = tuple(counts)
     with runtime_cls(root, budget_ms=budget_ms, threads=threads, adapt=strategy == "adaptive", quantile=quantile,
-                     measure_runs=60, measure_seconds=3.0, adapt_config=adapt_config) as rt, warnings.catch_warnings():
+                     measure_runs=60, measure_seconds=3.0, adapt_config=adapt_config,
+                     clear_sessions=clear_sessions) as rt, warnings.catch_warnings():
         warnings.simplefilter("ignore")
         try:
             for level in pattern:
@@ -224,7 +228,9 @@ def _serve(root: Path, strategy: str, pattern: list[int], counts: list[int | Non
                                "served": {n: served[n0:].count(n) for n in dict.fromkeys(served[n0:])},
                                **_misses(seg, served[n0:], budget_ms, quiet_p50)})
                 if strategy == "adaptive":  # the miss guard's margin at the end of the phase (selection fits budget/it)
-                    phases[-1]["budget_margin_end"] = rt.stats().budget_margin
+                    st = rt.stats()
+                    phases[-1]["budget_margin_end"] = st.budget_margin
+                    phases[-1]["clear_calls_so_far"] = st.clear_calls
         finally:
             load.off()
         switches = rt.stats().switches if strategy == "adaptive" else None
@@ -327,8 +333,8 @@ def _excursions(highest: Sequence[float], above: Sequence[str], served: Sequence
 
 
 def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: float | None, storm_procs: int = 8,
-                   storm_s: float = 1.0, after_calls: int = 600, clear_slowdown: float | None = None
-                   ) -> dict[str, Any]:
+                   storm_s: float = 1.0, after_calls: int = 600, clear_slowdown: float | None = None,
+                   clear_sessions: bool = True) -> dict[str, Any]:
     """Issue 15's storm recovery: quiet calls, a storm of ``storm_procs`` busy processes for ``storm_s`` while the
     runtime keeps serving, then quiet again; after every post-storm call the slowdown estimate of *every* thread
     count (what scales each prediction) is read. Per trial: the peak estimate during the storm (the storm did
@@ -349,7 +355,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
     trials = []
     storm: Storm | None = None
     with SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=60, measure_seconds=3.0,
-                     adapt_config=cfg) as rt, \
+                     adapt_config=cfg, clear_sessions=clear_sessions) as rt, \
             warnings.catch_warnings():  # fmt: skip
         warnings.simplefilter("ignore")
         if budget_ms is None:
@@ -448,6 +454,7 @@ def bench_recovery(root: Path, threads: int | None, quick: bool, budget_ms: floa
         "budget_ms": budget_ms, "thread_counts": ["auto" if t is None else t for t in counts],
         "storm_procs": storm_procs, "storm_s": storm_s, "period_ms": 0.0, "after_calls": after_calls,
         "clear_slowdown": cfg.clear_slowdown if math.isfinite(cfg.clear_slowdown) else "inf",
+        "clear_sessions": clear_sessions,
         "trials": trials, "calls_to_clear": settled, "control_calls_to_clear": control,
         "calls_to_first_clear": first, "calls_to_track": track_calls, "quiet_accuracy": quiet_accuracy,
         "calls_to_quiet_choice": to_quiet,

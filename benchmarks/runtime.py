@@ -119,25 +119,31 @@ def bench_overhead(root: Path, threads: int | None, quick: bool) -> dict[str, An
 # ----------------------------------------------------------------------------------------- vs a default session
 
 
-VS_DEFAULT_MODES = ("nospin", "steady", "spin")
+VS_DEFAULT_MODES = ("nospin", "noclear", "steady", "spin")
 _GAP_S = 0.05  # between blocks: an idle spinning ONNX Runtime worker spins ~40 ms of CPU after its last run
 
 
 def _vs_default_kwargs(mode: str, steady_after: int) -> dict[str, Any]:
-    """SlimRuntime arguments of a vs_default mode: ``nospin`` (no steady sessions), ``steady`` (nospin sessions plus
-    a spinning one for the sub-net in a steady run; ``steady:N`` with ``steady_after=N``), ``spin``/``spinstop``
-    (every session with that threading; ``global``: one process-wide spinning pool shared by every sub-net), ``t1``
-    (nospin sessions with one intra-op thread: no pool to wake)."""
+    """SlimRuntime arguments of a vs_default mode: ``steady`` (the runtime's default: nospin sessions, a clear
+    session spinning during its runs only while the device is clear, and a spinning one for the sub-net in a steady
+    run; ``steady:N`` with ``steady_after=N``), ``noclear`` (the default without clear sessions: the runtime before
+    them), ``clear`` (nospin and clear sessions, no steady ones), ``nospin`` (nospin sessions only),
+    ``spin``/``spinstop`` (every session with that threading; ``global``: one process-wide spinning pool shared by
+    every sub-net), ``t1`` (nospin sessions with one intra-op thread: no pool to wake)."""
     if mode == "steady":
         return {"steady_after": steady_after}
     if mode.startswith("steady:") and mode[7:].isdigit():
         return {"steady_after": int(mode[7:])}
+    if mode == "noclear":
+        return {"steady_after": steady_after, "clear_sessions": False}
+    if mode == "clear":
+        return {"steady_after": None}
     if mode == "t1":
-        return {"steady_after": None, "threads": 1}
+        return {"steady_after": None, "threads": 1, "clear_sessions": False}
     if mode in ("nospin", "spin", "spinstop", "global"):
-        return {"steady_after": None, "backend_options": {"threading": mode}}
-    raise ValueError(f"unknown vs_default mode {mode!r}; expected nospin, steady, steady:N, spin, spinstop, global "
-                     "or t1")
+        return {"steady_after": None, "backend_options": {"threading": mode}, "clear_sessions": False}
+    raise ValueError(f"unknown vs_default mode {mode!r}; expected nospin, noclear, clear, steady, steady:N, spin, "
+                     "spinstop, global or t1")
 
 
 def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[str, ...] = VS_DEFAULT_MODES,
@@ -173,6 +179,7 @@ def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[
         for rt in rts.values():
             if rt.steady_after is not None:
                 rt.prepare_steady([m.subnets[0].name])  # built once, not part of steady-state timing
+            rt.prepare_clear()  # every sub-net the switch patterns serve (none where the mode has no clear sessions)
         if "global" in modes:
             rts["global"] = open_rt("global")
         rts = {mode: rts[mode] for mode in modes}
@@ -248,6 +255,7 @@ def bench_vs_default(root: Path, threads: int | None, quick: bool, modes: tuple[
                     "ratio_alternate_every_10": med[f"{md}/alternate_10"] / med["default"],
                     "goal_steady_met": r_steady <= 1.03, "goal_alternate_met": r_alt <= 1.15,
                     "steady_session_share": st.steady_calls / max(st.total_calls, 1),
+                    "clear_session_share": st.clear_calls / max(st.total_calls, 1),
                     "after_steady_small_median_us": med[f"{md}/after_steady_small"],
                 }
             out[f"batch_{b}"] = res
@@ -359,16 +367,18 @@ def _mem_worker(which: str, root: str, threads: int | None) -> dict[str, Any]:
     m = load_manifest(root, verify=False)
     x = _input(m, 1)
     base = rss_bytes()
-    if which in ("all", "all_thread_variants", "all_steady"):
+    if which in ("all", "all_thread_variants", "all_steady", "all_clear"):
         from slimrt import SlimRuntime
 
         counts = threads if which != "all_thread_variants" else ((threads, 1) if threads != 1 else (1, 2))
         rt = SlimRuntime(root, budget_ms=1e6, threads=counts, measure_runs=5, measure_seconds=0.5,
-                         steady_after=8 if which == "all_steady" else None)
+                         steady_after=8 if which == "all_steady" else None, clear_sessions=which == "all_clear")
         for s in rt.variants:
             rt.runner(s.name, s.threads).infer(x)
         if which == "all_steady":
             rt.prepare_steady()
+        if which == "all_clear":
+            rt.prepare_clear()
     else:
         from slimrt.artifact import resolve_inside
 
@@ -398,7 +408,7 @@ def _weight_bytes(root: Path) -> dict[str, Any]:
 
 def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
     res = {}
-    for which in ("full", "all_bare", "all", "all_thread_variants", "all_steady"):
+    for which in ("full", "all_bare", "all", "all_thread_variants", "all_steady", "all_clear"):
         vals = []
         for _ in range(2):
             args = [__file__, "--_mem-worker", which, str(root), str(threads or 0)]
@@ -411,6 +421,8 @@ def bench_memory(root: Path, threads: int | None) -> dict[str, Any]:
             "thread_variants_extra_bytes": res["all_thread_variants"] - res["all"],
             "rss_all_with_steady_sessions_bytes": res["all_steady"],
             "steady_sessions_extra_bytes": res["all_steady"] - res["all"],
+            "rss_all_with_clear_sessions_bytes": res["all_clear"],
+            "clear_sessions_extra_bytes": res["all_clear"] - res["all"],
             "note": "RSS growth after loading: 'all' = SlimRuntime (every sub-net + runtime), 'all_bare' = one plain "
                     "session per sub-net, 'full' = one plain session of the largest sub-net",
             "all_over_full": res["all"] / max(res["full"], 1), "weight_bytes": wb,
@@ -493,8 +505,9 @@ def main(argv: list[str] | None = None) -> int:
                         "0.99 for a 99%%-within-budget goal)")
     p.add_argument("--quick", action="store_true", help="shorter runs (noisier)")
     p.add_argument("--vs-default-modes", default=",".join(VS_DEFAULT_MODES),
-                   help="comma list of vs_default runtime modes: nospin, steady, steady:N, spin, spinstop, t1, "
-                        "global (one process-wide pool: opened last)")
+                   help="comma list of vs_default runtime modes: steady (the runtime's default), noclear (the "
+                        "default without clear sessions), clear, nospin, steady:N, spin, spinstop, t1, global (one "
+                        "process-wide pool: opened last)")
     p.add_argument("--steady-after", type=int, default=None,
                    help="steady_after of the vs_default mode 'steady' (default: the runtime's default)")
     p.add_argument("--clear-slowdown", type=float, default=None,
@@ -502,6 +515,10 @@ def main(argv: list[str] | None = None) -> int:
                         "device counts as quiet (a storm's step-up backoff is forgotten after a window of such "
                         "calls); 'inf' gives the runtime before that rule (every backoff kept). Default: the "
                         "runtime's (1.1)")
+    p.add_argument("--no-clear-sessions", action="store_true",
+                   help="adherence and recovery: the adaptive runtime without clear sessions "
+                        "(SlimRuntime(clear_sessions=False), the runtime before them). Note that --clear-slowdown inf "
+                        "also keeps clear sessions serving under contention")
     p.add_argument("--_thread-worker", nargs=4, help=argparse.SUPPRESS)
     p.add_argument("--_mem-worker", nargs=3, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
@@ -560,9 +577,10 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_vs_default(root, a.threads, a.quick, vs_modes, a.steady_after or DEFAULT_STEADY_AFTER or 64)
         elif sec == "adherence":
             r = bench_adherence_ramps(root, a.threads, a.quick, a.budget_ms, quantile=a.quantile,
-                                      clear_slowdown=a.clear_slowdown)
+                                      clear_slowdown=a.clear_slowdown, clear_sessions=not a.no_clear_sessions)
         elif sec == "recovery":
-            r = bench_recovery(root, a.threads, a.quick, a.budget_ms, clear_slowdown=a.clear_slowdown)
+            r = bench_recovery(root, a.threads, a.quick, a.budget_ms, clear_slowdown=a.clear_slowdown,
+                               clear_sessions=not a.no_clear_sessions)
         else:
             r = bench_memory(root, a.threads)
         result["sections"][sec] = r

@@ -101,6 +101,12 @@ class Runner(ABC):
         hot path); thread-safe; :meth:`close` releases it too."""
         return None
 
+    def clear_infer(self) -> Callable[[np.ndarray], np.ndarray] | None:
+        """An ``infer`` for calls while the device is otherwise idle (e.g. ONNX Runtime workers that spin during a
+        run and stop at its end), or None when the backend has nothing faster there. Same contract as
+        :meth:`steady_infer`."""
+        return None
+
     def close(self) -> None:
         """Release the session/engine. Idempotent."""
         if self.loaded:

@@ -57,6 +57,8 @@ DEFAULT_THREADING: ThreadingMode = "nospin"
 _GPU_HINT = "install onnxruntime-gpu (pip install 'slimrt[gpu]', replacing onnxruntime)"
 _global_lock = threading.Lock()
 _global_pool: tuple[int, int] | None = None
+#: threading mode of each second session a "nospin" runner can open (:meth:`OnnxRuntimeRunner._variant_infer`)
+_VARIANTS: dict[str, ThreadingMode] = {"steady": "spin", "clear": "spinstop"}
 
 
 def probe(device: str) -> str | None:
@@ -152,6 +154,8 @@ class OnnxRuntimeRunner(Runner):
         super().__init__(model_path, options)
         self.session: Any = None
         self.steady_session: Any = None
+        self.clear_session: Any = None
+        self._variant_infers: dict[str, Any] = {}
         self._steady_lock = threading.Lock()
         self.threading: ThreadingMode = self.options.extra.get("threading", DEFAULT_THREADING)
 
@@ -203,9 +207,9 @@ class OnnxRuntimeRunner(Runner):
     def infer(self, x: np.ndarray) -> np.ndarray:
         raise RuntimeError(f"{self!r} is not loaded; call load() first")
 
-    def steady_infer(self) -> Any:
-        """A second session of the same file with ONNX Runtime's default (spinning) intra-op pool, for long runs
-        of calls on this sub-net; None unless this runner is a CPU ``"nospin"`` one with more than one thread
+    def _variant_infer(self, kind: str) -> Any:
+        """``infer`` of a second session of the same file under another threading mode (``_VARIANTS[kind]``),
+        created on the first call; None unless this runner is a CPU ``"nospin"`` one with more than one thread
         (one thread has no pool to spin; the other modes already spin or share a pool)."""
         opts = self.options
         if not self.loaded or opts.device != "cpu" or self.threading != "nospin" or opts.threads == 1:
@@ -213,18 +217,30 @@ class OnnxRuntimeRunner(Runner):
         with self._steady_lock:
             if self.session is None:  # closed meanwhile (close clears it before taking this lock)
                 return None
-            if self.steady_session is None:
-                sess = self._session("spin")
-                self._steady_infer = self._bind(sess)
-                self.steady_session = sess
-            return self._steady_infer
+            f = self._variant_infers.get(kind)
+            if f is None:
+                sess = self._session(_VARIANTS[kind])
+                f = self._variant_infers[kind] = self._bind(sess)
+                setattr(self, f"{kind}_session", sess)
+            return f
+
+    def steady_infer(self) -> Any:
+        """A second session with ONNX Runtime's default (spinning) intra-op pool, for long runs of calls on this
+        sub-net (see :meth:`_variant_infer` for when there is none)."""
+        return self._variant_infer("steady")
+
+    def clear_infer(self) -> Any:
+        """A second session whose workers spin during a run and stop at its end (``"spinstop"``), for calls while
+        the device is otherwise idle: near a spinning session's speed, and no idle spinner left behind to slow the
+        next sub-net's call (see :meth:`_variant_infer` for when there is none)."""
+        return self._variant_infer("clear")
 
     def _close_impl(self) -> None:
         self.__dict__.pop("infer", None)
         self.session = None
         with self._steady_lock:
-            self.steady_session = None
-            self.__dict__.pop("_steady_infer", None)
+            self.steady_session = self.clear_session = None
+            self._variant_infers = {}
 
 
 register_backend(BackendInfo(name="onnxruntime", factory=OnnxRuntimeRunner, probe=probe, model_kind="onnx"))

@@ -196,6 +196,8 @@ class Controller:
         self._span_misses = 0
         self._last_lower = self._last_raise = -(10**9)
         self.hold = self.config.margin_hold  # calls per step down; doubles after a premature one
+        #: whether every estimate is at most ``clear_slowdown`` (the device runs as profiled); False when not adapting
+        self.clear = adapt
         self.active, self.feasible = selector.choose(budget_ms, 1.0)
         self.decision = (self.active, self.feasible, budget_ms)
 
@@ -267,6 +269,7 @@ class Controller:
         self.estimators[g].update(observed_ms, self.reference_ms[index], self.spread[index], self.tail_ms[index])
         if len(self.estimators) > 1:
             self._forget_stale(g)
+        self.clear = self._all_clear()
         missed = observed_ms > self.budget_ms if missed is None else missed
         # a miss counts only if it was not predicted (a predicted one is the estimator's business: a storm where
         # nothing fits) and the fastest candidate, as much slower, would have fitted: never for spikes that no

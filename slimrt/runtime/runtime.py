@@ -10,6 +10,14 @@ Steady sessions (``steady_after``): once one candidate has served ``steady_after
 of it with the backend's fastest steady-state settings (ONNX Runtime: spinning intra-op workers) is built in a
 background thread, and serves from then on while the run lasts; the first call after a switch goes back to the
 regular (non-spinning) session, so sessions that alternate call by call never fight each other's spinning workers.
+
+Clear sessions (``clear_sessions``): while every slowdown estimate is clear (``AdaptConfig.clear_slowdown``: the
+device runs as profiled), a call that is not on a steady session runs on a third session of its sub-net whose
+workers spin during the run and stop at its end (ONNX Runtime ``session.force_spinning_stop``): close to a
+spinning session's speed, and nothing left spinning to slow the next sub-net, so switching costs little. Spinning
+is what a shared CPU punishes (a spinning thread burns the slice a busy process needs, and waits for a preempted
+worker), so once any estimate shows contention the regular non-spinning session serves again. Built in the
+background on first need, like steady sessions; their calls count no faster than the profile.
 """
 
 from __future__ import annotations
@@ -89,6 +97,8 @@ class RuntimeStats(BaseModel):
     calls_by_threads: dict[str, int] = {}
     slowdown_by_threads: dict[str, float] = {}
     steady_calls: int = 0
+    #: calls served by a clear session (spinning during the run only) while the device was clear
+    clear_calls: int = 0
     budget_margin: float = 1.0
     #: calls in a row a more accurate pair must fit before the runtime steps up to it (grows after failed step-ups)
     up_patience: int = 0
@@ -164,6 +174,11 @@ class SlimRuntime:
             with the backend's fastest steady settings (ONNX Runtime on CPU: spinning workers), built in the
             background on first need; a switch goes back to the regular session. None: never. Costs one more
             session per sub-net that reaches a steady run (:meth:`prepare_steady` builds them up front).
+        clear_sessions: while the device runs as profiled (every slowdown estimate at most
+            ``adapt_config.clear_slowdown``), serve calls outside a steady run from a session whose workers spin
+            during the run and stop at its end (ONNX Runtime on CPU with more than one thread), built in the
+            background on first need; under contention the regular session serves. Only while adapting. Costs one
+            more session per sub-net served on a clear device (:meth:`prepare_clear` builds them up front).
     """
 
     def __init__(
@@ -185,6 +200,7 @@ class SlimRuntime:
         measure_seconds: float = 3.0,
         backend_options: dict[str, Any] | None = None,
         steady_after: int | None = DEFAULT_STEADY_AFTER,
+        clear_sessions: bool = True,
     ) -> None:
         self._budget = check_budget(budget_ms)
         _check_args(artifact, quantile, measure_runs, measure_seconds, steady_after)
@@ -234,6 +250,9 @@ class SlimRuntime:
         self._steady_n = _NEVER if steady_after is None else steady_after
         self._steady: list[Any] = [None] * len(cands)  # built steady infers
         self._steady_asked = [False] * len(cands)
+        self.clear_sessions = bool(clear_sessions) and adapt
+        self._clear: list[Any] = [None] * len(cands)  # built clear infers
+        self._clear_asked = [not self.clear_sessions] * len(cands)
         self._floor_ms = [c.latency.p50_ms for c in cands]
         self._run_of, self._run_len = -1, 0  # the candidate of the current run of calls in a row, its length
         self.reset_stats()
@@ -343,8 +362,12 @@ class SlimRuntime:
         i, feasible, budget = ctl.decision  # one read: this call runs entirely on candidate i, under this budget
         f = self._steady[i]
         steady = f is not None and self._run_of == i and self._run_len >= self._steady_n
+        clear = False
         if not steady:
-            f = self._infers[i]
+            f = self._clear[i]
+            clear = f is not None and ctl.clear
+            if not clear:
+                f = self._infers[i]
         ti = clock()
         y = f(x)
         t1 = clock()
@@ -354,13 +377,18 @@ class SlimRuntime:
                 self._run_len += 1
             else:
                 self._run_of, self._run_len = i, 1
-            if steady:
-                self._steady_calls += 1
-                # the profile describes the regular session (what a switch lands on): a faster steady call must
-                # not pull the slowdown estimate, hence every other sub-net's prediction, below it
+            if steady or clear:
+                if steady:
+                    self._steady_calls += 1
+                else:
+                    self._clear_calls += 1
+                # the profile describes the regular session (what contention lands on): a faster call must not
+                # pull the slowdown estimate, hence every other sub-net's prediction, below it
                 ms = max(ms, self._floor_ms[i])
-            elif self._run_len == self._steady_n and not self._steady_asked[i] and not self._closed:
-                self._start_steady(i)
+            elif ctl.clear and not self._clear_asked[i] and not self._closed:
+                self._start_build(i, "clear")
+            if not steady and self._run_len == self._steady_n and not self._steady_asked[i] and not self._closed:
+                self._start_build(i, "steady")
             self._calls[i] += 1
             missed = t1 - t0 > budget * 1e6
             if missed:
@@ -407,59 +435,76 @@ class SlimRuntime:
                       f"fastest ({self._entries[k].name}{on}, predicted {pred:.3g} ms)", BudgetInfeasibleWarning,
                       stacklevel=3)
 
-    # ------------------------------------------------------------------ steady sessions
-    def _start_steady(self, i: int) -> None:
-        """Build candidate ``i``'s steady session in a background thread (caller holds the lock)."""
-        self._steady_asked[i] = True
-        t = threading.Thread(target=self._build_steady, args=(i,), name=f"slimrt-steady-{i}", daemon=True)
+    # ------------------------------------------------------------------ steady and clear sessions
+    def _start_build(self, i: int, kind: Literal["steady", "clear"]) -> None:
+        """Build candidate ``i``'s ``kind`` session in a background thread (caller holds the lock)."""
+        (self._steady_asked if kind == "steady" else self._clear_asked)[i] = True
+        t = threading.Thread(target=self._build, args=(i, kind), name=f"slimrt-{kind}-{i}", daemon=True)
         self._builders.append(t)
         t.start()
 
-    def _build_steady(self, i: int) -> bool:
+    def _build(self, i: int, kind: Literal["steady", "clear"]) -> bool:
+        runner = self._runners[i]
         try:
-            f = self._runners[i].steady_infer()
+            f = runner.steady_infer() if kind == "steady" else runner.clear_infer()
             if f is not None and self._feat is not None:
                 x = np.zeros((self.batch_size, *self._feat), dtype=self._dtype)
                 for _ in range(3):  # first runs are slow (allocations): not on a served call
                     f(x)
         except Exception as e:  # the regular session keeps serving
-            log.warning("could not open a steady session for %s: %s", self._entries[self._pair[i][0]].name, e)
+            log.warning("could not open a %s session for %s: %s", kind, self._entries[self._pair[i][0]].name, e)
             return False
         if f is None:
             return False
         with self._lock:
             if self._closed:
                 return False
-            self._steady[i] = f
+            (self._steady if kind == "steady" else self._clear)[i] = f
         return True
 
-    def prepare_steady(self, names: Sequence[str] | None = None) -> int:
-        """Build now (in this thread) the steady sessions of ``names`` (default: every sub-net) at every thread
-        count, instead of on first need; returns how many are ready. Each costs about one more session's memory."""
+    def _prepare(self, names: Sequence[str] | None, kind: Literal["steady", "clear"]) -> int:
         if names is not None:
             known = {s.name for s in self._entries}
             bad = [n for n in names if n not in known]
             if bad:
                 raise ConfigError(f"no sub-net {bad[0]!r}; the artifact has {sorted(known)}")
         want = set(names) if names is not None else None
+        asked = self._steady_asked if kind == "steady" else self._clear_asked
         for k, (i, _t) in enumerate(self._pair):
             if want is not None and self._entries[i].name not in want:
                 continue
             with self._lock:
-                if self._steady_asked[k] or self._closed:
+                if asked[k] or self._closed:
                     continue
-                self._steady_asked[k] = True
-            self._build_steady(k)
-        return sum(f is not None for f in self._steady)
+                asked[k] = True
+            self._build(k, kind)
+        return sum(f is not None for f in (self._steady if kind == "steady" else self._clear))
+
+    def prepare_steady(self, names: Sequence[str] | None = None) -> int:
+        """Build now (in this thread) the steady sessions of ``names`` (default: every sub-net) at every thread
+        count, instead of on first need; returns how many are ready. Each costs about one more session's memory."""
+        return self._prepare(names, "steady")
+
+    def prepare_clear(self, names: Sequence[str] | None = None) -> int:
+        """Build now (in this thread) the clear sessions of ``names`` (default: every sub-net) at every thread
+        count, instead of on first need; returns how many are ready (0 with ``clear_sessions=False``)."""
+        return self._prepare(names, "clear")
 
     def wait_steady(self, timeout: float | None = None) -> bool:
-        """Wait for steady sessions being built in the background; True when none is still being built."""
+        """Wait for steady and clear sessions being built in the background; True when none is still being
+        built."""
         deadline = None if timeout is None else time.monotonic() + timeout
         with self._lock:
             builders = list(self._builders)
         for t in builders:
             t.join(None if deadline is None else max(0.0, deadline - time.monotonic()))
         return not any(t.is_alive() for t in builders)
+
+    @property
+    def clear_ready(self) -> list[tuple[str, int | None]]:
+        """The (sub-net, threads) pairs whose clear session is built."""
+        return [(self._entries[i].name, t) for (i, t), f in zip(self._pair, self._clear, strict=True)
+                if f is not None]
 
     @property
     def steady_ready(self) -> list[tuple[str, int | None]]:
@@ -565,7 +610,8 @@ class SlimRuntime:
                 latency_source=self.latency_source, backend=self.backend, device=self.device,
                 active_threads=self.active_threads, calls_by_threads=by_threads,
                 slowdown_by_threads={_thread_label(t): v for t, v in self._ctl.slowdowns.items()},
-                steady_calls=self._steady_calls, budget_margin=self._ctl.margin, up_patience=self._ctl.patience,
+                steady_calls=self._steady_calls, clear_calls=self._clear_calls, budget_margin=self._ctl.margin,
+                up_patience=self._ctl.patience,
             )
 
     def reset_stats(self) -> None:
@@ -576,6 +622,7 @@ class SlimRuntime:
             self._misses = [0] * n
             self._infeasible = 0
             self._steady_calls = 0
+            self._clear_calls = 0
             self._switch0 = self._ctl.switches
 
     # ------------------------------------------------------------------ lifetime
@@ -592,6 +639,7 @@ class SlimRuntime:
             r.close()
         if hasattr(self, "_steady"):
             self._steady = [None] * len(self._steady)
+            self._clear = [None] * len(self._clear)
 
         def closed(_x: np.ndarray) -> np.ndarray:
             raise SlimrtError("this SlimRuntime is closed")

@@ -237,3 +237,18 @@ def test_bad_config_rejected() -> None:
         AdaptConfig(miss_window=0)
     with pytest.raises(ValueError):
         AdaptConfig(window=0)
+
+
+def test_clear_flag_follows_every_estimate() -> None:
+    # what the runtime reads to serve its clear (spinning-during-the-run) sessions: clear only while every estimate
+    # is at most clear_slowdown, and again once the device is as profiled
+    ctl = controller(budget=1e6)
+    assert ctl.clear
+    run(ctl, 1.05, 40)
+    assert ctl.clear  # inside clear_slowdown (1.1)
+    run(ctl, 1.5, 3)
+    assert not ctl.clear and ctl.slowdown == pytest.approx(1.5)  # three calls in a row: the fast view
+    run(ctl, 1.0, 40)
+    assert ctl.clear and ctl.slowdown == pytest.approx(1.0)
+    off = Controller(ctl.selector, 1e6, adapt=False)
+    assert not off.clear  # no estimate: nothing says the device is clear

@@ -148,15 +148,21 @@ def test_faster_steady_calls_do_not_pull_the_slowdown_below_the_profile(syntheti
     # session a switch lands on.
     stored_profile(synthetic_artifact, 100.0)
     x = x_in()
-    with SlimRuntime(synthetic_artifact, budget_ms=1e6, threads=2, steady_after=None) as rt:
+    with SlimRuntime(synthetic_artifact, budget_ms=1e6, threads=2, steady_after=None, clear_sessions=False) as rt:
         for _ in range(40):
             rt(x)
         assert rt.slowdown == pytest.approx(0.25)
-    with SlimRuntime(synthetic_artifact, budget_ms=1e6, threads=2, steady_after=1) as rt:
+    with SlimRuntime(synthetic_artifact, budget_ms=1e6, threads=2, steady_after=1, clear_sessions=False) as rt:
         assert rt.prepare_steady(["w64"]) == 1
         for _ in range(40):
             rt(x)
         assert rt.stats().steady_calls == 39 and rt.slowdown == pytest.approx(1.0)
+    # clear sessions likewise: the profile describes the regular session, which contention lands on
+    with SlimRuntime(synthetic_artifact, budget_ms=1e6, threads=2, steady_after=None) as rt:
+        assert rt.prepare_clear(["w64"]) == 1
+        for _ in range(40):
+            rt(x)
+        assert rt.stats().clear_calls == 40 and rt.slowdown == pytest.approx(1.0)
 
 
 def test_concurrent_calls_and_budget_changes_with_steady_sessions(synthetic_artifact: Path) -> None:
