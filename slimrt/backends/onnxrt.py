@@ -10,11 +10,13 @@ remove that penalty:
   sessions, so nothing else in the process changes; but every parallel section of every op then wakes its workers
   through the OS: 1.14x a default session's p50 at batch 1 in long runs on a quiet 2-vCPU machine, 1.01x at batch
   32 (issue 15, ``benchmarks/results/runtime-issue15-steady.json``).
-* ``"spinstop"`` (opt-in, experimental): per-session pools that spin *during* a run (ONNX Runtime's default) with
-  ``session.force_spinning_stop=1``, meant to keep the steady-state speed of spinning without idle sessions
-  spinning after their run. Measured (issue 15): on a loaded machine calls alternating between sessions ran
-  2.5-10x slower than steady; in a quiet window (section vs_default) it was as slow as nospin, steady and
-  alternating. Not the default.
+* ``"spinstop"``: per-session pools that spin *during* a run (ONNX Runtime's default) with
+  ``session.force_spinning_stop=1``: the steady-state speed of spinning, nearly, without idle sessions spinning
+  after their run. Measured (issue 15): on a loaded machine calls alternating between sessions ran 2.5-10x slower
+  than steady (a spinning thread burns the slice a busy process needs and waits for a preempted worker); on a quiet
+  one 1.02-1.07x a default session, alternating or not. So not a threading mode of its own by default, but the
+  *clear session* (:meth:`OnnxRuntimeRunner.clear_infer`) that ``SlimRuntime(clear_sessions=True)`` serves while
+  every slowdown estimate says the device is quiet, going back to the nospin session under contention.
 * Steady sessions (:meth:`OnnxRuntimeRunner.steady_infer`, used by ``SlimRuntime(steady_after=N)``, default 64):
   spinning is fixed when a session is created, so spinning for the active sub-net only takes a second, spinning
   (ONNX Runtime default) session of that sub-net, served once it has run N calls in a row (1.03x a default
