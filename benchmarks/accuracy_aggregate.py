@@ -87,10 +87,12 @@ def compare_seed(
     lat: dict[str, dict[str, float]],
     twins: dict[str, Any] | None = None,
     uniform: dict[str, Any] | None = None,
+    grid_lat: dict[str, dict[str, float]] | None = None,
 ) -> list[dict[str, Any]]:
     """Per progressive sub-net of one seed: latency, accuracy, US-Nets at matched latency and at matched MACs, and
-    (when the seed has those runs) its independently trained twin and the uniform independent network at its MACs."""
-    grid = [{**g, **lat[arch_key(g["widths"])]} for g in usnet["grid"]]
+    (when the seed has those runs) its independently trained twin and the uniform independent network at its MACs.
+    ``grid_lat``: the US-Nets widths' latencies when they were measured apart from the family's (default ``lat``)."""
+    grid = [{**g, **(grid_lat or lat)[arch_key(g["widths"])]} for g in usnet["grid"]]
     twin_by_arch = {arch_key(t["widths"]): t for t in twins["subnets"]} if twins else {}
     rows = []
     p_lat = [lat[arch_key(p["widths"])]["b1_p50"] for p in prog["subnets"]]
