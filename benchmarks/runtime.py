@@ -34,7 +34,7 @@ from _common import random_input as _input
 from _threading import bench_threading, thread_worker
 
 REPO = Path(__file__).resolve().parents[1]
-SECTIONS = ("overhead", "vs_default", "switch", "threading", "adherence", "recovery", "memory")
+SECTIONS = ("overhead", "vs_default", "switch", "after_steady", "threading", "adherence", "recovery", "memory")
 
 
 def _clock() -> int:
@@ -298,6 +298,53 @@ def _switch_cost(names: tuple[str, str], switch_to: Any, call: Any, n: int) -> d
             "added_us": {k: med_switched[k] - med_steady[k] for k in names}, "on_target": on_target / (len(names) * n)}
 
 
+AFTER_STEADY_WINDOWS = ((1, 1), (2, 2), (3, 3), (4, 4), (5, 5), (6, 20), (21, 40))
+"""Call ranges (1-based, inclusive) of the largest sub-net after a switch that :func:`bench_after_steady` reports."""
+
+
+def bench_after_steady(root: Path, threads: int | None, quick: bool, run_calls: int = 300) -> dict[str, Any]:
+    """What the first calls after a steady run cost: ``run_calls`` calls on the second-largest sub-net (its steady,
+    spinning session serves them after ``steady_after``), then a budget that selects the largest, whose first 40
+    calls are timed; median per call range over the repetitions. Once with the runtime's default steady sessions,
+    once without (``steady_after=None``), repetitions alternated between two runtimes, 0.2 s apart (so a spinning
+    pool has stopped before the other runtime runs). ONNX Runtime's spinning workers spin on after a run (about
+    2**20 pause instructions) before they block, which is what the next session's calls would pay."""
+    from slimrt import SlimRuntime
+
+    reps = 4 if quick else 12
+    windows = AFTER_STEADY_WINDOWS
+    with SlimRuntime(root, budget_ms=1e6, threads=threads, adapt=False, measure_runs=20, measure_seconds=2.0) as a, \
+            SlimRuntime(root, budget_ms=1e6, threads=threads, adapt=False, measure_runs=20, measure_seconds=2.0,
+                        steady_after=None) as b, warnings.catch_warnings():  # fmt: skip
+        warnings.simplefilter("ignore")
+        big, small = a.subnets[0], a.subnets[1]
+        x = _input(a.manifest, a.batch_size)
+        a.prepare_steady([small.name])
+        timed: dict[str, list[list[float]]] = {"default": [], "no_steady": []}
+        steady_before = a.stats().steady_calls
+        for _ in range(reps):
+            for mode, rt in (("default", a), ("no_steady", b)):
+                rt.budget_ms = (small.latency.p95_ms + big.latency.p95_ms) / 2  # the second fits, the largest not
+                for _ in range(run_calls):
+                    rt(x)
+                rt.budget_ms = 1e6
+                row = []
+                for _ in range(windows[-1][1]):
+                    t0 = _clock()
+                    rt(x)
+                    row.append((_clock() - t0) / 1e3)
+                timed[mode].append(row)
+                time.sleep(0.2)
+        steady_calls = a.stats().steady_calls - steady_before
+    med = {mode: {f"{lo}-{hi}" if hi > lo else str(lo): float(np.median(np.array(rows)[:, lo - 1:hi]))
+                  for lo, hi in windows} for mode, rows in timed.items()}  # fmt: skip
+    return {
+        "big": big.name, "small": small.name, "run_calls": run_calls, "repetitions": reps,
+        "steady_calls_of_default": steady_calls, "median_us": med,
+        "ratio_default_over_no_steady": {k: med["default"][k] / med["no_steady"][k] for k in med["default"]},
+    }
+
+
 def bench_switch(root: Path, threads: int | None, quick: bool) -> dict[str, Any]:
     """Budget change + call vs a steady call on the same sub-net; vs creating a new session (naive app)."""
     from slimrt import SlimRuntime
@@ -445,6 +492,12 @@ def _table(result: dict[str, Any]) -> str:
                     f"+{v['bare_sessions_added_us_mean']:.1f} us; new session + call: "
                     f"{v['new_session_plus_call_median_us'] / 1e3:.1f} ms) | < 20 us: "
                     f"{'met' if v['goal_met'] else 'MISSED'} |")
+    if "after_steady" in s:
+        v = s["after_steady"]
+        r = v["ratio_default_over_no_steady"]
+        rows.append(f"| {v['big']} after {v['run_calls']} calls on {v['small']}: default / without steady sessions "
+                    f"| calls 1-5 {', '.join(f'{r[k]:.2f}' for k in ('1', '2', '3', '4', '5'))}x; 6-20 "
+                    f"{r['6-20']:.2f}x; 21-40 {r['21-40']:.2f}x | |")
     if "threading" in s:
         for mode, v in s["threading"]["modes"].items():
             rows.append(f"| threading {mode} | alternating/steady worst {v['worst_ratio']:.2f}x, alternating vs spin "
@@ -569,6 +622,8 @@ def main(argv: list[str] | None = None) -> int:
             r = bench_overhead(root, a.threads, a.quick)
         elif sec == "switch":
             r = bench_switch(root, a.threads, a.quick)
+        elif sec == "after_steady":
+            r = bench_after_steady(root, a.threads, a.quick)
         elif sec == "threading":
             r = bench_threading(root, a.threads, a.quick)
         elif sec == "vs_default":
