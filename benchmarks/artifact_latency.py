@@ -183,7 +183,7 @@ def build_artifact(art: dict[str, Any], results: Path, work: Path) -> Path:
 def bench_window(arts: Sequence[dict[str, Any]], roots: dict[str, Path], thread_variant: int | None,
                  window_index: int) -> dict[str, Any]:  # fmt: skip
     """One window: ``run_bench`` (``cpu`` profile, nothing saved) on every artifact, in an order rotated by
-    ``window_index``; per artifact and sub-net its p50/p95 (and at ``thread_variant`` threads)."""
+    ``window_index``; per artifact and sub-net name its p50/p95 (and at ``thread_variant`` threads)."""
     from slimrt.bench import load_device_profile, run_bench
 
     prof = load_device_profile("cpu")
@@ -193,13 +193,12 @@ def bench_window(arts: Sequence[dict[str, Any]], roots: dict[str, Path], thread_
     for i, art in enumerate(order):
         res = run_bench(roots[art["id"]], prof, thread_variants=(thread_variant,) if thread_variant else (),
                         save=False, progress=False)  # fmt: skip
-        keys = {s["name"]: arch_key(s["widths"]) for s in art["subnets"]}
-        row: dict[str, Any] = {"subnets": {keys[s.name]: {"p50": s.p50_ms, "p95": s.p95_ms} for s in res.subnets},
+        row: dict[str, Any] = {"subnets": {s.name: {"p50": s.p50_ms, "p95": s.p95_ms} for s in res.subnets},
                                "noisy": res.noisy}  # fmt: skip
         for tv in res.thread_variants:
             for s in tv.subnets:
-                row["subnets"][keys[s.name]][f"p50_t{tv.threads}"] = s.p50_ms
-                row["subnets"][keys[s.name]][f"p95_t{tv.threads}"] = s.p95_ms
+                row["subnets"][s.name][f"p50_t{tv.threads}"] = s.p50_ms
+                row["subnets"][s.name][f"p95_t{tv.threads}"] = s.p95_ms
         out[art["id"]] = row
         if (i + 1) % 10 == 0 or i + 1 == len(order):
             log.info("window %d: %d of %d artifacts benched (%.0f s)", window_index + 1, i + 1, len(order),
@@ -216,21 +215,26 @@ def _served(cell: dict[str, Any], series: str) -> float | None:
     return min([cell["p50"], *alts]) if alts else None
 
 
-def combine(windows: Sequence[dict[str, Any]], full: dict[str, int], series: str = "profile"
-            ) -> tuple[dict[str, dict[str, dict[str, float]]], float | None]:
+def combine(windows: Sequence[dict[str, Any]], full: dict[str, int], series: str = "profile",
+            arts: Sequence[dict[str, Any]] = ()) -> tuple[dict[str, dict[str, dict[str, float]]], float | None]:
     """Per artifact, per architecture: median over windows of (p50 / the same bench's full-network p50 at the
     profile's thread count), times the median full-network p50 over every bench. Returns ``({artifact: {arch_key:
-    {"b1_p50": ms, "ratio": r, "windows": n}}}, full_ms)``; ``series`` as in :func:`_served`."""
+    {"b1_p50": ms, "ratio": r, "windows": n}}}, full_ms)``; ``series`` as in :func:`_served`. Windows name the
+    sub-nets of each artifact; ``arts`` (:func:`plan_artifacts`) maps the names to architectures (a key it does not
+    map is taken as an architecture key already)."""
     fk = arch_key(full)
+    names = {a["id"]: {s["name"]: arch_key(s["widths"]) for s in a["subnets"]} for a in arts}
     ratios: dict[str, dict[str, list[float]]] = {}
     fulls: list[float] = []
     for w in windows:
         for aid, row in w["artifacts"].items():
-            ref = row["subnets"].get(fk, {}).get("p50")
+            to_key = names.get(aid, {})
+            cells = {to_key.get(k, k): cell for k, cell in row["subnets"].items()}
+            ref = cells.get(fk, {}).get("p50")
             if not ref:
                 continue
             fulls.append(ref)
-            for key, cell in row["subnets"].items():
+            for key, cell in cells.items():
                 v = _served(cell, series)
                 if v is not None:
                     ratios.setdefault(aid, {}).setdefault(key, []).append(v / ref)
@@ -349,9 +353,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     stem = series_stem(a.results, "artifact-latency", mach)
     path = a.results / f"{stem}.json"
     windows: list[dict[str, Any]] = []
+    command = command_line("artifact_latency.py", argv)
     if path.is_file():
         old = json.loads(path.read_text())
         windows = list(old.get("windows", []))
+        if a.stored:  # tables only: the command that measured the windows stays the one recorded
+            command = old.get("command", command)
     if not a.stored:
         roots = {}
         for i, art in enumerate(arts):
@@ -362,10 +369,10 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             return None
         for _ in range(a.windows):
             windows.append(bench_window(arts, roots, a.thread_variant or None, len(windows)))
-            _write(path, runs, arts, windows, mach, command_line("artifact_latency.py", argv), a.thread_variant)
+            _write(path, runs, arts, windows, mach, command, a.thread_variant)
     elif not windows:
         p.error(f"--stored: {path} holds no window")
-    return _write(path, runs, arts, windows, mach, command_line("artifact_latency.py", argv), a.thread_variant)
+    return _write(path, runs, arts, windows, mach, command, a.thread_variant)
 
 
 def _write(path: Path, runs: dict[str, Any], arts: Sequence[dict[str, Any]], windows: list[dict[str, Any]],
@@ -375,7 +382,7 @@ def _write(path: Path, runs: dict[str, Any], arts: Sequence[dict[str, Any]], win
     lats: dict[str, Any] = {}
     full_ms = None
     for series in SERIES:
-        lat, f = combine(windows, full, series)
+        lat, f = combine(windows, full, series, arts)
         if series == "profile":
             full_ms = f
         lats[series] = lat

@@ -77,6 +77,12 @@ def test_each_latency_is_read_against_its_own_bench_full_network():
     assert best["a"][hk]["ratio"] == pytest.approx(0.3 / 0.8) and best["a"][fk]["ratio"] == pytest.approx(1.0)
     no_ref = [{"artifacts": {"b": {"subnets": {hk: {"p50": 0.4, "p95": 0.5}}}}}]
     assert combine(no_ref, full) == ({}, None)  # a bench without the full network has no reference: not read
+    # windows name each artifact's sub-nets; the plan maps the names to architectures
+    half = _uniform(32, 0)["widths"]
+    arts = [{"id": "a", "subnets": [{"name": "w64", "widths": full}, {"name": "w32", "widths": half}]}]
+    named = [{"artifacts": {"a": {"subnets": {"w64": w["artifacts"]["a"]["subnets"][fk],
+                                              "w32": w["artifacts"]["a"]["subnets"][hk]}}}} for w in windows]
+    assert combine(named, full, "best", arts) == combine(windows, full, "best")
 
 
 def test_a_family_is_compared_with_its_own_artifact_and_the_usnet_artifacts():
@@ -119,7 +125,8 @@ def test_artifacts_are_built_benched_and_windows_add_up(tmp_path):
     full = arch_key(_uniform(64, 0)["widths"])
     assert lat[full]["ratio"] == pytest.approx(1.0) and lat[arch_key(_uniform(24, 0)["widths"])]["ratio"] < 0.9
     assert fam["goals"]["b1_p50_span"]["mean"] > 1.1 and len(first["windows"]) == 1
-    assert "p50_t1" in first["windows"][0]["artifacts"]["progressive-seed0"]["subnets"][full]
+    assert set(first["windows"][0]["artifacts"]["progressive-seed0"]["subnets"]) == {REF, "m60", "m20"}  # by name
+    assert "p50_t1" in first["windows"][0]["artifacts"]["progressive-seed0"]["subnets"][REF]
     stamps = {p.name: (p / "manifest.json").stat().st_mtime_ns for p in built}
     second = run(argv)  # the same command again: one more window, the cached artifacts reused
     assert len(second["windows"]) == 2 and {p.name: (p / "manifest.json").stat().st_mtime_ns for p in built} == stamps
