@@ -307,8 +307,8 @@ def bench_after_steady(root: Path, threads: int | None, quick: bool, run_calls: 
     spinning session serves them after ``steady_after``), then a budget that selects the largest, whose first 40
     calls are timed; median per call range over the repetitions. Once with the runtime's default steady sessions,
     once without (``steady_after=None``), repetitions alternated between two runtimes, 0.2 s apart (so a spinning
-    pool has stopped before the other runtime runs). ONNX Runtime's spinning workers spin on after a run (about
-    2**20 pause instructions) before they block, which is what the next session's calls would pay."""
+    pool has stopped before the other runtime runs). ONNX Runtime's spinning workers spin on after a run (2**20
+    iterations of their worker loop) before they block, which is what the next session's calls would pay."""
     from slimrt import SlimRuntime
 
     reps = 4 if quick else 12
