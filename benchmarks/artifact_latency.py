@@ -37,6 +37,7 @@ series of its own) keep every window, so runs add up across sessions; artifacts 
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import json
 import logging
@@ -54,7 +55,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import command_line, write_results  # noqa: E402
 from accuracy_aggregate import (  # noqa: E402
     SEARCHED,
+    _num,
     arch_key,
+    compare_seed,
     goals_line,
     read_runs,
     series_stem,
@@ -79,11 +82,16 @@ SERIES = ("profile", "best")
 
 # ------------------------------------------------------------------------------------------------ the artifacts
 
-def full_widths(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, int]:
-    """The full network's widths: the largest US-Nets grid width (every group at its full channel count)."""
+def full_row(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """The full network's grid row: the largest US-Nets grid width (every group at its full channel count)."""
     for seed_runs in runs.get("usnet", {}).values():
-        return dict(max(seed_runs["grid"], key=lambda g: g["macs"])["widths"])
+        return max(seed_runs["grid"], key=lambda g: g["macs"])
     raise SystemExit("no usnet run file: the matched tables need US-Nets' grid")
+
+
+def full_widths(runs: dict[str, dict[int, dict[str, Any]]]) -> dict[str, int]:
+    """The full network's widths (:func:`full_row`)."""
+    return dict(full_row(runs)["widths"])
 
 
 def _spec(row: dict[str, Any], name: str | None = None) -> dict[str, Any]:
@@ -111,30 +119,34 @@ def plan_artifacts(runs: dict[str, dict[int, dict[str, Any]]], families: Sequenc
                    ) -> list[dict[str, Any]]:
     """Every artifact to bench: ``{"id", "kind" ("family" or "usnet"), "family", "seed", "subnets"}``. Families:
     those of ``SEARCHED`` (or ``families``) with a run at a seed that has a ``usnet`` run."""
-    full = full_widths(runs)
-    full_row = next(g for g in next(iter(runs["usnet"].values()))["grid"] if arch_key(g["widths"]) == arch_key(full))
+    full = full_row(runs)
     out = []
     for fam in families or SEARCHED:
         for seed, run in sorted(runs.get(fam, {}).items()):
             if seed not in runs["usnet"]:
                 continue
-            subs = with_reference([_spec(s) for s in run["subnets"]], full, full_row)
+            subs = with_reference([_spec(s) for s in run["subnets"]], full["widths"], full)
             out.append({"id": f"{fam}-seed{seed}", "kind": "family", "family": fam, "seed": seed, "subnets": subs})
     usnet_seed = min(runs["usnet"])
     grid = runs["usnet"][usnet_seed]["grid"]
     for i, chunk in enumerate(usnet_chunks(grid)):
-        subs = with_reference([_spec(g) for g in chunk], full, full_row)
+        subs = with_reference([_spec(g) for g in chunk], full["widths"], full)
         out.append({"id": f"usnet-{i}", "kind": "usnet", "family": "usnet", "seed": usnet_seed, "subnets": subs})
     return out
+
+
+@functools.cache
+def _file_hash(*paths: Path) -> str:
+    """sha256 of the files' bytes, read once per run (the exporter's code, a weights file)."""
+    return hashlib.sha256(b"".join(p.read_bytes() for p in paths)).hexdigest()
 
 
 def _cache_key(art: dict[str, Any], weights: Path) -> str:
     import slimrt.exporters.artifact_writer as writer
     import slimrt.exporters.onnx as onnx_exporter
 
-    code = b"".join(Path(m.__file__).read_bytes() for m in (writer, onnx_exporter))
-    blob = json.dumps([art["subnets"], hashlib.sha256(weights.read_bytes()).hexdigest(),
-                       hashlib.sha256(code).hexdigest()], sort_keys=True)  # fmt: skip
+    code = _file_hash(Path(writer.__file__), Path(onnx_exporter.__file__))
+    blob = json.dumps([art["subnets"], _file_hash(weights), code], sort_keys=True)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
@@ -251,8 +263,6 @@ def compare(runs: dict[str, dict[int, dict[str, Any]]], arts: Sequence[dict[str,
     """The aggregate's matched tables and goals per family, each (family, seed) read with its own artifact's
     latencies against the US-Nets widths' from the US-Nets artifacts (an architecture in both, such as the full
     network, is read from each where it ran)."""
-    from accuracy_aggregate import compare_seed
-
     usnet_lat: dict[str, dict[str, float]] = {}
     for a in arts:
         if a["kind"] == "usnet":
@@ -260,7 +270,9 @@ def compare(runs: dict[str, dict[int, dict[str, Any]]], arts: Sequence[dict[str,
     out: dict[str, Any] = {}
     for fam in dict.fromkeys(a["family"] for a in arts if a["kind"] == "family"):
         per_seed = {}
-        for a in (a for a in arts if a["family"] == fam):
+        for a in arts:
+            if a["family"] != fam:
+                continue
             base = usnet_baseline(runs, a["seed"], ("usnet",))
             own = lat.get(a["id"], {})
             prog = runs[fam][a["seed"]]
@@ -280,7 +292,7 @@ def markdown(result: dict[str, Any]) -> str:
              f"{m['cores']} cores)", "",
              f"{len(result['windows'])} windows; {len(result['artifacts'])} artifacts per window. Latency: median over "
              "windows of p50 / the same bench's full-network p50, times the median full-network p50 "
-             f"({_ms(result['full_p50_ms'])} ms). Command: `{result['command']}`", ""]
+             f"({_num(result['full_p50_ms'], '.3f')} ms). Command: `{result['command']}`", ""]
     for series in SERIES:
         fams = result["families"].get(series) or {}
         if not fams:
@@ -294,23 +306,15 @@ def markdown(result: dict[str, Any]) -> str:
         for fam, v in fams.items():
             g = v["goals"]
             spans = [max(r["b1_p50"] for r in rows) / min(r["b1_p50"] for r in rows) for rows in v["per_seed"].values()]
-            lines.append(f"| {fam} | {g['seeds']} | {_gap(g['mean_gap_at_latency_smaller_half'])} "
-                         f"| {_gap(g['min_gap_at_latency'])} | {_gap(g['mean_gap_at_macs'])} "
-                         f"| {_gap(g['gap_at_latency_smallest'])} | {g['b1_p50_span']['mean']:.2f}x "
+            lines.append(f"| {fam} | {g['seeds']} | {_num(g['mean_gap_at_latency_smaller_half'])} "
+                         f"| {_num(g['min_gap_at_latency'])} | {_num(g['mean_gap_at_macs'])} "
+                         f"| {_num(g['gap_at_latency_smallest'])} | {g['b1_p50_span']['mean']:.2f}x "
                          f"| {' / '.join(f'{s:.2f}' for s in spans)} |")
         lines.append("")
         for fam, v in fams.items():
             lines.append(f"- {fam}: {goals_line(v['goals'])}")
         lines.append("")
     return "\n".join(lines) + "\n"
-
-
-def _gap(v: float | None) -> str:
-    return "-" if v is None else f"{v:+.2f}"
-
-
-def _ms(v: float | None) -> str:
-    return "-" if v is None else f"{v:.3f}"
 
 
 # ----------------------------------------------------------------------------------------------------- driver
@@ -353,12 +357,12 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
     stem = series_stem(a.results, "artifact-latency", mach)
     path = a.results / f"{stem}.json"
     windows: list[dict[str, Any]] = []
-    command = command_line("artifact_latency.py", argv)
+    made_by = {"command": command_line("artifact_latency.py", argv), "commit": git_commit()}
     if path.is_file():
         old = json.loads(path.read_text())
         windows = list(old.get("windows", []))
-        if a.stored:  # tables only: the command that measured the windows stays the one recorded
-            command = old.get("command", command)
+        if a.stored:  # tables only: the command and commit that measured the windows stay the ones recorded
+            made_by = {k: old.get(k, v) for k, v in made_by.items()}
     if not a.stored:
         roots = {}
         for i, art in enumerate(arts):
@@ -369,14 +373,14 @@ def run(argv: Sequence[str] | None = None) -> dict[str, Any] | None:
             return None
         for _ in range(a.windows):
             windows.append(bench_window(arts, roots, a.thread_variant or None, len(windows)))
-            _write(path, runs, arts, windows, mach, command, a.thread_variant)
+            _write(path, runs, arts, windows, mach, made_by, a.thread_variant)
     elif not windows:
         p.error(f"--stored: {path} holds no window")
-    return _write(path, runs, arts, windows, mach, command, a.thread_variant)
+    return _write(path, runs, arts, windows, mach, made_by, a.thread_variant)
 
 
 def _write(path: Path, runs: dict[str, Any], arts: Sequence[dict[str, Any]], windows: list[dict[str, Any]],
-           mach: dict[str, Any], command: str, thread_variant: int) -> dict[str, Any]:  # fmt: skip
+           mach: dict[str, Any], made_by: dict[str, Any], thread_variant: int) -> dict[str, Any]:  # fmt: skip
     full = full_widths(runs)
     families: dict[str, Any] = {}
     lats: dict[str, Any] = {}
@@ -388,7 +392,7 @@ def _write(path: Path, runs: dict[str, Any], arts: Sequence[dict[str, Any]], win
         lats[series] = lat
         families[series] = compare(runs, arts, lat)
     result = {
-        "command": command, "commit": git_commit(), "machine": mach, "thread_variant": thread_variant or None,
+        **made_by, "machine": mach, "thread_variant": thread_variant or None,
         "protocol": "slimrt bench (run_bench, cpu device profile) on one artifact per family and seed, and the "
                     "US-Nets grid in artifacts of 5-6 widths and the full network; each latency over its bench's "
                     "full-network p50",
